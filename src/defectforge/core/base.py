@@ -1,0 +1,192 @@
+"""The synthesizer base class: draw parameters per sample, then apply them to the batch.
+
+A subclass implements two methods:
+
+``sample_params(rng, shape)``
+    Draws every random choice of one anomalous sample from its own generator and returns them
+    as a JSON-serialisable dict. It sees the image shape only, never the pixels, so the same
+    ``(seed, index)`` gives the same parameters on any device and in any batch.
+``apply(images, params, context, rngs)``
+    Makes the anomalies of a float batch from the drawn parameters, batched on the batch's
+    device. It returns ``(images, masks, labels)``. It may redraw a sample's parameters from
+    ``rngs[i]`` (an empty-mask retry, say) by replacing ``params[i]`` in place; ``rngs`` is
+    ``None`` on replay, when the recorded parameters are final.
+
+The base class converts uint8 / float inputs, decides per sample whether it stays normal
+(``anomaly_probability``), derives each sample's generator from ``(seed, index)`` and records
+the parameters, so ``replay(images, result.params)`` remakes the batch exactly.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .seeding import sample_rng
+from .types import SynthesisContext, SynthesisResult, to_jsonable
+from .validation import check_probability
+
+__all__ = ["Synthesizer", "as_float_images", "restore_dtype", "ImageShape"]
+
+
+class ImageShape(tuple):
+    """``(channels, height, width)`` of the images of a batch."""
+
+    @property
+    def channels(self) -> int:
+        return self[0]
+
+    @property
+    def height(self) -> int:
+        return self[1]
+
+    @property
+    def width(self) -> int:
+        return self[2]
+
+
+def as_float_images(images: torch.Tensor) -> torch.Tensor:
+    """Validate a ``(B, C, H, W)`` batch (C = 1 or 3) and return it as float32 in ``[0, 1]``."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}")
+    if images.shape[1] not in (1, 3):
+        raise ValueError(f"images must have 1 or 3 channels, got {images.shape[1]} "
+                         "(drop the alpha channel of RGBA images first)")
+    if images.dtype == torch.uint8:
+        return images.float().div_(255.0)
+    if images.is_floating_point():
+        return images.float()
+    raise TypeError(f"images must be uint8 or floating point in [0, 1], got {images.dtype}")
+
+
+def restore_dtype(images: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Convert a float ``[0, 1]`` batch back to the dtype of ``like``."""
+    if like.dtype == torch.uint8:
+        return images.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+    return images.to(like.dtype)
+
+
+class Synthesizer:
+    """Base class of every image-level synthesizer (see the module docstring)."""
+
+    #: Registry name; set by :func:`defectforge.create`.
+    method_name: str = ""
+    #: Label given to anomalous samples by default.
+    anomaly_label: int = 1
+
+    def __init__(self, anomaly_probability: float = 1.0):
+        self.anomaly_probability = check_probability("anomaly_probability", anomaly_probability)
+        self.method_kwargs: dict[str, Any] = {}
+
+    # --- to implement -------------------------------------------------------------------
+    def sample_params(self, rng: np.random.Generator, shape: ImageShape) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def apply(self, images: torch.Tensor, params: list[dict[str, Any]], context: SynthesisContext,
+              rngs: list[np.random.Generator] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    # --- public API ---------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (preset defaults plus overrides), for writing to YAML."""
+        kwargs = dict(self.method_kwargs)
+        if not kwargs:
+            sig = inspect.signature(type(self).__init__)
+            kwargs = {k: getattr(self, k) for k in sig.parameters if k != "self" and hasattr(self, k)}
+        return to_jsonable({"method": self.method_name, **kwargs})
+
+    def draw(self, seed: int, indices: Sequence[int], shape: ImageShape) -> tuple[list[dict], list]:
+        """Draw the parameters of samples ``indices`` (no pixels involved)."""
+        params, rngs = [], []
+        for index in indices:
+            rng = sample_rng(seed, int(index))
+            anomalous = bool(rng.random() < self.anomaly_probability)
+            record: dict[str, Any] = {"anomalous": anomalous}
+            if anomalous:
+                record.update(self.sample_params(rng, shape))
+            params.append(record)
+            rngs.append(rng)
+        return params, rngs
+
+    def __call__(self, images: torch.Tensor, *, seed: int = 0, indices: Sequence[int] | None = None,
+                 foreground: torch.Tensor | None = None, donors: torch.Tensor | None = None,
+                 context: SynthesisContext | None = None) -> SynthesisResult:
+        """Synthesise anomalies on a batch.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            ``(B, C, H, W)`` uint8, or float in ``[0, 1]``; 1 or 3 channels; any device.
+        seed : int
+            Run seed. Sample ``indices[i]`` depends on ``(seed, indices[i])`` only.
+        indices : sequence of int, optional
+            Global index of each sample (default ``0..B-1``).
+        foreground, donors : torch.Tensor, optional
+            Shortcuts for the fields of :class:`SynthesisContext`.
+        """
+        x = as_float_images(images)
+        if indices is None:
+            indices = range(x.shape[0])
+        indices = [int(i) for i in indices]
+        if len(indices) != x.shape[0]:
+            raise ValueError(f"got {len(indices)} indices for a batch of {x.shape[0]} images")
+        shape = ImageShape(x.shape[1:])
+        params, rngs = self.draw(seed, indices, shape)
+        ctx = context or SynthesisContext(foreground=foreground, donors=donors)
+        return self._run(images, x, params, rngs, ctx)
+
+    def replay(self, images: torch.Tensor, params: Sequence[dict[str, Any]], *,
+               foreground: torch.Tensor | None = None, donors: torch.Tensor | None = None,
+               context: SynthesisContext | None = None) -> SynthesisResult:
+        """Remake a batch from recorded ``params`` (as returned in ``SynthesisResult.params``)."""
+        x = as_float_images(images)
+        if len(params) != x.shape[0]:
+            raise ValueError(f"got {len(params)} parameter records for a batch of {x.shape[0]} images")
+        ctx = context or SynthesisContext(foreground=foreground, donors=donors)
+        return self._run(images, x, [dict(p) for p in params], None, ctx)
+
+    # --- internals ----------------------------------------------------------------------
+    def _run(self, original: torch.Tensor, x: torch.Tensor, params: list[dict], rngs, ctx) -> SynthesisResult:
+        b, _, h, w = x.shape
+        if ctx.foreground is not None and tuple(ctx.foreground.shape) != (b, 1, h, w):
+            raise ValueError(f"foreground must have shape {(b, 1, h, w)}, got {tuple(ctx.foreground.shape)}")
+        out = x.clone()
+        masks = x.new_zeros((b, 1, h, w))
+        labels = torch.zeros(b, dtype=torch.long, device=x.device)
+        extras: dict[str, torch.Tensor] = {}
+        sel = [i for i, p in enumerate(params) if p.get("anomalous")]
+        if sel:
+            idx = torch.tensor(sel, device=x.device)
+            sub_params = [params[i] for i in sel]
+            sub_rngs = [rngs[i] for i in sel] if rngs is not None else None
+            sub_ctx = ctx.select(idx) if len(sel) != b else ctx
+            result = self.apply(x[idx] if len(sel) != b else x, sub_params, sub_ctx, sub_rngs)
+            imgs, m, lab = result[:3]
+            sub_extras = result[3] if len(result) > 3 else {}
+            for j, i in enumerate(sel):
+                params[i] = sub_params[j]
+            if len(sel) == b:
+                out, masks, labels = imgs, m, lab
+            else:
+                out[idx], masks[idx], labels[idx] = imgs, m, lab.to(labels.dtype)
+            for key, value in sub_extras.items():
+                full = value.new_zeros((b, *value.shape[1:]))
+                full[idx] = value
+                extras[key] = full
+        # A sample whose apply left it normal (an empty mask kept as normal) reports so.
+        for i, p in enumerate(params):
+            if p.get("anomalous") and int(labels[i]) == 0:
+                p["anomalous"] = False
+        return SynthesisResult(
+            images=restore_dtype(out, original),
+            masks=masks,
+            labels=labels,
+            params=[to_jsonable(p) for p in params],
+            extras=extras,
+        )

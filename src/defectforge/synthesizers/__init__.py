@@ -1,0 +1,1 @@
+"""Built-in synthesizers; importing this package registers them."""
