@@ -2,10 +2,11 @@
 
 A subclass implements two methods:
 
-``sample_params(rng, shape)``
+``sample_params(rng, shape, foreground)``
     Draws every random choice of one anomalous sample from its own generator and returns them
-    as a JSON-serialisable dict. It sees the image shape only, never the pixels, so the same
-    ``(seed, index)`` gives the same parameters on any device and in any batch.
+    as a JSON-serialisable dict. It sees the image shape and the sample's region of interest
+    (``(H, W)`` bool array or ``None``), never the pixels, so the same ``(seed, index)`` gives
+    the same parameters on any device and in any batch.
 ``apply(images, params, context, rngs)``
     Makes the anomalies of a float batch from the drawn parameters, batched on the batch's
     device. It returns ``(images, masks, labels)``. It may redraw a sample's parameters from
@@ -30,7 +31,7 @@ from .seeding import sample_rng
 from .types import SynthesisContext, SynthesisResult, to_jsonable
 from .validation import check_probability
 
-__all__ = ["Synthesizer", "as_float_images", "restore_dtype", "ImageShape"]
+__all__ = ["Synthesizer", "as_float_images", "validate_images", "restore_dtype", "ImageShape"]
 
 
 class ImageShape(tuple):
@@ -49,8 +50,8 @@ class ImageShape(tuple):
         return self[2]
 
 
-def as_float_images(images: torch.Tensor) -> torch.Tensor:
-    """Validate a ``(B, C, H, W)`` batch (C = 1 or 3) and return it as float32 in ``[0, 1]``."""
+def validate_images(images: torch.Tensor) -> None:
+    """Check that ``images`` is a ``(B, C, H, W)`` uint8 or float tensor with C = 1 or 3."""
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
     if images.ndim != 4:
@@ -58,17 +59,22 @@ def as_float_images(images: torch.Tensor) -> torch.Tensor:
     if images.shape[1] not in (1, 3):
         raise ValueError(f"images must have 1 or 3 channels, got {images.shape[1]} "
                          "(drop the alpha channel of RGBA images first)")
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise TypeError(f"images must be uint8 or floating point in [0, 1], got {images.dtype}")
+
+
+def as_float_images(images: torch.Tensor) -> torch.Tensor:
+    """Validate a ``(B, C, H, W)`` batch (C = 1 or 3) and return it as float32 in ``[0, 1]``."""
+    validate_images(images)
     if images.dtype == torch.uint8:
         return images.float().div_(255.0)
-    if images.is_floating_point():
-        return images.float()
-    raise TypeError(f"images must be uint8 or floating point in [0, 1], got {images.dtype}")
+    return images.float()
 
 
 def restore_dtype(images: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Convert a float ``[0, 1]`` batch back to the dtype of ``like``."""
+    """Convert a float ``[0, 1]`` batch back to the dtype of ``like`` (in place where it can)."""
     if like.dtype == torch.uint8:
-        return images.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+        return images.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
     return images.to(like.dtype)
 
 
@@ -79,13 +85,17 @@ class Synthesizer:
     method_name: str = ""
     #: Label given to anomalous samples by default.
     anomaly_label: int = 1
+    #: ``True`` when ``apply`` accepts the batch in its own dtype (uint8 or float) and returns the
+    #: same dtype; methods that only touch small regions then skip whole-image conversions.
+    any_dtype: bool = False
 
     def __init__(self, anomaly_probability: float = 1.0):
         self.anomaly_probability = check_probability("anomaly_probability", anomaly_probability)
         self.method_kwargs: dict[str, Any] = {}
 
     # --- to implement -------------------------------------------------------------------
-    def sample_params(self, rng: np.random.Generator, shape: ImageShape) -> dict[str, Any]:
+    def sample_params(self, rng: np.random.Generator, shape: ImageShape,
+                      foreground: np.ndarray | None = None) -> dict[str, Any]:
         raise NotImplementedError
 
     def apply(self, images: torch.Tensor, params: list[dict[str, Any]], context: SynthesisContext,
@@ -101,15 +111,17 @@ class Synthesizer:
             kwargs = {k: getattr(self, k) for k in sig.parameters if k != "self" and hasattr(self, k)}
         return to_jsonable({"method": self.method_name, **kwargs})
 
-    def draw(self, seed: int, indices: Sequence[int], shape: ImageShape) -> tuple[list[dict], list]:
-        """Draw the parameters of samples ``indices`` (no pixels involved)."""
+    def draw(self, seed: int, indices: Sequence[int], shape: ImageShape,
+             foreground: torch.Tensor | None = None) -> tuple[list[dict], list]:
+        """Draw the parameters of samples ``indices``; they may depend on the foreground, never on pixels."""
         params, rngs = [], []
-        for index in indices:
+        fg = None if foreground is None else (foreground[:, 0] > 0.5).cpu().numpy()
+        for k, index in enumerate(indices):
             rng = sample_rng(seed, int(index))
             anomalous = bool(rng.random() < self.anomaly_probability)
             record: dict[str, Any] = {"anomalous": anomalous}
             if anomalous:
-                record.update(self.sample_params(rng, shape))
+                record.update(self.sample_params(rng, shape, None if fg is None else fg[k]))
             params.append(record)
             rngs.append(rng)
         return params, rngs
@@ -130,34 +142,40 @@ class Synthesizer:
         foreground, donors : torch.Tensor, optional
             Shortcuts for the fields of :class:`SynthesisContext`.
         """
-        x = as_float_images(images)
+        x = self._prepare(images)
         if indices is None:
             indices = range(x.shape[0])
         indices = [int(i) for i in indices]
         if len(indices) != x.shape[0]:
             raise ValueError(f"got {len(indices)} indices for a batch of {x.shape[0]} images")
         shape = ImageShape(x.shape[1:])
-        params, rngs = self.draw(seed, indices, shape)
         ctx = context or SynthesisContext(foreground=foreground, donors=donors)
+        params, rngs = self.draw(seed, indices, shape, ctx.foreground)
         return self._run(images, x, params, rngs, ctx)
 
     def replay(self, images: torch.Tensor, params: Sequence[dict[str, Any]], *,
                foreground: torch.Tensor | None = None, donors: torch.Tensor | None = None,
                context: SynthesisContext | None = None) -> SynthesisResult:
         """Remake a batch from recorded ``params`` (as returned in ``SynthesisResult.params``)."""
-        x = as_float_images(images)
+        x = self._prepare(images)
         if len(params) != x.shape[0]:
             raise ValueError(f"got {len(params)} parameter records for a batch of {x.shape[0]} images")
         ctx = context or SynthesisContext(foreground=foreground, donors=donors)
         return self._run(images, x, [dict(p) for p in params], None, ctx)
 
     # --- internals ----------------------------------------------------------------------
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        if self.any_dtype:
+            validate_images(images)
+            return images
+        return as_float_images(images)
+
     def _run(self, original: torch.Tensor, x: torch.Tensor, params: list[dict], rngs, ctx) -> SynthesisResult:
         b, _, h, w = x.shape
         if ctx.foreground is not None and tuple(ctx.foreground.shape) != (b, 1, h, w):
             raise ValueError(f"foreground must have shape {(b, 1, h, w)}, got {tuple(ctx.foreground.shape)}")
         out = x.clone()
-        masks = x.new_zeros((b, 1, h, w))
+        masks = torch.zeros((b, 1, h, w), device=x.device)
         labels = torch.zeros(b, dtype=torch.long, device=x.device)
         extras: dict[str, torch.Tensor] = {}
         sel = [i for i, p in enumerate(params) if p.get("anomalous")]
@@ -184,7 +202,7 @@ class Synthesizer:
             if p.get("anomalous") and int(labels[i]) == 0:
                 p["anomalous"] = False
         return SynthesisResult(
-            images=restore_dtype(out, original),
+            images=out if out.dtype == original.dtype else restore_dtype(out, original),
             masks=masks,
             labels=labels,
             params=[to_jsonable(p) for p in params],

@@ -1,1 +1,3 @@
 """Built-in synthesizers; importing this package registers them."""
+
+from . import cutpaste, draem  # noqa: F401
