@@ -88,6 +88,9 @@ class Synthesizer:
     #: ``True`` when ``apply`` accepts the batch in its own dtype (uint8 or float) and returns the
     #: same dtype; methods that only touch small regions then skip whole-image conversions.
     any_dtype: bool = False
+    #: ``True`` for methods that may change pixels outside the returned mask (Poisson blending,
+    #: inpainting targets); the registry-wide tests check the others leave them bit-identical.
+    changes_outside_mask: bool = False
 
     def __init__(self, anomaly_probability: float = 1.0):
         self.anomaly_probability = check_probability("anomaly_probability", anomaly_probability)
