@@ -1,0 +1,115 @@
+"""``defectforge bench``: in-process synthesis throughput per method on preloaded inputs."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Optional
+
+import numpy as np
+import typer
+
+from .main import app
+
+
+def _inputs(size: int, batch: int):
+    import torch
+
+    from ..sources.procedural import SURFACE_KINDS, surface
+
+    imgs = [surface(SURFACE_KINDS[i % len(SURFACE_KINDS)], size, seed=i) for i in range(min(batch, 8))]
+    stack = np.stack([imgs[i % len(imgs)] for i in range(batch)])
+    return torch.from_numpy(stack).permute(0, 3, 1, 2).contiguous()
+
+
+def time_callable(fn, min_time: float, max_iterations: int) -> tuple[float, int]:
+    """Seconds per call of ``fn(k)`` after one warm-up call, over at least ``min_time`` seconds."""
+    fn(0)
+    start, k = time.perf_counter(), 0
+    while True:
+        k += 1
+        fn(k)
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time or k >= max_iterations:
+            return elapsed / k, k
+
+
+def bench_method(name: str, batch_images, min_time: float = 2.0, max_iterations: int = 1000) -> dict:
+    """Throughput of registry method ``name`` (every sample anomalous) on ``batch_images``."""
+    from ..io.generate import build_synthesizer
+
+    synth = build_synthesizer(name)
+    per_call, iterations = time_callable(lambda k: synth(batch_images, seed=k), min_time, max_iterations)
+    b = batch_images.shape[0]
+    return {"method": name, "images_per_second": b / per_call, "ms_per_image": per_call / b * 1e3,
+            "iterations": iterations}
+
+
+def bench_anomalib(batch_images, min_time: float, max_iterations: int) -> dict:
+    """anomalib's ``PerlinAnomalyGenerator`` (probability 1, no texture folder) on the same batch."""
+    name = "anomalib.PerlinAnomalyGenerator"
+    try:
+        import anomalib
+        from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
+    except Exception as exc:  # noqa: BLE001 - any import failure means "not comparable here"
+        return {"method": name, "available": False, "reason": f"{type(exc).__name__}: {exc}"}
+    generator = PerlinAnomalyGenerator(probability=1.0)
+    x = batch_images.float() / 255.0
+    per_call, iterations = time_callable(lambda k: generator(x), min_time, max_iterations)
+    b = x.shape[0]
+    return {"method": name, "version": anomalib.__version__, "images_per_second": b / per_call,
+            "ms_per_image": per_call / b * 1e3, "iterations": iterations, "masks": True}
+
+
+@app.command("bench")
+def bench_command(
+    methods: Optional[list[str]] = typer.Option(None, "--methods", "-m",
+                                                help="Methods (repeatable or comma-separated); default: every image-level method."),
+    size: int = typer.Option(256, "--size"),
+    batch: int = typer.Option(32, "--batch"),
+    threads: int = typer.Option(2, "--threads", help="torch and OpenCV threads."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    min_time: float = typer.Option(2.0, "--min-time", help="Seconds timed per method (after a warm-up call)."),
+    compare: Optional[str] = typer.Option(None, "--compare", help="Also time a peer in the same run: 'anomalib'."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
+):
+    """Measure images per second for each method on preloaded inputs."""
+    import cv2
+    import torch
+
+    import defectforge
+
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    names = [m.strip() for item in (methods or []) for m in item.split(",") if m.strip()]
+    names = names or defectforge.list_methods(level="image")
+    x = _inputs(size, batch).to(device)
+    rows = []
+    for name in names:
+        try:
+            row = bench_method(name, x, min_time)
+        except (ValueError, TypeError) as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
+        rows.append(row)
+        if not as_json:
+            typer.echo(f"{name:<22} {row['images_per_second']:9.1f} img/s  {row['ms_per_image']:7.3f} ms/img", err=False)
+    if compare:
+        if compare != "anomalib":
+            typer.secho(f"error: --compare knows 'anomalib' only, got {compare!r}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
+        row = bench_anomalib(x, min_time, 1000)
+        rows.append(row)
+        if not as_json:
+            if row.get("available", True):
+                typer.echo(f"{row['method']:<22} {row['images_per_second']:9.1f} img/s  {row['ms_per_image']:7.3f} ms/img"
+                           f"  (anomalib {row['version']}, same inputs)")
+                ours = {r["method"]: r for r in rows}
+                if "draem" in ours:
+                    typer.echo(f"draem / anomalib speed-up: {ours['draem']['images_per_second'] / row['images_per_second']:.1f}x")
+            else:
+                typer.echo(f"anomalib not comparable here: {row['reason']}")
+    for row in rows:
+        row.update({"threads": threads, "batch": batch, "size": size, "device": str(x.device)})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))

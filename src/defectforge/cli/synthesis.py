@@ -1,0 +1,175 @@
+"""``defectforge methods | generate | preview | demo``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+import yaml
+
+from .main import app
+
+_SIZE_HELP = "Resize every image to SIZE x SIZE pixels (default: keep each image's size)."
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """``["key=value", ...]`` to a dict; values are YAML (numbers, lists, booleans, strings)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise typer.BadParameter(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+@app.command("methods")
+def methods_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+                    family: Optional[str] = typer.Option(None, help="Only this survey family."),
+                    level: Optional[str] = typer.Option(None, help="Only this level (image, feature, latent).")):
+    """List the registered synthesis methods."""
+    import defectforge
+
+    try:
+        names = defectforge.list_methods(family=family, level=level)
+    except ValueError as exc:
+        fail(str(exc))
+    infos = [defectforge.method_info(n).as_dict() for n in names]
+    if as_json:
+        typer.echo(json.dumps(infos, indent=2))
+        return
+    width = max(len(n) for n in names) if names else 4
+    typer.echo(f"{'method':<{width}}  {'family':<23} {'level':<7} description")
+    for info in infos:
+        typer.echo(f"{info['name']:<{width}}  {info['family']:<23} {info['level']:<7} {info['description']}")
+
+
+@app.command("generate")
+def generate_command(
+    input: Path = typer.Argument(..., help="Folder of normal images, or an MVTec-AD category (uses train/good)."),
+    output: Path = typer.Argument(..., help="Output folder (MVTec-style tree, manifest.jsonl, config.yaml)."),
+    method: str = typer.Option(..., "--method", "-m", help="Registry name (see `defectforge methods`)."),
+    count: int = typer.Option(100, "--count", "-n", help="Number of samples to write."),
+    seed: int = typer.Option(0, "--seed", "-s", help="Run seed; sample i depends on (seed, i) only."),
+    size: Optional[int] = typer.Option(None, "--size", help=_SIZE_HELP),
+    textures: Optional[Path] = typer.Option(None, "--textures", help="Texture folder (e.g. DTD images/); default: built-in bank."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Worker processes; files are identical for any count."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Method parameter, key=value (repeatable)."),
+    normal_ratio: float = typer.Option(0.0, "--normal-ratio", help="Share of samples left normal (test/good)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUTPUT."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run in OUTPUT."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Turn a folder of good images into a labelled synthetic-defect dataset."""
+    from ..io.generate import generate
+
+    try:
+        summary = generate(input, output, method, count, seed=seed, size=size, textures=textures,
+                           overrides=parse_overrides(set_), normal_ratio=normal_ratio, workers=workers,
+                           resume=resume, overwrite=overwrite, progress=not quiet)
+    except (ValueError, TypeError, OSError) as exc:
+        fail(str(exc))
+    typer.echo(f"wrote {summary['written']} samples ({summary['anomalous']} anomalous, {summary['normal']} normal"
+               f"{', resumed ' + str(summary['resumed']) if summary['resumed'] else ''}) to {summary['output']}")
+    if summary["skipped_inputs"]:
+        typer.echo(f"skipped {summary['skipped_inputs']} unreadable input files (listed in manifest.jsonl)")
+
+
+def _pick_inputs(input: Path, count: int, seed: int, size: int) -> np.ndarray:
+    from ..core.seeding import sample_rng
+    from ..io.inputs import load_normal_images
+
+    images = load_normal_images(input, size)
+    rng = sample_rng(seed, 0, stream=9)
+    order = rng.permutation(len(images))[:count] if len(images) >= count else rng.integers(len(images), size=count)
+    picked = [images.images[i] for i in order]
+    channels = max(p.shape[2] for p in picked)
+    return np.stack([np.repeat(p, 3, 2) if p.shape[2] < channels else p for p in picked])
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    from ..io.images import write_image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_image(path, image)
+
+
+@app.command("preview")
+def preview_command(
+    input: Path = typer.Argument(..., help="Folder of normal images, or an MVTec-AD category."),
+    output: Path = typer.Argument(..., help="PNG file to write."),
+    method: list[str] = typer.Option(["draem"], "--method", "-m",
+                                     help="Method(s), repeatable or comma-separated; 'all' for every image-level method."),
+    count: int = typer.Option(8, "--count", "-n", help="Images per row."),
+    seed: int = typer.Option(0, "--seed", "-s"),
+    size: int = typer.Option(128, "--size", help="Tile size in pixels."),
+    compact: bool = typer.Option(False, "--compact", help="One overlay row per method."),
+):
+    """Write a PNG grid of normal | synthetic | mask | overlay rows."""
+    import defectforge
+
+    from ..io.preview import preview_grid
+
+    names = [m.strip() for item in method for m in item.split(",") if m.strip()]
+    if names == ["all"]:
+        names = defectforge.list_methods(level="image")
+    try:
+        for n in names:
+            defectforge.method_info(n)
+        grid = preview_grid(_pick_inputs(input, count, seed, size), names, seed=seed,
+                            rows="compact" if compact else "full")
+    except (ValueError, TypeError, OSError) as exc:
+        fail(str(exc))
+    if output.suffix.lower() != ".png":
+        fail(f"{output}: the preview is a PNG; give a .png file name")
+    write_png(output, grid)
+    typer.echo(f"wrote {output} ({len(names)} method(s) x {count} images)")
+
+
+DEMO_METHODS = ("draem", "destseg", "cutpaste", "cutpaste_scar")
+_DEMO_MARKER = ".defectforge-demo"
+
+
+@app.command("demo")
+def demo_command(
+    output: Path = typer.Argument(Path("defectforge-demo"), help="Folder for the demo's data and results."),
+    count: int = typer.Option(24, "--count", "-n", help="Samples per method."),
+    seed: int = typer.Option(0, "--seed", "-s"),
+):
+    """Run the whole pipeline on built-in surfaces (metal, fabric, wood, tiles): no input needed."""
+    import defectforge
+
+    from ..io.generate import generate
+    from ..io.images import write_image
+    from ..sources.procedural import SURFACE_KINDS, surface
+
+    if output.exists() and any(output.iterdir()) and not (output / _DEMO_MARKER).exists():
+        fail(f"{output} exists and is not a defectforge demo folder; choose another OUTPUT")
+    output.mkdir(parents=True, exist_ok=True)
+    (output / _DEMO_MARKER).write_text("made by `defectforge demo`; safe to delete\n")
+    normal = output / "normal"
+    typer.echo(f"1/3 making built-in normal surfaces in {normal}")
+    for kind in SURFACE_KINDS:
+        for i in range(6):
+            write_image(normal / kind / f"{kind}_{i:02d}.png", surface(kind, 256, seed=i))
+    typer.echo("2/3 generating datasets")
+    datasets = output / "datasets"
+    for name in DEMO_METHODS:
+        summary = generate(normal, datasets / name, name, count, seed=seed, overwrite=True, progress=sys.stderr.isatty())
+        typer.echo(f"    {name:<14} {summary['written']} image/mask pairs -> {datasets / name}")
+    typer.echo("3/3 writing the preview")
+    picks = np.stack([surface(kind, 128, seed=100 + i) for i, kind in enumerate(SURFACE_KINDS * 2)])
+    from ..io.preview import preview_grid
+
+    methods = defectforge.list_methods(level="image")
+    write_png(output / "preview.png", preview_grid(picks, methods, seed=seed, rows="compact"))
+    typer.echo(f"done. preview: {output / 'preview.png'}; datasets: {datasets}; manifest per dataset: manifest.jsonl")
