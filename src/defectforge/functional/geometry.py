@@ -9,6 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.parallel import map_samples
+
 __all__ = ["rotate", "rotation_matrices"]
 
 
@@ -59,9 +61,13 @@ def _rotate_opencv(images: torch.Tensor, angles_deg: torch.Tensor, mode: str, fi
     out = torch.empty_like(images)
     src = images.permute(0, 2, 3, 1).contiguous().numpy() if c > 1 else images[:, 0].contiguous().numpy()
     dst = out.numpy()
-    for i, angle in enumerate(angles_deg.detach().cpu().tolist()):
-        matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)
+    angles = angles_deg.detach().cpu().tolist()
+
+    def warp(i: int) -> None:
+        matrix = cv2.getRotationMatrix2D(centre, angles[i], 1.0)
         warped = cv2.warpAffine(src[i], matrix, (w, h), flags=flag, borderMode=cv2.BORDER_CONSTANT,
                                 borderValue=(fill, fill, fill, fill))
         dst[i] = warped.transpose(2, 0, 1) if c > 1 else warped
+
+    map_samples(warp, range(b))
     return out

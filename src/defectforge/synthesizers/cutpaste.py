@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..core.base import ImageShape, Synthesizer
+from ..core.parallel import map_samples
 from ..core.registry import register_method
 from ..core.types import SynthesisContext
 from ..core.validation import check_choice, check_interval, check_range
@@ -144,7 +145,8 @@ class CutPasteSynthesizer(Synthesizer):
         is_uint8 = images.dtype == torch.uint8
         fg = None if context.foreground is None else context.foreground[:, 0] > 0.5
         labels = torch.ones(b, dtype=torch.long)
-        for i, p in enumerate(params):
+        def paste(i: int) -> None:
+            p = params[i]
             patch, alpha = self._patch(images[i], p, c)
             ty, tx = p["target"]
             ph, pw = alpha.shape
@@ -154,12 +156,14 @@ class CutPasteSynthesizer(Synthesizer):
             if fg is None and p["kind"] != "scar":
                 target.copy_(values)  # a full rectangle: no per-pixel select needed
                 masks[i, 0, ty:ty + ph, tx:tx + pw] = 1.0
-                continue
+                return
             region = torch.from_numpy(alpha).to(images.device)
             if fg is not None:
                 region &= fg[i, ty:ty + ph, tx:tx + pw]
             target.copy_(torch.where(region, values, target))
             masks[i, 0, ty:ty + ph, tx:tx + pw] = region.float()
+
+        map_samples(paste, range(b))
         if self.variant == "3way":
             labels = torch.tensor([2 if p["kind"] == "scar" else 1 for p in params], dtype=torch.long)
         return out, masks, labels.to(images.device)

@@ -30,11 +30,11 @@ import numpy as np
 import torch
 
 from ..core.base import ImageShape, Synthesizer
+from ..core.parallel import map_samples
 from ..core.registry import register_method
 from ..core.types import SynthesisContext
 from ..core.validation import check_choice, check_interval, check_range
-from ..functional.augment import apply_pipelines, op_set, sample_pipeline
-from ..functional.blend import blend
+from ..functional.augment import augment_uint8, op_set, sample_pipeline
 from ..functional.color import to_gray
 from ..functional.perlin import perlin_masks, sample_perlin_params
 from ..sources.textures import resolve_textures
@@ -136,7 +136,7 @@ class PerlinTextureSynthesizer(Synthesizer):
             return masks, noise
         limit = 10 if rescale else self.max_attempts  # anomalib retries 10 times
         for _ in range(limit):
-            empty = [i for i in range(len(params)) if not bool(masks[i].any())]
+            empty = torch.nonzero(masks.flatten(1).amax(1) == 0)[:, 0].tolist()
             if not empty:
                 break
             for i in empty:
@@ -147,30 +147,50 @@ class PerlinTextureSynthesizer(Synthesizer):
             masks[idx], noise[idx] = sub, sub_noise
         return masks, noise
 
+    any_dtype = True  # blends the masked pixels only, in the input's dtype
+
     def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
         b, c, h, w = images.shape
         masks, noise = self.masks(params, h, w, images.device, rngs)
         if context.foreground is not None:
-            masks = masks * context.foreground
+            masks = masks * context.foreground.to(masks.dtype)
+        nonempty = (masks.flatten(1).amax(1) > 0).cpu().numpy()
         if self.noise_texture:
             # anomalib: the rotated noise, scaled by 0.5 and shifted by 0.25, as a grey texture.
-            grey = (noise * 0.5 + 0.25).clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
-            sources = [np.repeat(g[0][..., None], 3, axis=2) for g in grey]
-        else:
-            sources = [self.textures.get_uint8(p["texture"], h, w) for p in params]
-        tex = apply_pipelines(sources, [p["augment"] for p in params], self._ops, images.device)
-        if c == 1:
-            tex = to_gray(tex)
-        opacity = torch.tensor([p["opacity"] for p in params], device=images.device)
-        out = blend(images, tex, masks, opacity)
-        nonempty = masks.flatten(1).amax(1) > 0
+            grey = (noise[:, 0] * 0.5 + 0.25).clamp_(0, 1).mul_(255).round_().to(torch.uint8).cpu().numpy()
+        out = images.clone()
+        selected = masks[:, 0] > 0
+
+        def blend_sample(i: int) -> None:
+            # The masks are binary, so only the masked pixels change, each by the same opacity:
+            # out = img + opacity * (tex - img). Working on those pixels alone keeps the cost
+            # proportional to the defect area.
+            p = params[i]
+            if self.noise_texture:
+                source = np.repeat(grey[i][..., None], 3, axis=2)
+            else:
+                source = self.textures.get_uint8(p["texture"], h, w)
+            texture = augment_uint8(source, p["augment"], self._ops) if self._ops else source
+            flat = torch.nonzero(selected[i].flatten())[:, 0]  # masked pixel indices, computed once
+            tex = torch.from_numpy(texture).to(images.device).view(-1, 3)[flat].T.float()  # (3, n)
+            if c == 1:
+                tex = to_gray(tex[None, :, :, None])[0, :, :, 0]
+            target = out[i].view(c, -1)
+            pixels = target[:, flat].float()
+            if images.dtype == torch.uint8:
+                pixels.add_((tex - pixels).mul_(p["opacity"])).round_().clamp_(0, 255)
+            else:
+                pixels.add_((tex / 255.0 - pixels).mul_(p["opacity"]))
+            target[:, flat] = pixels.to(images.dtype)
+
         for i, p in enumerate(params):
-            if not bool(nonempty[i]):
+            if not nonempty[i]:
                 p["empty_mask"] = True
                 if rngs is not None and self.empty_mask_policy != "keep_normal":
                     warnings.warn(f"{self.method_name or 'perlin'}: mask still empty after "
                                   f"{p.get('attempts', 1)} draws; the sample stays normal", stacklevel=4)
-        labels = nonempty.long() * self.anomaly_label
+        map_samples(blend_sample, [i for i in range(b) if nonempty[i]])
+        labels = torch.from_numpy(nonempty).long().to(images.device) * self.anomaly_label
         return out, masks, labels
 
 
