@@ -17,6 +17,10 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class ImageReadError(ValueError):
     """An image file could not be read; the message names the file and the fix."""
 
@@ -98,6 +102,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         try:

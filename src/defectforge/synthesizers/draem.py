@@ -172,6 +172,7 @@ class PerlinTextureSynthesizer(Synthesizer):
                 source = self.textures.get_uint8(p["texture"], h, w)
             texture = augment_uint8(source, p["augment"], self._ops) if self._ops else source
             flat = torch.nonzero(selected[i].flatten())[:, 0]  # masked pixel indices, computed once
+            texture = texture if texture.flags.writeable else texture.copy()  # cached textures are read-only
             tex = torch.from_numpy(texture).to(images.device).view(-1, 3)[flat].T.float()  # (3, n)
             if c == 1:
                 tex = to_gray(tex[None, :, :, None])[0, :, :, 0]
