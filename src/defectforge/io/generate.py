@@ -125,9 +125,6 @@ class _Worker:
         for _, group in anomalous.items():
             for start in range(0, len(group), cfg.batch_size):
                 records.extend(self._synthesize(group[start:start + cfg.batch_size], plans))
-        for record in records:
-            atomic_write_bytes(self.output / ".records" / f"{record['index']:06d}.json",
-                               json.dumps(record, sort_keys=True).encode())
         return records
 
     def _synthesize(self, chunk: list[int], plans) -> list[dict]:
@@ -173,6 +170,8 @@ class _Worker:
             record["bbox"] = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
         elif mask is not None:
             record["failed"] = f"synthesis left the sample normal after {MAX_ATTEMPTS} attempts"
+        # the sample counts as done once its record exists: image and mask are already in place
+        atomic_write_bytes(self.output / ".records" / f"{index:06d}.json", json.dumps(record, sort_keys=True).encode())
         return record
 
 
