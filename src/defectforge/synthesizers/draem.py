@@ -77,7 +77,8 @@ class PerlinTextureSynthesizer(Synthesizer):
     threshold : float
         Noise threshold: 0.5 in DRAEM and anomalib.
     opacity_range : (float, float)
-        Texture opacity: DRAEM ``1 - 0.8*U(0,1)`` = ``(0.2, 1)``; anomalib ``(0.2, 1)``.
+        Texture opacity ``(lo, hi]``: DRAEM ``1 - 0.8*U(0,1)`` = ``(0.2, 1]``; anomalib's generator
+        ``(0.2, 1)`` (its Draem model passes ``(0.1, 1)``; its synthetic validation set ``(0.01, 0.2)``).
     augmentations : {"draem", "anomalib", "none"}
         Texture op set; DRAEM and anomalib pick 3 ops without replacement.
     augmentations_per_sample : int
@@ -125,7 +126,8 @@ class PerlinTextureSynthesizer(Synthesizer):
         if self.textures is not None:
             params["texture"] = int(rng.integers(len(self.textures)))
         params["augment"] = sample_pipeline(rng, self._ops, self.augmentations_per_sample) if self._ops else []
-        params["opacity"] = float(rng.uniform(*self.opacity_range))
+        lo, hi = self.opacity_range
+        params["opacity"] = float(hi - (hi - lo) * rng.random())  # DRAEM: 1 - 0.8*U[0,1) lies in (0.2, 1]
         return params
 
     def masks(self, params: list[dict], height: int, width: int, device, rngs) -> tuple[torch.Tensor, torch.Tensor]:
