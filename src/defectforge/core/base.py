@@ -99,6 +99,7 @@ class Synthesizer:
     # --- to implement -------------------------------------------------------------------
     def sample_params(self, rng: np.random.Generator, shape: ImageShape,
                       foreground: np.ndarray | None = None) -> dict[str, Any]:
+        """Draw one anomalous sample's parameters; return plain Python types (JSON-serialisable)."""
         raise NotImplementedError
 
     def apply(self, images: torch.Tensor, params: list[dict[str, Any]], context: SynthesisContext,
@@ -177,37 +178,36 @@ class Synthesizer:
         b, _, h, w = x.shape
         if ctx.foreground is not None and tuple(ctx.foreground.shape) != (b, 1, h, w):
             raise ValueError(f"foreground must have shape {(b, 1, h, w)}, got {tuple(ctx.foreground.shape)}")
-        out = x.clone()
-        masks = torch.zeros((b, 1, h, w), device=x.device)
-        labels = torch.zeros(b, dtype=torch.long, device=x.device)
-        extras: dict[str, torch.Tensor] = {}
         sel = [i for i, p in enumerate(params) if p.get("anomalous")]
-        if sel:
-            idx = torch.tensor(sel, device=x.device)
-            sub_params = [params[i] for i in sel]
-            sub_rngs = [rngs[i] for i in sel] if rngs is not None else None
-            sub_ctx = ctx.select(idx) if len(sel) != b else ctx
-            result = self.apply(x[idx] if len(sel) != b else x, sub_params, sub_ctx, sub_rngs)
-            imgs, m, lab = result[:3]
-            sub_extras = result[3] if len(result) > 3 else {}
-            for j, i in enumerate(sel):
-                params[i] = sub_params[j]
-            if len(sel) == b:
-                out, masks, labels = imgs, m, lab
-            else:
-                out[idx], masks[idx], labels[idx] = imgs, m, lab.to(labels.dtype)
-            for key, value in sub_extras.items():
-                full = value.new_zeros((b, *value.shape[1:]))
-                full[idx] = value
-                extras[key] = full
+        extras: dict[str, torch.Tensor] = {}
+        if len(sel) == b:  # the whole batch: apply's outputs are the results, no copies
+            result = self.apply(x, params, ctx, rngs)
+            out, masks, labels = result[:3]
+            extras = dict(result[3]) if len(result) > 3 else {}
+        else:
+            out = x.clone()
+            masks = torch.zeros((b, 1, h, w), device=x.device)
+            labels = torch.zeros(b, dtype=torch.long, device=x.device)
+            if sel:
+                idx = torch.tensor(sel, device=x.device)
+                sub_params = [params[i] for i in sel]
+                result = self.apply(x[idx], sub_params, ctx.select(idx),
+                                    [rngs[i] for i in sel] if rngs is not None else None)
+                for j, i in enumerate(sel):
+                    params[i] = sub_params[j]
+                out[idx], masks[idx], labels[idx] = result[0], result[1], result[2].to(labels.dtype)
+                for key, value in (result[3] if len(result) > 3 else {}).items():
+                    full = value.new_zeros((b, *value.shape[1:]))
+                    full[idx] = value
+                    extras[key] = full
         # A sample whose apply left it normal (an empty mask kept as normal) reports so.
-        for i, p in enumerate(params):
-            if p.get("anomalous") and int(labels[i]) == 0:
+        for p, label in zip(params, labels.tolist()):
+            if p.get("anomalous") and label == 0:
                 p["anomalous"] = False
         return SynthesisResult(
             images=out if out.dtype == original.dtype else restore_dtype(out, original),
             masks=masks,
             labels=labels,
-            params=[to_jsonable(p) for p in params],
+            params=params,
             extras=extras,
         )
