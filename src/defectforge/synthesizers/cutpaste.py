@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
@@ -36,22 +35,11 @@ from ..core.registry import register_method
 from ..core.types import SynthesisContext
 from ..core.validation import check_choice, check_interval, check_range
 from ..functional import uint8ops as u8
+from ..functional.paste import place_box, rotate_expand, rotated_size
 
 __all__ = ["CutPasteSynthesizer", "VARIANTS"]
 
 VARIANTS = ("normal", "scar", "union", "3way", "cutout")
-
-
-def _place(rng: np.random.Generator, height: int, width: int, ph: int, pw: int,
-           foreground: np.ndarray | None) -> tuple[int, int]:
-    """Top-left corner of a ``ph x pw`` box inside the image; centred on a random foreground pixel if given."""
-    if foreground is not None and foreground.any():
-        ys, xs = np.nonzero(foreground)
-        k = int(rng.integers(len(ys)))
-        y, x = int(ys[k]) - ph // 2, int(xs[k]) - pw // 2
-        return min(max(y, 0), height - ph), min(max(x, 0), width - pw)
-    # int(U(0, H - h)) as the reference implementation
-    return int(rng.uniform(0, height - ph)), int(rng.uniform(0, width - pw))
 
 
 class CutPasteSynthesizer(Synthesizer):
@@ -120,7 +108,7 @@ class CutPasteSynthesizer(Synthesizer):
                 p["jitter"] = self._jitter(rng)
             else:
                 p["color"] = [int(v) for v in rng.integers(0, 256, size=3)]
-            p["target"] = list(_place(rng, h, w, ph, pw, foreground))
+            p["target"] = list(place_box(rng, h, w, ph, pw, foreground))
             return p
         scale = 1.0 if self.reference_size is None else min(h, w) / self.reference_size
         pw = int(round(rng.uniform(*self.scar_width_range) * scale))
@@ -130,9 +118,9 @@ class CutPasteSynthesizer(Synthesizer):
         p["source"] = [int(rng.uniform(0, h - ph)), int(rng.uniform(0, w - pw))]
         p["jitter"] = self._jitter(rng)
         p["angle"] = float(rng.uniform(*self.scar_rotation_range))
-        rh, rw = _rotated_size(ph, pw, p["angle"])
+        rh, rw = rotated_size(ph, pw, p["angle"])
         rh, rw = min(rh, h), min(rw, w)
-        p["target"] = list(_place(rng, h, w, rh, rw, foreground))
+        p["target"] = list(place_box(rng, h, w, rh, rw, foreground))
         return p
 
     # --- application ----------------------------------------------------------------------
@@ -187,28 +175,12 @@ class CutPasteSynthesizer(Synthesizer):
         return _rotate_expand(patch, p["angle"], p["target"], image.shape[1:])
 
 
-def _rotated_size(h: int, w: int, angle: float) -> tuple[int, int]:
-    """Canvas size of PIL's ``rotate(angle, expand=True)`` for an ``h x w`` patch."""
-    a = math.radians(angle)
-    cos, sin = abs(math.cos(a)), abs(math.sin(a))
-    return int(math.ceil(h * cos + w * sin - 1e-6)), int(math.ceil(w * cos + h * sin - 1e-6))
-
-
 def _rotate_expand(patch: np.ndarray, angle: float, target, image_hw) -> tuple[np.ndarray, np.ndarray]:
-    """Rotate ``patch`` on an expanded canvas (nearest), returning it and its outline, cropped to the image."""
-    ph, pw = patch.shape[:2]
-    rh, rw = _rotated_size(ph, pw, angle)
-    matrix = cv2.getRotationMatrix2D(((pw - 1) / 2.0, (ph - 1) / 2.0), angle, 1.0)
-    matrix[0, 2] += (rw - pw) / 2.0
-    matrix[1, 2] += (rh - ph) / 2.0
-    rotated = cv2.warpAffine(patch, matrix, (rw, rh), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
-    alpha = cv2.warpAffine(np.full((ph, pw), 255, np.uint8), matrix, (rw, rh), flags=cv2.INTER_NEAREST,
-                           borderMode=cv2.BORDER_CONSTANT) > 0
-    if rotated.ndim == 2:
-        rotated = rotated[..., None]
+    """The rotated scar and its outline, cropped where they leave the image."""
+    rotated, outline = rotate_expand(patch, angle)
     ty, tx = target
-    hh, ww = min(rh, image_hw[0] - ty), min(rw, image_hw[1] - tx)
-    return rotated[:hh, :ww], alpha[:hh, :ww]
+    hh, ww = min(rotated.shape[0], image_hw[0] - ty), min(rotated.shape[1], image_hw[1] - tx)
+    return rotated[:hh, :ww], outline[:hh, :ww]
 
 
 _SOURCE = "Li et al., CVPR 2021 (paper); defaults as Runinho/pytorch-cutpaste"
