@@ -52,6 +52,16 @@ def test_fid_matches_eigenvalue_formula():
     assert fid_from_features(x, y) == pytest.approx(direct_fid(x, y), rel=1e-6)
 
 
+def test_frechet_distance_matches_scipy_sqrtm_trace():
+    rng = np.random.default_rng(6)
+    a = rng.normal(size=(40, 12))
+    b = rng.normal(size=(30, 12)) @ rng.normal(size=(12, 12))
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    mu1, mu2 = a.mean(0), b.mean(0)
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(np.real(linalg.sqrtm(s1 @ s2)))
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-9)
+
+
 def test_frechet_distance_singular_covariances_fall_back():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(3, 5))  # 3 samples in 5-d: rank-deficient covariance
