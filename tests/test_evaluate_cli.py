@@ -154,7 +154,7 @@ def test_evaluate_is_and_ic_lpips_with_tiny_networks(tmp_path, tiny_weights, mon
     torch.save(linear, tiny_weights / "vgg.pth")
     result = evaluate_synthesis(gen, cat, metrics=["is", "ic-lpips"], protocol="anomalydiffusion",
                                 is_weights=logits, lpips_backbone=tiny_weights / "vgg16.pth",
-                                lpips_linear=tiny_weights / "vgg.pth", progress=False)
+                                lpips_linear=tiny_weights / "vgg.pth", lpips_image_size=64, progress=False)
     overall = result["groups"]["overall"]
     assert 1.0 <= overall["is"] <= 5.0
     assert overall["ic_lpips[anomalydiffusion]"] > 0

@@ -89,16 +89,16 @@ def test_blocked_matrix_equals_single_block():
 def test_ic_lpips_matches_brute_force():
     model = LPIPS("alex", *tiny_states("alex"))
     centres = images(3, 10)
-    generated = images(12, 11)
+    generated = images(8, 11)
     out = ic_lpips(model, generated, centres, cap=3, size=64)
     x_gen, x_cen = prepare_lpips_images(generated, 64), prepare_lpips_images(centres, 64)
     assign = []
-    for i in range(12):
+    for i in range(8):
         d = [model(x_gen[i:i + 1], x_cen[c:c + 1]).item() for c in range(3)]
         assign.append(int(np.argmin(d)))
     cluster_means = []
     for c in range(3):
-        members = [i for i in range(12) if assign[i] == c][:3]
+        members = [i for i in range(8) if assign[i] == c][:3]
         pairs = [model(x_gen[i:i + 1], x_gen[j:j + 1]).item()
                  for k, i in enumerate(members) for j in members[k + 1:]]
         if pairs:

@@ -140,6 +140,7 @@ def evaluate_synthesis(generated_dir: str | os.PathLike, real_dir: str | os.Path
                        cache_dir: str | os.PathLike | bool | None = None, batch_size: int = 16,
                        device: str = "cpu", kid_subsets: int = KID_NUM_SUBSETS,
                        kid_subset_size: int = KID_MAX_SUBSET_SIZE, seed: int = 0, include_normal: bool = False,
+                       lpips_image_size: int = 256,
                        progress: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Realism and diversity of a generated tree against real anomalies.
 
@@ -159,6 +160,8 @@ def evaluate_synthesis(generated_dir: str | os.PathLike, real_dir: str | os.Path
         Feature cache directory (``False`` disables caching).
     kid_subsets, kid_subset_size, seed
         KID protocol (StyleGAN2-ADA: 100 subsets of up to 1000) and its random draw.
+    lpips_image_size : int
+        Side images are resized to for LPIPS (256 in DFMGAN and AnomalyDiffusion).
 
     Returns
     -------
@@ -264,11 +267,12 @@ def evaluate_synthesis(generated_dir: str | os.PathLike, real_dir: str | os.Path
         model = load_lpips(spec.net, lpips_backbone, lpips_linear, device=device)
         centres = _centres(real)
         key = f"ic_lpips[{protocol}]"
-        result["protocols"][key] = spec.describe() + f"; {len(centres)} centres from {real_dir}"
+        result["protocols"][key] = spec.describe().replace("at 256x256", f"at {lpips_image_size}x{lpips_image_size}") \
+            + f"; {len(centres)} centres from {real_dir}"
         for name, idx in groups.items():
             say(f"IC-LPIPS[{protocol}] for {name}: {len(idx)} generated, {len(centres)} centres")
             out = ic_lpips(model, [gen_paths[i] for i in idx], centres, cap=spec.cap,
-                           max_generated=spec.max_generated, progress=progress)
+                           max_generated=spec.max_generated, size=lpips_image_size, progress=progress)
             entry = result["groups"][name]
             entry[key] = out["ic_lpips"]
             entry[f"{key}_clusters_used"] = out["clusters_used"]
