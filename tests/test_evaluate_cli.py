@@ -194,3 +194,42 @@ def test_evaluate_two_real_folders_with_fid_helper_inception(tmp_path, monkeypat
     data = json.loads(out.read_text())
     assert data["groups"]["overall"]["fid"] > 0 and "default_1" not in data["protocols"]["fid"]
     assert "2048-d" in data["protocols"]["fid"]
+
+
+def test_evaluate_detection_from_folders(tmp_path):
+    from defectforge.metrics import detection_metrics, detection_metrics_from_folders, read_detection_folder
+
+    rng = np.random.default_rng(6)
+    category = tmp_path / "cat"
+    scores = tmp_path / "scores"
+    maps, masks = [], []
+    for defect, count in (("good", 3), ("crack", 3)):
+        for i in range(count):
+            size = 20 + 4 * i  # varying sizes, as in real categories
+            write_png(category / "test" / defect / f"{i:03d}.png", rng, size=size)
+            mask = np.zeros((size, size), bool)
+            if defect != "good":
+                mask[3:9, 4:10] = True
+                (category / "ground_truth" / defect).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(mask.astype(np.uint8) * 255).save(category / "ground_truth" / defect / f"{i:03d}_mask.png")
+            score_map = (rng.random((size, size)) + mask).astype(np.float32)
+            (scores / defect).mkdir(parents=True, exist_ok=True)
+            np.save(scores / defect / f"{i:03d}.npy", score_map)
+            maps.append(score_map)
+            masks.append(mask)
+    data = read_detection_folder(scores, category)
+    assert data.names[0] == "crack/000" and list(data.image_labels) == [1, 1, 1, 0, 0, 0]
+    expected = detection_metrics([m.max() for m in maps], [0, 0, 0, 1, 1, 1], maps, masks)
+    got = detection_metrics_from_folders(scores, category)
+    order = [3, 4, 5, 0, 1, 2]  # folders are read alphabetically: crack before good
+    assert got["pixel_auroc"] == pytest.approx(expected["pixel_auroc"])
+    assert got["aupro"] == pytest.approx(expected["aupro"])
+    assert got["image_auroc"] == pytest.approx(
+        detection_metrics([maps[i].max() for i in order], [1, 1, 1, 0, 0, 0])["image_auroc"])
+    out = tmp_path / "det.json"
+    result = invoke(["evaluate-detection", str(scores), "--ground-truth", str(category), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "aupro" in result.output and json.loads(out.read_text())["n_anomalous"] == 3
+    (scores / "good" / "001.npy").unlink()
+    with pytest.raises(FileNotFoundError, match="no score map"):
+        read_detection_folder(scores, category)

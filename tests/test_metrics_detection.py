@@ -213,3 +213,48 @@ def test_detection_metrics_agrees_with_individual_functions():
     assert set(detection_metrics(scores, labels)) == {"image_auroc", "image_ap", "image_f1_max"}
     with pytest.raises(ValueError, match="both maps and masks"):
         detection_metrics(scores, labels, maps=maps)
+
+
+def test_lists_of_differently_sized_maps_pool_pixels():
+    maps_a, masks_a = random_detection_case(11, n=4, size=16)
+    maps_b, masks_b = random_detection_case(12, n=4, size=24)
+    maps = list(maps_a) + list(maps_b)
+    masks = list(masks_a) + list(masks_b)
+    flat_maps = np.concatenate([m.reshape(-1) for m in maps])
+    flat_masks = np.concatenate([m.reshape(-1) for m in masks])
+    assert pixel_auroc(maps, masks) == pytest.approx(roc_auc_score(flat_masks, flat_maps), abs=1e-10)
+    assert pixel_ap(maps, masks) == pytest.approx(average_precision_score(flat_masks, flat_maps), abs=1e-10)
+    # AUPRO: same regions whether each size group is labelled as a stack or image by image.
+    reference = reference_aupro_list(maps, masks)
+    assert aupro(maps, masks) == pytest.approx(reference, abs=1e-9)
+    scores = np.array([m.max() for m in maps])
+    labels = np.array([m.max() for m in masks])
+    out = detection_metrics(scores, labels, maps, masks)
+    assert out["aupro"] == pytest.approx(reference, abs=1e-9)
+    with pytest.raises(ValueError, match="same length"):
+        pixel_auroc(maps, masks[:-1])
+
+
+def reference_aupro_list(maps, masks, fpr_limit=0.3):
+    """Threshold loop over a list of (H_i, W_i) maps; 8-connected regions per image."""
+    regions = []
+    for index, mask in enumerate(masks):
+        labelled, n = ndimage.label(mask, structure=np.ones((3, 3)))
+        regions += [(index, labelled == k) for k in range(1, n + 1)]
+    n_normal = sum((m == 0).sum() for m in masks)
+    fprs, pros = [0.0], [0.0]
+    for threshold in np.unique(np.concatenate([m.reshape(-1) for m in maps]))[::-1]:
+        predicted = [m >= threshold for m in maps]
+        fprs.append(sum((p & (m == 0)).sum() for p, m in zip(predicted, masks)) / n_normal)
+        pros.append(np.mean([(predicted[i] & r).sum() / r.sum() for i, r in regions]))
+    fprs.append(1.0)
+    pros.append(1.0)
+    area = 0.0
+    for (x0, y0), (x1, y1) in zip(zip(fprs[:-1], pros[:-1]), zip(fprs[1:], pros[1:])):
+        if x0 >= fpr_limit:
+            break
+        if x1 <= fpr_limit:
+            area += (x1 - x0) * (y0 + y1) / 2
+        else:
+            area += (fpr_limit - x0) * (y0 + y0 + (y1 - y0) * (fpr_limit - x0) / (x1 - x0)) / 2
+    return area / fpr_limit

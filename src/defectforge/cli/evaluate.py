@@ -78,3 +78,30 @@ def evaluate(
     if json_out is not None:
         _write_json_atomic(json_out, _jsonable(result))
         typer.echo(f"wrote {json_out}")
+
+
+@app.command("evaluate-detection")
+def evaluate_detection(
+    scores_dir: Path = typer.Argument(..., help="Score maps: SCORES/<defect>/<stem>.{npy,npz,tif,tiff,png} (+ optional image_scores.csv)."),
+    ground_truth: Path = typer.Option(..., "--ground-truth", help="MVTec AD category folder (test/ and ground_truth/)."),
+    fpr_limit: float = typer.Option(0.3, "--fpr-limit", help="AUPRO false-positive-rate limit (MVTec: 0.3)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON to this file."),
+    no_resize: bool = typer.Option(False, "--no-resize", help="Fail instead of resizing maps to the mask size."),
+) -> None:
+    """Image/pixel AUROC, AP, F1-max and AUPRO of any detector's score maps against MVTec ground truth."""
+    from ..metrics.detection_io import detection_metrics_from_folders
+
+    try:
+        result = detection_metrics_from_folders(scores_dir, ground_truth, fpr_limit=fpr_limit,
+                                                resize_maps=not no_resize)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        typer.echo(f"{key.ljust(width)}  {value:.4f}" if isinstance(value, float) else f"{key.ljust(width)}  {value}")
+    typer.echo(f"protocol: MVTec AD (AUPRO up to FPR {fpr_limit}, 8-connected regions); "
+               "image score = image_scores.csv or max of the map")
+    if json_out is not None:
+        _write_json_atomic(json_out, _jsonable({**result, "fpr_limit": fpr_limit}))
+        typer.echo(f"wrote {json_out}")

@@ -17,7 +17,8 @@ normal pixel. Constant scores are valid: AUROC 0.5, AP the positive rate, as sci
 
 Inputs are torch tensors or numpy arrays. Image labels: 0 is normal, any positive integer is an
 anomaly (the manifest's defect classes). Maps: ``(N, H, W)`` or ``(N, 1, H, W)`` float scores,
-higher meaning more anomalous; masks the same shape with values in ``{0, 1}``.
+higher meaning more anomalous; masks the same shape with values in ``{0, 1}``. For images of
+different sizes pass lists of ``(H_i, W_i)`` maps and masks (pixels are pooled over all images).
 """
 
 from __future__ import annotations
@@ -118,6 +119,35 @@ def _maps_and_masks(maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
                              "compare with > 127 first)")
         truth = truth != 0
     return score_maps, truth
+
+
+def _pixel_inputs(maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray | list[np.ndarray], int]:
+    """Flat scores, the masks (an ``(N, H, W)`` bool array, or a list of ``(H, W)`` ones when the
+    images differ in size) and ``N``."""
+    if isinstance(maps, (list, tuple)):
+        if not isinstance(masks, (list, tuple)) or len(masks) != len(maps):
+            raise ValueError("when maps is a list (images of different sizes), masks must be a list of the same length")
+        if not maps:
+            raise ValueError("maps is empty")
+        flat, truths = [], []
+        for index, (score_map, mask) in enumerate(zip(maps, masks)):
+            try:
+                one_map, one_mask = _maps_and_masks(score_map, mask)
+            except (ValueError, TypeError) as exc:
+                raise type(exc)(f"maps[{index}] / masks[{index}]: {exc}") from exc
+            if one_map.shape[0] != 1:
+                raise ValueError(f"maps[{index}] must be one (H, W) or (1, H, W) map, got shape {one_map.shape}")
+            flat.append(one_map.reshape(-1))
+            truths.append(one_mask[0])
+        return np.concatenate(flat), truths, len(truths)
+    score_maps, truth = _maps_and_masks(maps, masks)
+    return score_maps.reshape(-1), truth, score_maps.shape[0]
+
+
+def _flat_truth(truth: np.ndarray | list[np.ndarray]) -> np.ndarray:
+    if isinstance(truth, list):
+        return np.concatenate([t.reshape(-1) for t in truth])
+    return truth.reshape(-1)
 
 
 def _undefined(metric: str, reason: str) -> float:
@@ -292,8 +322,8 @@ def f1_max(scores: Any, labels: Any) -> float:
 
 
 def _pixel_counts(maps: Any, masks: Any) -> _RankedCounts:
-    score_maps, truth = _maps_and_masks(maps, masks)
-    return _rank(score_maps, truth.astype(np.uint8))
+    scores, truth, _ = _pixel_inputs(maps, masks)
+    return _rank(scores, _flat_truth(truth).astype(np.uint8))
 
 
 def pixel_auroc(maps: Any, masks: Any) -> float:
@@ -348,16 +378,27 @@ _REGION_STRUCTURE = np.zeros((3, 3, 3), dtype=bool)
 _REGION_STRUCTURE[1] = True
 
 
-def _region_counts(score_maps: np.ndarray, truth: np.ndarray) -> tuple[_RankedCounts, int]:
-    regions, n_regions = ndimage.label(truth, structure=_REGION_STRUCTURE)
+def _region_counts(scores: np.ndarray, truth: np.ndarray | list[np.ndarray]) -> tuple[_RankedCounts, int]:
+    if isinstance(truth, list):
+        parts, n_regions = [], 0
+        for mask in truth:
+            labelled, count = ndimage.label(mask, structure=_REGION_STRUCTURE[1])
+            labelled = labelled.astype(np.int64).reshape(-1)
+            labelled[labelled > 0] += n_regions
+            parts.append(labelled)
+            n_regions += count
+        regions = np.concatenate(parts)
+    else:
+        regions, n_regions = ndimage.label(truth, structure=_REGION_STRUCTURE)
+        regions = regions.reshape(-1)
     if n_regions == 0:
         return _RankedCounts(np.zeros(0), np.zeros(0)), 0
-    sizes = np.bincount(regions.reshape(-1), minlength=n_regions + 1).astype(np.float64)
+    sizes = np.bincount(regions, minlength=n_regions + 1).astype(np.float64)
     # Each defect pixel adds 1 / (its region's size * number of regions) to the mean overlap.
     weights = np.zeros(n_regions + 1, dtype=np.float64)
     weights[1:] = 1.0 / (sizes[1:] * n_regions)
     ids = regions.astype(np.uint32 if n_regions < 2**32 else np.uint64)
-    return _rank(score_maps, ids, weights), n_regions
+    return _rank(scores, ids, weights), n_regions
 
 
 def _area_up_to(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
@@ -381,8 +422,8 @@ def pro_curve(maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
 
     Returns empty arrays when the masks hold no defect or no normal pixel.
     """
-    score_maps, truth = _maps_and_masks(maps, masks)
-    counts, n_regions = _region_counts(score_maps, truth)
+    scores, truth, _ = _pixel_inputs(maps, masks)
+    counts, n_regions = _region_counts(scores, truth)
     if n_regions == 0 or counts.n_neg == 0:
         return np.zeros(0), np.zeros(0)
     fpr = np.concatenate(([0.0], counts.fps / counts.n_neg, [1.0]))
@@ -410,8 +451,8 @@ def aupro(maps: Any, masks: Any, fpr_limit: float = MVTEC_FPR_LIMIT) -> float:
     """
     if not (isinstance(fpr_limit, (int, float)) and 0.0 < fpr_limit <= 1.0):
         raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit!r} (the MVTec protocol uses 0.3)")
-    score_maps, truth = _maps_and_masks(maps, masks)
-    counts, n_regions = _region_counts(score_maps, truth)
+    scores, truth, _ = _pixel_inputs(maps, masks)
+    counts, n_regions = _region_counts(scores, truth)
     return _aupro_from(counts, n_regions, float(fpr_limit))
 
 
@@ -469,13 +510,13 @@ def detection_metrics(image_scores: Any, image_labels: Any, maps: Any = None, ma
     if maps is not None:
         if not (isinstance(fpr_limit, (int, float)) and 0.0 < fpr_limit <= 1.0):
             raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit!r}")
-        score_maps, truth = _maps_and_masks(maps, masks)
-        if score_maps.shape[0] != values.size:
-            raise ValueError(f"{score_maps.shape[0]} maps but {values.size} image scores")
+        scores, truth, n_maps = _pixel_inputs(maps, masks)
+        if n_maps != values.size:
+            raise ValueError(f"{n_maps} maps but {values.size} image scores")
         # One sort serves all pixel metrics: ids are region ids, positives are ids > 0.
-        region_counts, n_regions = _region_counts(score_maps, truth)
+        region_counts, n_regions = _region_counts(scores, truth)
         if n_regions == 0:
-            region_counts = _rank(score_maps, np.zeros(score_maps.size, dtype=np.uint8))
+            region_counts = _rank(scores, np.zeros(scores.size, dtype=np.uint8))
         out["pixel_auroc"] = _auroc_from(region_counts, "pixel AUROC")
         out["pixel_ap"] = _ap_from(region_counts, "pixel AP")
         out["pixel_f1_max"] = _f1_max_from(region_counts, "pixel F1-max")
