@@ -126,6 +126,9 @@ def test_mixed_modes_sizes_and_a_broken_file(tmp_path):
     assert summary["skipped_inputs"] == 1
     lines = [json.loads(x) for x in (tmp_path / "out/manifest.jsonl").read_text().splitlines()]
     assert lines[0]["skipped_input"] == "nested/broken.png" and "cannot read" in lines[0]["reason"]
+    from defectforge.metrics.synthesis import read_generated
+
+    assert len(read_generated(tmp_path / "out")) == 16  # evaluate reads past the skipped-input line
     shapes = {read_image(tmp_path / "out" / r["image_path"]).shape for r in lines[1:]}
     assert (48, 64, 3) in shapes and any(s[2] == 1 for s in shapes)
     with pytest.warns(UserWarning):

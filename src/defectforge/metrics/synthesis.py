@@ -75,6 +75,8 @@ def read_generated(root: str | os.PathLike) -> list[ImageRecord]:
                 entry = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{manifest} line {number} is not valid JSON: {exc}") from exc
+            if "skipped_input" in entry:  # an unreadable input the generator listed, not a sample
+                continue
             missing = [k for k in ("image_path", "label", "method") if k not in entry]
             if missing:
                 raise ValueError(f"{manifest} line {number} lacks {', '.join(missing)}")
