@@ -130,3 +130,15 @@ def test_color_jitter_draws_torchvision_ranges():
     hue = np.array([d["hue"] for d in draws])
     assert hue.min() >= -0.1 and hue.max() <= 0.1
     assert all(sorted(d["order"]) == [0, 1, 2, 3] for d in draws)
+
+
+def test_fused_pipelines_equal_sequential_ops(photo):
+    from defectforge.functional.augment import ANOMALIB_OPS, DRAEM_OPS, augment_uint8, sample_pipeline
+
+    for ops in (DRAEM_OPS, ANOMALIB_OPS):
+        for i in range(150):
+            pipeline = sample_pipeline(sample_rng(1, i), ops, 3)
+            expected = photo
+            for name, params in pipeline:
+                expected = ops[name].apply(expected, params)
+            assert np.array_equal(augment_uint8(photo, pipeline, ops), expected), pipeline

@@ -39,10 +39,15 @@ def _clip_round(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
+def gamma_lut(gammas) -> np.ndarray:
+    """Table of :func:`gamma`: ``(C, 256)``."""
+    g = np.asarray(gammas, dtype=np.float64).reshape(-1, 1)
+    return _clip_round(255.0 * (_LEVELS / 255.0) ** g)
+
+
 def gamma(img: np.ndarray, gammas) -> np.ndarray:
     """imgaug ``GammaContrast``: ``255 * (x/255) ** g`` per channel."""
-    g = np.asarray(gammas, dtype=np.float64).reshape(-1, 1)
-    return apply_lut(img, _clip_round(255.0 * (_LEVELS / 255.0) ** g))
+    return apply_lut(img, gamma_lut(gammas))
 
 
 def multiply_add_brightness(img: np.ndarray, mul: float, add: float, add_first: bool) -> np.ndarray:
@@ -74,16 +79,28 @@ def add_hue_saturation(img: np.ndarray, hue_add: float, sat_add: float) -> np.nd
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
+def solarize_lut(threshold: float) -> np.ndarray:
+    """Table of :func:`solarize`."""
+    return np.where(_LEVELS >= threshold, 255 - _LEVELS, _LEVELS).astype(np.uint8)
+
+
 def solarize(img: np.ndarray, threshold: float) -> np.ndarray:
     """PIL ``ImageOps.solarize``: invert every value ``>= threshold``."""
-    lut = np.where(_LEVELS >= threshold, 255 - _LEVELS, _LEVELS)
-    return apply_lut(img, lut)
+    return apply_lut(img, solarize_lut(threshold))
+
+
+def posterize_lut(bits: int) -> np.ndarray:
+    """Table of :func:`posterize`."""
+    mask = ~(2 ** (8 - int(bits)) - 1) & 0xFF
+    return (np.arange(256) & mask).astype(np.uint8)
 
 
 def posterize(img: np.ndarray, bits: int) -> np.ndarray:
     """PIL ``ImageOps.posterize``: keep the ``bits`` high bits."""
-    mask = ~(2 ** (8 - int(bits)) - 1) & 0xFF
-    return apply_lut(img, np.arange(256) & mask)
+    return apply_lut(img, posterize_lut(bits))
+
+
+INVERT_LUT = np.arange(255, -1, -1, dtype=np.uint8)
 
 
 def invert(img: np.ndarray) -> np.ndarray:
@@ -91,16 +108,16 @@ def invert(img: np.ndarray) -> np.ndarray:
     return cv2.bitwise_not(img)
 
 
-def _histograms(img: np.ndarray) -> np.ndarray:
+def histograms(img: np.ndarray) -> np.ndarray:
     """``(C, 256)`` int64 histograms (OpenCV's calcHist: ~20x faster than np.bincount here)."""
     return np.stack([cv2.calcHist([img], [c], None, [256], [0, 256]).reshape(-1)
                      for c in range(img.shape[2])]).astype(np.int64)
 
 
-def autocontrast(img: np.ndarray, cutoff: float = 0.0) -> np.ndarray:
-    """PIL ``ImageOps.autocontrast`` per channel, ``cutoff`` percent cut off at each end."""
+def autocontrast_lut(hists: np.ndarray, cutoff: float = 0.0) -> np.ndarray:
+    """Tables ``(C, 256)`` of :func:`autocontrast` for an image with histograms ``hists``."""
     luts = []
-    for hist in _histograms(img):
+    for hist in hists:
         cut = int(hist.sum() * cutoff // 100)
         # remove ``cut`` pixels from the low end, then ``cut`` from the high end (as PIL does)
         cum = np.cumsum(hist)
@@ -114,13 +131,18 @@ def autocontrast(img: np.ndarray, cutoff: float = 0.0) -> np.ndarray:
         lo, hi = nonzero[0], nonzero[-1]
         scale = 255.0 / (hi - lo)
         luts.append(np.clip((_LEVELS * scale - lo * scale).astype(np.int64), 0, 255))
-    return apply_lut(img, np.stack(luts))
+    return np.stack(luts).astype(np.uint8)
 
 
-def equalize(img: np.ndarray) -> np.ndarray:
-    """PIL ``ImageOps.equalize`` per channel."""
+def autocontrast(img: np.ndarray, cutoff: float = 0.0) -> np.ndarray:
+    """PIL ``ImageOps.autocontrast`` per channel, ``cutoff`` percent cut off at each end."""
+    return apply_lut(img, autocontrast_lut(histograms(img), cutoff))
+
+
+def equalize_lut(hists: np.ndarray) -> np.ndarray:
+    """Tables ``(C, 256)`` of :func:`equalize` for an image with histograms ``hists``."""
     luts = []
-    for hist in _histograms(img):
+    for hist in hists:
         nonzero = hist[hist > 0]
         step = (nonzero.sum() - nonzero[-1]) // 255 if nonzero.size > 1 else 0
         if step == 0:
@@ -128,7 +150,27 @@ def equalize(img: np.ndarray) -> np.ndarray:
             continue
         below = np.concatenate([[0], np.cumsum(hist)[:-1]])
         luts.append(np.clip((step // 2 + below) // step, 0, 255))
-    return apply_lut(img, np.stack(luts))
+    return np.stack(luts).astype(np.uint8)
+
+
+def equalize(img: np.ndarray) -> np.ndarray:
+    """PIL ``ImageOps.equalize`` per channel."""
+    return apply_lut(img, equalize_lut(histograms(img)))
+
+
+def compose_luts(first: np.ndarray, then: np.ndarray) -> np.ndarray:
+    """The table of applying ``first`` then ``then`` (each ``(256,)`` or ``(C, 256)``)."""
+    first, then = np.atleast_2d(first), np.atleast_2d(then)
+    channels = max(first.shape[0], then.shape[0])
+    first = np.broadcast_to(first, (channels, 256))
+    then = np.broadcast_to(then, (channels, 256))
+    return np.take_along_axis(then, first.astype(np.intp), axis=1).astype(np.uint8)
+
+
+def map_histograms(hists: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Histograms of an image after ``lut``, from its histograms before (no pixel is touched)."""
+    lut = np.broadcast_to(np.atleast_2d(lut), hists.shape)
+    return np.stack([np.bincount(t, weights=h, minlength=256) for t, h in zip(lut, hists)]).astype(np.int64)
 
 
 def rotate(img: np.ndarray, angle: float, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
@@ -151,9 +193,14 @@ def vflip(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img[::-1])
 
 
+def brightness_lut(factor: float) -> np.ndarray:
+    """Table of :func:`brightness`."""
+    return _clip_round(_LEVELS * factor)
+
+
 def brightness(img: np.ndarray, factor: float) -> np.ndarray:
     """torchvision ``adjust_brightness`` on uint8."""
-    return apply_lut(img, _clip_round(_LEVELS * factor))
+    return apply_lut(img, brightness_lut(factor))
 
 
 def contrast(img: np.ndarray, factor: float) -> np.ndarray:
