@@ -22,6 +22,10 @@ from defectforge.metrics.features import (
 )
 from defectforge.metrics.weights import MissingWeightsError, resolve_weights
 
+# The standard FID/IS networks are TorchScript files; the tiny stand-ins are written the same way.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
+
+
 
 class TinyFeatures(torch.nn.Module):
     """A random conv net standing in for InceptionV3 pool3 (8-d features)."""
