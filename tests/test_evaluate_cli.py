@@ -137,6 +137,7 @@ def test_evaluate_fid_kid_per_method_and_json(tmp_path, tiny_weights):
     assert set(data["groups"]) == {"overall", "cutpaste", "draem"}
     assert data["groups"]["overall"]["n_generated"] == 24 and data["skipped_normal_generated"] == 3
     assert data["real_counts"] == {"crack": 9, "hole": 9}
+    assert data["generated_config"] == {"method": "mixed"}
     for entry in data["groups"].values():
         assert math.isfinite(entry["fid"]) and math.isfinite(entry["kid"])
     assert "(x.y/d+1)^3" in data["protocols"]["kid"]
