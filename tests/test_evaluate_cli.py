@@ -17,6 +17,10 @@ from defectforge.metrics.synthesis import evaluate_synthesis, read_generated, re
 
 _register_commands()
 
+# The standard FID/IS networks are TorchScript files; the tiny stand-ins are written the same way.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
+
+
 
 def invoke(args):
     """Run the CLI; a typer app with a single command takes no command name (others may not be merged yet)."""
@@ -33,6 +37,18 @@ class TinyFeatures(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.conv(x)).mean(dim=(2, 3))
+
+
+def tiny_vgg_states(seed=0):
+    """A 4-channel VGG16 stand-in laid out like torchvision's state dict, and LPIPS linear weights."""
+    gen = torch.Generator().manual_seed(seed)
+    convs = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+    backbone = {}
+    for index in convs:
+        backbone[f"features.{index}.weight"] = torch.randn(4, 3 if index == 0 else 4, 3, 3, generator=gen) * 0.3
+        backbone[f"features.{index}.bias"] = torch.randn(4, generator=gen) * 0.1
+    linear = {f"lin{k}.model.1.weight": torch.rand(1, 4, 1, 1, generator=gen) for k in range(5)}
+    return backbone, linear
 
 
 def write_png(path, rng, size=32, brightness=0):
@@ -121,6 +137,7 @@ def test_evaluate_fid_kid_per_method_and_json(tmp_path, tiny_weights):
     assert set(data["groups"]) == {"overall", "cutpaste", "draem"}
     assert data["groups"]["overall"]["n_generated"] == 24 and data["skipped_normal_generated"] == 3
     assert data["real_counts"] == {"crack": 9, "hole": 9}
+    assert data["generated_config"] == {"method": "mixed"}
     for entry in data["groups"].values():
         assert math.isfinite(entry["fid"]) and math.isfinite(entry["kid"])
     assert "(x.y/d+1)^3" in data["protocols"]["kid"]
@@ -142,14 +159,12 @@ def test_evaluate_same_folder_fid_is_zero_and_shift_increases_it(tmp_path, tiny_
 
 
 def test_evaluate_is_and_ic_lpips_with_tiny_networks(tmp_path, tiny_weights, monkeypatch):
-    from test_metrics_diversity import tiny_states
-
     rng = np.random.default_rng(3)
     gen = make_generated_tree(tmp_path / "gen", rng, per_method=5)
     cat = make_mvtec_category(tmp_path / "cat", rng, per_defect=3)
     logits = tiny_weights / "is.pt"
     torch.jit.save(torch.jit.script(TinyFeatures(out=5)), str(logits))
-    backbone, linear = tiny_states("vgg")
+    backbone, linear = tiny_vgg_states()
     torch.save(backbone, tiny_weights / "vgg16.pth")
     torch.save(linear, tiny_weights / "vgg.pth")
     result = evaluate_synthesis(gen, cat, metrics=["is", "ic-lpips"], protocol="anomalydiffusion",

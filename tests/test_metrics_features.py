@@ -22,6 +22,10 @@ from defectforge.metrics.features import (
 )
 from defectforge.metrics.weights import MissingWeightsError, resolve_weights
 
+# The standard FID/IS networks are TorchScript files; the tiny stand-ins are written the same way.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
+
+
 
 class TinyFeatures(torch.nn.Module):
     """A random conv net standing in for InceptionV3 pool3 (8-d features)."""
@@ -45,8 +49,10 @@ class TinyStyleGanClassifier(torch.nn.Module):
 
     def forward(self, img: torch.Tensor, return_features: bool = False, no_output_bias: bool = False):
         assert img.dtype == torch.uint8
-        logits = self.fc(img.float().mean(dim=(2, 3)) / 255.0)
-        return torch.softmax(logits, dim=1)
+        pooled = img.float().mean(dim=(2, 3)) / 255.0
+        if return_features:
+            return pooled
+        return torch.softmax(self.fc(pooled), dim=1)
 
 
 def save_scripted(module, path):
@@ -157,6 +163,12 @@ def test_is_network_stylegan2ada_kind_gets_uint8_and_returns_probabilities(tmp_p
     assert network.input_mode == "uint8" and network.call_kwargs == {"no_output_bias": True}
     probs = network(torch.randint(0, 256, (3, 3, 20, 20), dtype=torch.uint8))
     assert probs.shape == (3, 5) and np.allclose(probs.sum(1), 1.0)
+
+
+def test_fid_network_stylegan2ada_kind_asks_for_features(tmp_path):
+    network = load_fid_inception(save_scripted(TinyStyleGanClassifier(), tmp_path / "ada.pt"))
+    assert network.input_mode == "uint8" and network.call_kwargs == {"return_features": True}
+    assert network(torch.full((2, 3, 10, 10), 255, dtype=torch.uint8)) == pytest.approx(np.ones((2, 3)))
 
 
 def test_is_network_generic_kind_softmaxes_logits(tmp_path):

@@ -52,6 +52,19 @@ def test_fid_matches_eigenvalue_formula():
     assert fid_from_features(x, y) == pytest.approx(direct_fid(x, y), rel=1e-6)
 
 
+@pytest.mark.parametrize("n_real,n_gen", [(7, 9), (9, 40), (60, 50)])
+def test_small_sample_route_equals_covariance_route(n_real, n_gen):
+    rng = np.random.default_rng(n_real)
+    x = rng.normal(size=(n_real, 16))
+    y = rng.normal(size=(n_gen, 16)) @ rng.normal(size=(16, 16)) * 0.5 + 0.2
+    mu1, s1 = x.mean(0), np.cov(x, rowvar=False)
+    mu2, s2 = y.mean(0), np.cov(y, rowvar=False)
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(np.real(linalg.sqrtm(s1 @ s2)))
+    assert fid_from_features(x, y) == pytest.approx(expected, rel=1e-6)
+    # the eigendecomposition route takes square roots of round-off eigenvalues of singular products
+    assert fid_from_features(x, y) == pytest.approx(frechet_distance(mu1, s1, mu2, s2), rel=1e-7)
+
+
 def test_frechet_distance_matches_scipy_sqrtm_trace():
     rng = np.random.default_rng(6)
     a = rng.normal(size=(40, 12))
@@ -89,6 +102,17 @@ def test_kid_unbiased_estimate_matches_direct_computation(n_real, n_gen):
             r = real[draw.choice(n_real, 9, replace=False)]
             expected.append(direct_unbiased_mmd2(r, g))
         assert kid == pytest.approx(np.mean(expected), rel=1e-10)
+
+
+def test_kid_whole_kernel_and_per_subset_routes_agree(monkeypatch):
+    import defectforge.metrics.realism as realism
+
+    rng = np.random.default_rng(8)
+    real, gen = rng.normal(size=(30, 6)), rng.normal(size=(25, 6)) + 0.3
+    whole = kid_from_features(real, gen, num_subsets=6, max_subset_size=10, seed=3)
+    monkeypatch.setattr(realism, "_KID_GRAM_LIMIT", 0)
+    per_subset = kid_from_features(real, gen, num_subsets=6, max_subset_size=10, seed=3)
+    assert whole == pytest.approx(per_subset, rel=1e-10)
 
 
 def test_kid_is_near_zero_for_same_distribution_and_positive_for_a_shift():

@@ -5,9 +5,9 @@ distinct score (the same curve scikit-learn builds), so ties are handled exactly
 ``sklearn.metrics.roc_auc_score`` / ``average_precision_score``. Pixel metrics avoid
 ``argsort``: for float32 maps each pixel becomes one 64-bit key (the score's order-preserving
 bits above, the pixel's ground-truth region id below) and ``np.sort`` orders them. All seven
-metrics of :func:`detection_metrics` on 200 maps of 256x256 (13M pixels, float32) took 2.7 s on
-the 2-core development machine (``benchmarks/bench_metrics.py``; scikit-learn's
-``roc_auc_score`` alone took 9.5 s there). float64 maps that are not exactly float32 values take
+metrics of :func:`detection_metrics` on 200 maps of 256x256 (13M pixels, float32) took 2.2 to
+4 s on the shared 2-core development machine (``benchmarks/bench_metrics.py``; scikit-learn's
+``roc_auc_score`` alone took 9.5 s there); time grows as n log n (60M pixels: about 15 s). float64 maps that are not exactly float32 values take
 the exact ``argsort`` path (about 6 s for the same size).
 
 Degenerate inputs. A metric whose value needs both classes returns ``nan`` and emits an

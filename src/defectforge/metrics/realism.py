@@ -22,6 +22,8 @@ __all__ = [
 #: KID protocol of StyleGAN2-ADA (metrics/kernel_inception_distance.py), used by DFMGAN.
 KID_NUM_SUBSETS = 100
 KID_MAX_SUBSET_SIZE = 1000
+#: Largest (n_real + n_gen)^2 for which KID precomputes whole kernel matrices (~200 MB of float64).
+_KID_GRAM_LIMIT = 25_000_000
 #: Inception Score splits (Salimans et al. 2016; StyleGAN2-ADA's inception_score.py).
 IS_NUM_SPLITS = 10
 
@@ -85,6 +87,12 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 def fid_from_features(real: Any, generated: Any) -> float:
     """FID between two ``(N, D)`` feature sets (StyleGAN2-ADA: statistics of all features).
 
+    With fewer images than feature dimensions (the usual case for defect sets: a few hundred
+    images, 2048-d), ``tr((S1 S2)^(1/2))`` is computed exactly in the small space: with centred
+    features ``X_i`` and ``S_i = X_i^T X_i / (n_i - 1)``, the eigenvalues of ``S1 S2`` are the
+    squared singular values of ``X1 X2^T / sqrt((n1 - 1)(n2 - 1))``, so the trace is that
+    matrix's nuclear norm (an ``n1 x n2`` SVD instead of two ``D x D`` eigendecompositions).
+
     Examples
     --------
     >>> import numpy as np
@@ -92,9 +100,25 @@ def fid_from_features(real: Any, generated: Any) -> float:
     >>> abs(fid_from_features(x, x)) < 1e-6
     True
     """
-    mu1, s1 = gaussian_stats(real)
-    mu2, s2 = gaussian_stats(generated)
-    return frechet_distance(mu1, s1, mu2, s2)
+    x = _features(real, "real")
+    y = _features(generated, "generated")
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"feature dimensions differ: {x.shape[1]} vs {y.shape[1]}")
+    n1, n2, d = x.shape[0], y.shape[0], x.shape[1]
+    if min(n1, n2) < 2:
+        raise ValueError(f"FID needs at least 2 images per set, got {n1} real and {n2} generated")
+    if min(n1, n2) >= d:
+        mu1, s1 = gaussian_stats(x)
+        mu2, s2 = gaussian_stats(y)
+        return frechet_distance(mu1, s1, mu2, s2)
+    mu1, mu2 = x.mean(axis=0), y.mean(axis=0)
+    xc, yc = x - mu1, y - mu2
+    trace1 = float(np.sum(xc * xc)) / (n1 - 1)
+    trace2 = float(np.sum(yc * yc)) / (n2 - 1)
+    cross = (xc @ yc.T) / np.sqrt((n1 - 1) * (n2 - 1))
+    nuclear = float(np.linalg.svd(cross, compute_uv=False).sum())
+    diff = mu1 - mu2
+    return float(diff @ diff + trace1 + trace2 - 2.0 * nuclear)
 
 
 def kid_from_features(real: Any, generated: Any, num_subsets: int = KID_NUM_SUBSETS,
@@ -121,14 +145,28 @@ def kid_from_features(real: Any, generated: Any, num_subsets: int = KID_NUM_SUBS
     if num_subsets < 1:
         raise ValueError(f"num_subsets must be >= 1, got {num_subsets}")
     d = x.shape[1]
+    n_x, n_y = x.shape[0], y.shape[0]
     rng = np.random.default_rng(seed)
     values = np.empty(num_subsets)
+    # Small sets (the usual case here): compute each kernel matrix once and sum sub-blocks per
+    # subset; large sets: kernels per subset, as StyleGAN2-ADA does. Same draws, same values.
+    whole = (n_x + n_y) ** 2 <= _KID_GRAM_LIMIT
+    if whole:
+        k_yy_all = (y @ y.T / d + 1) ** 3
+        k_xx_all = (x @ x.T / d + 1) ** 3
+        k_yx_all = (y @ x.T / d + 1) ** 3
     for s in range(num_subsets):
-        a = y[rng.choice(y.shape[0], m, replace=False)]
-        b = x[rng.choice(x.shape[0], m, replace=False)]
-        k_aa = (a @ a.T / d + 1) ** 3
-        k_bb = (b @ b.T / d + 1) ** 3
-        k_ab = (a @ b.T / d + 1) ** 3
+        ia = rng.choice(n_y, m, replace=False)
+        ib = rng.choice(n_x, m, replace=False)
+        if whole:
+            k_aa = k_yy_all[np.ix_(ia, ia)]
+            k_bb = k_xx_all[np.ix_(ib, ib)]
+            k_ab = k_yx_all[np.ix_(ia, ib)]
+        else:
+            a, b = y[ia], x[ib]
+            k_aa = (a @ a.T / d + 1) ** 3
+            k_bb = (b @ b.T / d + 1) ** 3
+            k_ab = (a @ b.T / d + 1) ** 3
         within = (k_aa.sum() - np.trace(k_aa) + k_bb.sum() - np.trace(k_bb)) / (m * (m - 1))
         values[s] = within - 2.0 * k_ab.mean()
     return float(values.mean()), float(values.std())

@@ -123,6 +123,18 @@ def _centres(real: Sequence[ImageRecord]) -> list[Path]:
     return centres
 
 
+def _read_config(path: Path) -> Any:
+    """The generation run's config.yaml (for provenance in the results), or None."""
+    if not path.is_file():
+        return None
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        return {"unreadable": str(path)}
+
+
 def _parse_metrics(metrics: str | Sequence[str]) -> list[str]:
     names = [m.strip().lower() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
     if not names:
@@ -195,6 +207,7 @@ def evaluate_synthesis(generated_dir: str | os.PathLike, real_dir: str | os.Path
         real_counts[record.group] = real_counts.get(record.group, 0) + 1
     result: dict[str, Any] = {
         "generated": str(generated_dir),
+        "generated_config": _read_config(Path(generated_dir) / "config.yaml"),
         "real": str(real_dir),
         "metrics": names,
         "protocols": {},

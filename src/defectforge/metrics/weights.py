@@ -129,9 +129,12 @@ def _from_package(spec: WeightSpec) -> Path | None:
         found = importlib.util.find_spec(spec.package)
     except (ImportError, ValueError):
         return None
-    if found is None or not found.submodule_search_locations:
+    if found is None:
         return None
-    for location in found.submodule_search_locations:
+    locations = list(found.submodule_search_locations or [])
+    if not locations and found.origin:  # a same-named module shadows the package: look beside it
+        locations = [str(Path(found.origin).parent)]
+    for location in locations:
         candidate = Path(location) / spec.package_file
         if candidate.is_file():
             return candidate
