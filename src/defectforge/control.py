@@ -171,6 +171,7 @@ class ControlledSynthesizer(Synthesizer):
         self.max_attempts = check_range("max_attempts", max_attempts, 1, 10_000, integer=True)
         self.any_dtype = self.inner.any_dtype
         self.changes_outside_mask = self.inner.changes_outside_mask
+        self.uses_donors = bool(getattr(self.inner, "uses_donors", False))
         self.method_name = self.inner.method_name
 
     def config(self) -> dict[str, Any]:
@@ -312,6 +313,7 @@ class MixtureSynthesizer(Synthesizer):
         self.probabilities = probs
         self.any_dtype = all(m.any_dtype for m in self.members)
         self.changes_outside_mask = any(m.changes_outside_mask for m in self.members)
+        self.uses_donors = any(getattr(m, "uses_donors", False) for m in self.members)
         self.method_name = "mix"
 
     def config(self) -> dict[str, Any]:

@@ -132,6 +132,12 @@ class DefectMakerSynthesizer(Synthesizer):
         self.max_attempts = check_range("max_attempts", max_attempts, 1, 10_000, integer=True)
 
     @staticmethod
+    @property
+    def uses_donors(self) -> bool:
+        """Cut fills take their crops from other normal images when a donor pool is given."""
+        return "cut" in self.fills
+
+    @staticmethod
     def _subset(name, values, allowed) -> list[str]:
         values = [values] if isinstance(values, str) else list(values)
         if not values or any(v not in allowed for v in values):

@@ -76,6 +76,7 @@ class NSASynthesizer(Synthesizer):
 
     any_dtype = True
     changes_outside_mask = True  # pixels changed by at most ``tolerance`` are outside the mask
+    uses_donors = True  # patches come from other normal images (``SynthesisContext.donors``)
 
     def __init__(self, anomaly_probability: float = 1.0, patches_range=(1, 4), half_width_bounds=(0.03, 0.4),
                  gamma_shape: float = 2.0, gamma_scale: float = 0.05, gamma_lower_bound: float = 0.03,
