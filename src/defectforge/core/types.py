@@ -51,17 +51,22 @@ class SynthesisContext:
     donors : torch.Tensor or None
         ``(N, C, H, W)`` pool of other normal images (for methods that cut from another image).
         Donor choices are recorded as indices into this pool.
+    shapes : torch.Tensor or None
+        ``(B, 1, H, W)`` user-supplied defect shapes in ``{0, 1}`` (a mask bank, placed per sample).
+        Methods that draw a free-form mask use the shape as their mask; the others place their
+        defect inside it (it is then given as the foreground too).
     """
 
     foreground: torch.Tensor | None = None
     donors: torch.Tensor | None = None
+    shapes: torch.Tensor | None = None
 
     def select(self, index: torch.Tensor) -> "SynthesisContext":
         """The context of a sub-batch (``donors`` is a shared pool, so it is kept whole)."""
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "foreground" and value is not None:
+            if f.name in ("foreground", "shapes") and value is not None:
                 value = value[index]
             out[f.name] = value
         return SynthesisContext(**out)

@@ -1,0 +1,188 @@
+"""GLASS-LAS: local anomaly synthesis at image level (two Perlin masks x foreground, textured).
+
+Follows Chen et al., "A Unified Anomaly Synthesis Strategy with Gradient Ascent for Industrial
+Anomaly Detection and Localization" (GLASS), ECCV 2024; implementation cqylunlun/GLASS (MIT),
+``datasets/mvtec.py`` (``perlin_mask``, ``rand_augmenter``, ``__getitem__``).
+
+A sample: two independent Perlin masks (lattice ``2**a x 2**b``, ``a, b ~ U{0..5}``, rotated
+``U(-90, 90)``, threshold 0.5) combined as their union, their intersection or the first alone
+(probability 1/3 each), times the foreground, redrawn until the result is not empty (GLASS loops
+without bound; here at most ``max_attempts`` draws, then the sample stays normal, recorded). The
+texture (a DTD-style folder, or the built-in bank) is augmented by 3 of GLASS's 9 ops drawn
+without replacement and blended with ``beta ~ N(0.5, 0.1)`` clipped to ``[0.2, 0.8]``:
+``out = img*(1-m) + (1-beta)*tex*m + beta*img*m``. Every sample is anomalous.
+
+Known differences: the official code blends in ImageNet-normalised space, which is the same
+affine blend; here it is done on pixel values. GLASS's feature-level GAS branch is not image
+synthesis and is not part of this method.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from ..core.base import ImageShape, Synthesizer
+from ..core.parallel import map_samples
+from ..core.registry import register_method
+from ..core.types import SynthesisContext
+from ..core.validation import check_interval, check_range
+from ..functional import uint8ops as u8
+from ..functional.augment import Op, augment_uint8, register_op_set, sample_pipeline
+from ..functional.perlin import perlin_masks, sample_perlin_params
+from ..sources.textures import resolve_textures
+from ._common import blend_masked_uint8, redraw_empty, region_masks, usable_region
+
+__all__ = ["GlassLASSynthesizer", "GLASS_OPS", "COMBINATIONS"]
+
+#: How the two Perlin masks are combined, each with probability 1/3 (GLASS ``perlin_mask``).
+COMBINATIONS = ("union", "intersection", "single")
+
+
+def _saturation_hue(x: np.ndarray, p: dict) -> np.ndarray:
+    # torchvision ColorJitter applies its enabled adjustments in a random order
+    if p["saturation_first"]:
+        return u8.hue(u8.saturation(x, p["saturation"]), p["hue"])
+    return u8.saturation(u8.hue(x, p["hue"]), p["saturation"])
+
+
+def _u(rng, lo, hi):
+    return float(rng.uniform(lo, hi))
+
+
+# cqylunlun/GLASS datasets/mvtec.py rand_augmenter: torchvision ops, 3 of 9 without replacement.
+GLASS_OPS: dict[str, Op] = {op.name: op for op in [
+    # transforms.ColorJitter(contrast=(0.8, 1.2))
+    Op("contrast", lambda r: {"factor": _u(r, 0.8, 1.2)}, lambda x, p: u8.contrast(x, p["factor"])),
+    # transforms.ColorJitter(brightness=(0.8, 1.2))
+    Op("brightness", lambda r: {"factor": _u(r, 0.8, 1.2)}, lambda x, p: u8.brightness(x, p["factor"]),
+       lambda p, h: u8.brightness_lut(p["factor"])),
+    # transforms.ColorJitter(saturation=(0.8, 1.2), hue=(-0.2, 0.2))
+    Op("saturation_hue", lambda r: {"saturation": _u(r, 0.8, 1.2), "hue": _u(r, -0.2, 0.2),
+                                    "saturation_first": bool(r.random() < 0.5)}, _saturation_hue),
+    # transforms.RandomHorizontalFlip(p=1) / RandomVerticalFlip(p=1) / RandomGrayscale(p=1)
+    Op("hflip", lambda r: {}, lambda x, p: u8.hflip(x)),
+    Op("vflip", lambda r: {}, lambda x, p: u8.vflip(x)),
+    Op("grayscale", lambda r: {}, lambda x, p: u8.grayscale(x)),
+    # transforms.RandomAutocontrast(p=1) / RandomEqualize(p=1)
+    Op("autocontrast", lambda r: {}, lambda x, p: u8.autocontrast(x, 0.0), lambda p, h: u8.autocontrast_lut(h(), 0.0)),
+    Op("equalize", lambda r: {}, lambda x, p: u8.equalize(x), lambda p, h: u8.equalize_lut(h())),
+    # transforms.RandomAffine(degrees=(-45, 45)): nearest neighbour, zero fill (torchvision defaults)
+    Op("rotate", lambda r: {"angle": _u(r, -45, 45)}, lambda x, p: u8.rotate(x, p["angle"], cv2.INTER_NEAREST)),
+]}
+register_op_set("glass", GLASS_OPS)
+
+
+def combine_perlin(params: list[dict], height: int, width: int, threshold: float, device) -> torch.Tensor:
+    """GLASS's mask of each sample: union / intersection of its two Perlin masks, or the first alone."""
+    first, _ = perlin_masks([p["perlin"] for p in params], height, width, threshold, False, device)
+    second_idx = [i for i, p in enumerate(params) if p["combine"] != "single"]
+    if second_idx:
+        second, _ = perlin_masks([params[i]["perlin2"] for i in second_idx], height, width, threshold, False, device)
+        idx = torch.tensor(second_idx, device=first.device)
+        union = torch.tensor([params[i]["combine"] == "union" for i in second_idx], device=first.device)
+        a = first[idx]
+        first[idx] = torch.where(union.view(-1, 1, 1, 1), torch.maximum(a, second), torch.minimum(a, second))
+    return first
+
+
+class GlassLASSynthesizer(Synthesizer):
+    """GLASS's image-level anomalies (see the module docstring).
+
+    Parameters
+    ----------
+    anomaly_probability : float
+        GLASS makes every training sample anomalous: 1.
+    textures : str, path, TextureSource or None
+        DTD-style folder (GLASS uses DTD), ``"procedural"``/``None`` for the built-in bank,
+        ``"skimage"`` for scikit-image's bundled textures.
+    perlin_exponent_range : (int, int)
+        Lattice exponents, upper bound exclusive: (0, 6) in GLASS.
+    rotation_range : (float, float)
+        Noise rotation in degrees: (-90, 90) in GLASS.
+    threshold : float
+        Noise threshold: 0.5 in GLASS.
+    beta_mean, beta_std, beta_range
+        ``beta ~ N(0.5, 0.1)`` clipped to ``[0.2, 0.8]`` (GLASS); the texture's opacity is ``1 - beta``.
+    augmentations_per_sample : int
+        Texture ops per sample: 3 of 9 in GLASS.
+    max_attempts : int
+        Bound on mask redraws (GLASS redraws without bound).
+    """
+
+    any_dtype = True
+
+    def __init__(self, anomaly_probability: float = 1.0, textures=None, perlin_exponent_range=(0, 6),
+                 rotation_range=(-90.0, 90.0), threshold: float = 0.5, beta_mean: float = 0.5,
+                 beta_std: float = 0.1, beta_range=(0.2, 0.8), augmentations_per_sample: int = 3,
+                 max_attempts: int = 100):
+        super().__init__(anomaly_probability)
+        self.perlin_exponent_range = check_interval("perlin_exponent_range", perlin_exponent_range, 0, 12, integer=True)
+        if self.perlin_exponent_range[1] <= self.perlin_exponent_range[0]:
+            raise ValueError(f"perlin_exponent_range={perlin_exponent_range}: the upper bound is exclusive")
+        self.rotation_range = check_interval("rotation_range", rotation_range, -360, 360)
+        self.threshold = float(check_range("threshold", threshold, -1.5, 1.5))
+        self.beta_mean = float(check_range("beta_mean", beta_mean, 0.0, 1.0))
+        self.beta_std = float(check_range("beta_std", beta_std, 0.0, 1.0))
+        self.beta_range = check_interval("beta_range", beta_range, 0.0, 1.0)
+        self.augmentations_per_sample = check_range("augmentations_per_sample", augmentations_per_sample,
+                                                    0, len(GLASS_OPS), integer=True)
+        self.max_attempts = check_range("max_attempts", max_attempts, 1, 10_000, integer=True)
+        self.textures = resolve_textures(textures)
+
+    def _draw_masks(self, rng: np.random.Generator, params: dict) -> None:
+        params["perlin"] = sample_perlin_params(rng, self.perlin_exponent_range, self.rotation_range)
+        params["perlin2"] = sample_perlin_params(rng, self.perlin_exponent_range, self.rotation_range)
+        params["combine"] = COMBINATIONS[int(rng.integers(3))]
+
+    def sample_params(self, rng: np.random.Generator, shape: ImageShape, foreground=None) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        usable_region(foreground, params)
+        self._draw_masks(rng, params)
+        params["texture"] = int(rng.integers(len(self.textures)))
+        params["augment"] = sample_pipeline(rng, GLASS_OPS, self.augmentations_per_sample)
+        beta = float(np.clip(rng.normal(self.beta_mean, self.beta_std), *self.beta_range))
+        params["beta"] = beta
+        return params
+
+    def masks(self, params: list[dict], context: SynthesisContext, height: int, width: int, device, rngs):
+        """Binary defect masks ``(B, 1, H, W)``: combined Perlin masks (or the given shapes) x region."""
+        region = region_masks(context, params, torch.empty(0, device=device))
+        if context.shapes is not None:
+            masks = (context.shapes > 0.5).float().to(device)
+            return masks if region is None else masks * region
+
+        def make(sub, idx):
+            m = combine_perlin(sub, height, width, self.threshold, device)
+            return m if region is None else m * region[torch.tensor(idx, device=device)]
+
+        masks = make(params, list(range(len(params))))
+        return redraw_empty(masks, params, rngs, make, lambda r, p: self._draw_masks(r, p), self.max_attempts,
+                            f"{self.method_name or 'glass_las'} mask")
+
+    def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
+        b, c, h, w = images.shape
+        masks = self.masks(params, context, h, w, images.device, rngs)
+        nonempty = (masks.flatten(1).amax(1) > 0).cpu().tolist()
+        out = images.clone()
+        selected = masks[:, 0] > 0
+
+        def blend(i: int) -> None:
+            p = params[i]
+            texture = augment_uint8(self.textures.get_uint8(p["texture"], h, w), p["augment"], GLASS_OPS)
+            blend_masked_uint8(out, i, selected[i], texture, 1.0 - p["beta"])
+
+        map_samples(blend, [i for i in range(b) if nonempty[i]])
+        labels = torch.tensor(nonempty, dtype=torch.long, device=images.device) * self.anomaly_label
+        return out, masks, labels
+
+
+register_method(
+    "glass_las", family="hand-crafted", level="image",
+    description="two Perlin masks (union/intersection/single) x foreground, texture with 3 of 9 ops, beta N(0.5,0.1)",
+    source="Chen et al., ECCV 2024 (GLASS); cqylunlun/GLASS datasets/mvtec.py", licence="MIT",
+    defaults={"anomaly_probability": 1.0},
+)(GlassLASSynthesizer)
