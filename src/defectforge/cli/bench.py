@@ -22,17 +22,6 @@ def _inputs(size: int, batch: int):
     return torch.from_numpy(stack).permute(0, 3, 1, 2).contiguous()
 
 
-def _limit_blas_threads() -> None:
-    # Per-sample work already runs on ``threads`` threads (core.parallel.map_samples); letting
-    # OpenBLAS start its own threads inside each of them oversubscribes the CPUs: a 256x33 @ 33x256
-    # product took 16 ms instead of 0.05 ms here on 2 shared cores.
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - scikit-learn brings threadpoolctl
-        return
-    threadpool_limits(limits=1, user_api="blas")
-
-
 def _load() -> float | None:
     """1-minute load average (None where the OS has none): the machine may be shared."""
     import os
@@ -62,12 +51,16 @@ def time_callable(fn, min_time: float, max_iterations: int) -> tuple[float, int]
 
 
 def bench_method(name: str, batch_images, min_time: float = 2.0, max_iterations: int = 1000) -> dict:
-    """Throughput of registry method ``name`` (every sample anomalous) on ``batch_images``."""
+    """Throughput of registry method ``name`` (every sample anomalous) on ``batch_images``, textures preloaded."""
     from ..io.generate import build_synthesizer
 
     from ..core.registry import method_info
+    from ..sources.textures import TextureSource
 
     synth = build_synthesizer(name)
+    textures = getattr(synth, "textures", None)
+    if isinstance(textures, TextureSource):  # inputs preloaded: textures decoded/generated once, untimed
+        textures.preload(*batch_images.shape[-2:])
     # methods that cut from other images get the batch itself as their donor pool
     donors = batch_images if getattr(synth, "uses_donors", False) else None
     per_call, iterations = time_callable(lambda k: synth(batch_images, seed=k, donors=donors), min_time, max_iterations)
@@ -112,7 +105,6 @@ def bench_command(
 
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
-    _limit_blas_threads()
     names = [m.strip() for item in (methods or []) for m in item.split(",") if m.strip()]
     names = names or defectforge.list_methods(level="image")
     x = _inputs(size, batch).to(device)

@@ -1,0 +1,24 @@
+"""Reference detectors trained on normal images plus synthetic anomalies, and the benchmark that
+compares synthesis methods by the detector they train.
+
+- :class:`SegHeadDetector` (``seghead``): frozen ImageNet backbone + small segmentation head.
+- :class:`DraemSegDetector` (``draem_seg``): DRAEM's discriminative sub-network from scratch.
+- :class:`PatchCoreBaseline` (``patchcore``): synthesis-free nearest-neighbour baseline.
+- :func:`load_backbone`: MobileNetV2, EfficientNet-Lite0, TorchScript files, a tiny random net.
+- :func:`load_mvtec_category`: a checked MVTec-AD category as tensors.
+- :func:`run_benchmark`: behind ``defectforge benchmark``.
+"""
+
+from .backbones import BACKBONES, Backbone, BackboneMismatchError, load_backbone
+from .benchmark import BASELINE, DETECTORS, BenchmarkConfig, make_detector, run_benchmark, write_leaderboard
+from .data import MVTecCategory, MVTecLayoutError, check_mvtec_category, load_mvtec_category
+from .draem_seg import DraemSegDetector
+from .patchcore import PatchCoreBaseline
+from .seghead import SegHeadDetector
+
+__all__ = [
+    "BACKBONES", "Backbone", "BackboneMismatchError", "load_backbone",
+    "BASELINE", "DETECTORS", "BenchmarkConfig", "make_detector", "run_benchmark", "write_leaderboard",
+    "MVTecCategory", "MVTecLayoutError", "check_mvtec_category", "load_mvtec_category",
+    "DraemSegDetector", "PatchCoreBaseline", "SegHeadDetector",
+]

@@ -60,6 +60,17 @@ class TextureSource:
             self._cached -= old.nbytes
         return img
 
+    def preload(self, height: int, width: int) -> int:
+        """Load and cache textures at ``(height, width)``, as many as the cache holds; returns how many.
+
+        Benchmarks call it so that the first use of a texture (file decoding, procedural
+        generation) is not timed as synthesis.
+        """
+        count = min(len(self), max(1, self._cache_bytes // (height * width * 3)))
+        for index in range(count):
+            self.get_uint8(index, height, width)
+        return count
+
     def get(self, indices, height: int, width: int, device=None) -> torch.Tensor:
         """Textures ``indices`` as ``(n, 3, height, width)`` float32 in ``[0, 1]``."""
         stack = np.stack([self.get_uint8(int(i), height, width) for i in indices])

@@ -130,43 +130,70 @@ class CutPasteSynthesizer(Synthesizer):
         b, c, h, w = images.shape
         out = images.clone()
         masks = torch.zeros((b, 1, h, w), device=images.device)
+        on_cpu = images.device.type == "cpu"
+        # On the CPU every sample is a handful of small array ops, so numpy views of the batch
+        # (no per-sample tensor wrapping) cost a fraction of the torch calls.
+        src_np, out_np, masks_np = (images.numpy(), out.numpy(), masks.numpy()) if on_cpu else (None, None, None)
         is_uint8 = images.dtype == torch.uint8
         fg = None if context.foreground is None else context.foreground[:, 0] > 0.5
-        labels = torch.ones(b, dtype=torch.long)
+        fg_np = fg.cpu().numpy() if fg is not None else None
+
         def paste(i: int) -> None:
             p = params[i]
-            patch, alpha = self._patch(images[i], p, c)
+            patch, alpha = self._patch(images[i], p, c, None if src_np is None else src_np[i])
             ty, tx = p["target"]
             ph, pw = alpha.shape
-            values = torch.from_numpy(patch).to(images.device).permute(2, 0, 1)
+            full = fg_np is None and p["kind"] != "scar"  # a full rectangle: no per-pixel select
+            region = alpha if fg_np is None else alpha & fg_np[i, ty:ty + ph, tx:tx + pw]
+            if on_cpu:
+                values = patch.transpose(2, 0, 1)
+                values = values if is_uint8 else values.astype(src_np.dtype) / 255.0
+                target = out_np[i, :, ty:ty + ph, tx:tx + pw]
+                if full:
+                    target[...] = values
+                else:
+                    np.copyto(target, values, where=region[None])
+                masks_np[i, 0, ty:ty + ph, tx:tx + pw] = region
+                return
+            values = torch.from_numpy(np.ascontiguousarray(patch)).to(images.device).permute(2, 0, 1)
             values = values if is_uint8 else values.to(images.dtype) / 255.0
             target = out[i, :, ty:ty + ph, tx:tx + pw]
-            if fg is None and p["kind"] != "scar":
-                target.copy_(values)  # a full rectangle: no per-pixel select needed
-                masks[i, 0, ty:ty + ph, tx:tx + pw] = 1.0
-                return
-            region = torch.from_numpy(alpha).to(images.device)
-            if fg is not None:
-                region &= fg[i, ty:ty + ph, tx:tx + pw]
-            target.copy_(torch.where(region, values, target))
-            masks[i, 0, ty:ty + ph, tx:tx + pw] = region.float()
+            if full:
+                target.copy_(values)
+            else:
+                target.copy_(torch.where(torch.from_numpy(region).to(images.device), values, target))
+            masks[i, 0, ty:ty + ph, tx:tx + pw] = torch.from_numpy(region).to(masks)
 
-        map_samples(paste, range(b))
+        # The per-sample work is a few microsecond-scale kernels wrapped in Python, so it is bound
+        # by the interpreter lock: threads only add contention (measured 3,700 img/s serial vs
+        # 2,500 img/s on 2 threads), and the batch runs serially.
+        map_samples(paste, range(b), threads=1)
+        labels = torch.ones(b, dtype=torch.long)
         if self.variant == "3way":
             labels = torch.tensor([2 if p["kind"] == "scar" else 1 for p in params], dtype=torch.long)
         return out, masks, labels.to(images.device)
 
-    def _patch(self, image: torch.Tensor, p: dict, channels: int) -> tuple[np.ndarray, np.ndarray]:
-        """The pasted values ``(h, w, C)`` uint8 and where they go ``(h, w)`` bool."""
+    def _patch(self, image: torch.Tensor, p: dict, channels: int, image_np: np.ndarray | None = None,
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """The pasted values ``(h, w, C)`` uint8 and where they go ``(h, w)`` bool.
+
+        ``image_np`` is a numpy view of ``image`` (CPU), used to cut the patch without torch calls.
+        """
         ph, pw = p["size"]
         if p["kind"] == "cutout":
             color = np.array(p["color"] if channels == 3 else p["color"][:1], np.uint8)
-            return np.ascontiguousarray(np.broadcast_to(color, (ph, pw, channels))), np.ones((ph, pw), bool)
+            return np.broadcast_to(color, (ph, pw, channels)), np.ones((ph, pw), bool)
         sy, sx = p["source"]
-        crop = image[:, sy:sy + ph, sx:sx + pw]
-        if crop.dtype != torch.uint8:
-            crop = crop.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
-        patch = np.ascontiguousarray(crop.permute(1, 2, 0).cpu().numpy())
+        if image_np is not None:
+            crop = image_np[:, sy:sy + ph, sx:sx + pw].transpose(1, 2, 0)
+            if crop.dtype != np.uint8:
+                crop = np.clip(np.rint(crop * 255.0), 0, 255).astype(np.uint8)
+            patch = np.ascontiguousarray(crop)
+        else:
+            crop = image[:, sy:sy + ph, sx:sx + pw]
+            if crop.dtype != torch.uint8:
+                crop = crop.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+            patch = np.ascontiguousarray(crop.permute(1, 2, 0).cpu().numpy())
         patch = u8.color_jitter(patch, p["jitter"])
         if patch.ndim == 2:
             patch = patch[..., None]

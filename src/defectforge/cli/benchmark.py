@@ -1,0 +1,63 @@
+"""``defectforge benchmark``: train a reference detector per synthesis method and seed on an
+MVTec-AD category and rank the methods by how well the detector finds the real defects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .main import app
+
+
+def _split(items: Optional[list[str]]) -> list[str]:
+    return [x.strip() for item in (items or []) for x in item.split(",") if x.strip()]
+
+
+@app.command("benchmark")
+def benchmark_command(
+    data_dir: Path = typer.Argument(..., help="An MVTec-AD category: train/good, test/<defect>, ground_truth/<defect>."),
+    methods: Optional[list[str]] = typer.Option(None, "--methods", "-m",
+                                                help="Synthesis methods (repeatable or comma-separated); default: every image-level method."),
+    detector: str = typer.Option("seghead", "--detector", help="seghead (frozen backbone + head) or draem_seg (DRAEM's discriminative net)."),
+    steps: int = typer.Option(300, "--steps", min=1, help="Training steps per run."),
+    batch_size: int = typer.Option(8, "--batch", min=2, help="Images per step: half normal, half synthetic."),
+    size: int = typer.Option(256, "--size", min=32, help="Images are resized to size x size."),
+    seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds; each (method, seed) is one run."),
+    out: Path = typer.Option(Path("benchmark_out"), "--out", help="Output folder (runs already there are kept: resume)."),
+    backbone: str = typer.Option("mobilenet_v2", "--backbone", help="mobilenet_v2, efficientnet_lite0, torchscript or tiny (random)."),
+    backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights",
+                                                    help="Backbone weight file (state dict or TorchScript); default: the installed weight package."),
+    width: int = typer.Option(0, "--width", min=0, help="Detector width (0: default; seghead 64, draem_seg 16)."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also run the synthesis-free patchcore baseline."),
+    checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0,
+                                         help="Also measure image AUROC every N steps (convergence check)."),
+    threads: int = typer.Option(2, "--threads", min=1, help="torch threads."),
+) -> None:
+    """Which synthesis trains the best detector? One JSON per finished (method, seed); leaderboard
+    markdown + JSON, bar chart and score maps in OUT/<config>/."""
+    import torch
+
+    from ..detectors.benchmark import BenchmarkConfig, run_benchmark
+
+    torch.set_num_threads(threads)
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        typer.secho(f"error: --seeds must be comma-separated integers, got {seeds!r}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    cfg = BenchmarkConfig(detector=detector, backbone=backbone,
+                          backbone_weights=str(backbone_weights) if backbone_weights else None,
+                          size=size, steps=steps, batch_size=batch_size, width=width,
+                          checkpoint_every=checkpoint_every)
+    log = lambda msg: typer.echo(msg, err=True)  # noqa: E731
+    try:
+        board = run_benchmark(data_dir, _split(methods) or None, seed_list, out, cfg, baseline=baseline, log=log)
+    except (ValueError, FileNotFoundError, TypeError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    from ..detectors.benchmark import leaderboard_markdown
+
+    typer.echo(leaderboard_markdown(board))
+    typer.echo(f"written: {board['run_dir']}/leaderboard.md, leaderboard.json, leaderboard.png, score_maps.png", err=True)

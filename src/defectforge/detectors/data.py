@@ -1,0 +1,187 @@
+"""An MVTec-AD-shaped category, checked and loaded as uint8 tensors at one square size.
+
+Layout (MVTec AD, Bergmann et al., CVPR 2019)::
+
+    CATEGORY/train/good/*.png                     normal training images
+    CATEGORY/test/good/*.png                      normal test images
+    CATEGORY/test/<defect>/<stem>.png             anomalous test images
+    CATEGORY/ground_truth/<defect>/<stem>_mask.png  their masks (0 / 255)
+
+Every problem (a missing folder, no images, a defect image without its mask, a mask whose size
+differs from its image, a mask without an image) is reported with the paths involved before
+anything is trained.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..io.images import list_images, read_image
+
+__all__ = ["MVTecCategory", "MVTecLayoutError", "check_mvtec_category", "load_mvtec_category"]
+
+_MASK_SUFFIX = "_mask"
+
+
+class MVTecLayoutError(ValueError):
+    """A data folder is not an MVTec-AD-shaped category."""
+
+
+@dataclass
+class MVTecCategory:
+    """Images of one category resized to ``size x size``.
+
+    Attributes
+    ----------
+    root : Path
+    size : int
+    train : torch.Tensor
+        ``(N, 3, size, size)`` uint8 normal training images (grey images repeated to RGB).
+    test : torch.Tensor
+        ``(M, 3, size, size)`` uint8 test images.
+    test_masks : torch.Tensor
+        ``(M, size, size)`` bool ground truth (all False for ``good``).
+    test_labels : torch.Tensor
+        ``(M,)`` int64, 0 normal, 1 anomalous.
+    test_names : list of str
+        ``<defect>/<stem>`` of each test image.
+    """
+
+    root: Path
+    size: int
+    train: torch.Tensor
+    test: torch.Tensor
+    test_masks: torch.Tensor
+    test_labels: torch.Tensor
+    test_names: list[str] = field(default_factory=list)
+    train_files: list[Path] = field(default_factory=list)
+
+    @property
+    def defect_types(self) -> list[str]:
+        return sorted({n.split("/")[0] for n in self.test_names} - {"good"})
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, ValueError) as exc:
+        raise MVTecLayoutError(f"{path}: cannot read this image ({exc}); replace or remove it") from exc
+
+
+def check_mvtec_category(root: str | os.PathLike) -> dict[str, list]:
+    """Check the layout of an MVTec-AD category without decoding the images.
+
+    Returns ``{"train": [paths], "test": [(path, defect, mask_path or None)]}``.
+
+    Raises
+    ------
+    MVTecLayoutError
+        Naming the path and what was expected.
+    """
+    root = Path(root).expanduser()
+    hint = ("an MVTec-AD category holds train/good/, test/good/, test/<defect>/ and "
+            "ground_truth/<defect>/<stem>_mask.png")
+    if not root.is_dir():
+        raise MVTecLayoutError(f"data folder {root} does not exist or is not a folder; {hint}")
+    train_dir = root / "train" / "good"
+    if not train_dir.is_dir():
+        raise MVTecLayoutError(f"{root} is not MVTec-shaped: missing {train_dir}; {hint}")
+    train = list_images(train_dir, recursive=False)
+    if not train:
+        raise MVTecLayoutError(f"{train_dir} holds no images (png/jpg/bmp/tif); {hint}")
+    test_dir = root / "test"
+    if not test_dir.is_dir():
+        raise MVTecLayoutError(f"{root} is not MVTec-shaped: missing {test_dir}; {hint}")
+    defects = sorted(p.name for p in test_dir.iterdir() if p.is_dir())
+    if "good" not in defects:
+        raise MVTecLayoutError(f"{root} is not MVTec-shaped: missing {test_dir / 'good'} (normal test images); {hint}")
+    if len(defects) < 2:
+        raise MVTecLayoutError(f"{test_dir} has no defect folder besides good/; {hint}")
+    gt_dir = root / "ground_truth"
+    test: list[tuple[Path, str, Path | None]] = []
+    problems: list[str] = []
+    for defect in defects:
+        images = list_images(test_dir / defect, recursive=False)
+        if not images:
+            problems.append(f"{test_dir / defect} holds no images")
+        for path in images:
+            mask = None
+            if defect != "good":
+                folder = gt_dir / defect
+                candidates = sorted(folder.glob(f"{path.stem}{_MASK_SUFFIX}.*")) if folder.is_dir() else []
+                if not candidates:
+                    problems.append(f"{path}: no mask {folder / (path.stem + _MASK_SUFFIX + '.png')}")
+                    continue
+                mask = candidates[0]
+                if _image_size(mask) != _image_size(path):
+                    problems.append(f"{mask}: size {_image_size(mask)} does not match its image {path} "
+                                    f"{_image_size(path)}")
+                    continue
+            test.append((path, defect, mask))
+        if defect != "good" and (gt_dir / defect).is_dir():
+            stems = {p.stem for p in images}
+            for mask in list_images(gt_dir / defect, recursive=False):
+                stem = mask.stem.removesuffix(_MASK_SUFFIX)
+                if stem not in stems:
+                    problems.append(f"{mask}: mask without an image {test_dir / defect / stem}.*")
+    if problems:
+        shown = "\n  ".join(problems[:10])
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise MVTecLayoutError(f"{root} is not a valid MVTec-AD category ({len(problems)} problems):\n  {shown}{more}\n"
+                               f"Expected: {hint} (same size as its image)")
+    return {"train": train, "test": test}
+
+
+def _load_resized(path: Path, size: int) -> np.ndarray:
+    import cv2
+
+    image = read_image(path, channels=3)
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _load_mask(path: Path | None, size: int) -> np.ndarray:
+    import cv2
+
+    if path is None:
+        return np.zeros((size, size), dtype=bool)
+    mask = read_image(path, channels=1)[..., 0]
+    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST) >= 128
+
+
+def load_mvtec_category(root: str | os.PathLike, size: int = 256, max_train: int | None = None) -> MVTecCategory:
+    """Check and load an MVTec-AD category, every image resized to ``size x size``.
+
+    Parameters
+    ----------
+    root : path-like
+        The category folder (``train/``, ``test/``, ``ground_truth/``).
+    size : int
+        Square side the images and masks are resized to (area / nearest interpolation).
+    max_train : int, optional
+        Use only the first ``max_train`` training images (sorted by name).
+
+    Raises
+    ------
+    MVTecLayoutError
+        The folder is not MVTec-shaped, or masks are missing or do not match their images.
+    """
+    if not isinstance(size, int) or size < 32:
+        raise ValueError(f"size must be an int >= 32, got {size!r}")
+    layout = check_mvtec_category(root)
+    train_files = layout["train"][:max_train] if max_train else layout["train"]
+    train = np.stack([_load_resized(p, size) for p in train_files])
+    test = np.stack([_load_resized(p, size) for p, _, _ in layout["test"]])
+    masks = np.stack([_load_mask(m, size) for _, _, m in layout["test"]])
+    labels = np.array([0 if d == "good" else 1 for _, d, _ in layout["test"]], dtype=np.int64)
+    names = [f"{d}/{p.stem}" for p, d, _ in layout["test"]]
+    to_chw = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+    return MVTecCategory(Path(root), size, to_chw(train), to_chw(test), torch.from_numpy(masks),
+                         torch.from_numpy(labels), names, list(train_files))

@@ -1,0 +1,147 @@
+"""Reference detectors and `defectforge benchmark` on a tiny generated MVTec-shaped category
+(tiny random backbone, a few steps; offline)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from defectforge.detectors import (BackboneMismatchError, BenchmarkConfig, DraemSegDetector, MVTecLayoutError,
+                                   PatchCoreBaseline, SegHeadDetector, load_backbone, load_mvtec_category,
+                                   run_benchmark)
+from defectforge.detectors.backbones import EfficientNetLite0Trunk, MobileNetV2Trunk
+
+
+def _texture(rng, size):
+    base = rng.integers(90, 130)
+    noise = rng.normal(0, 6, (size, size))
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def make_category(root: Path, n_train=6, n_good=3, n_bad=3, size=48, seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    for sub in ("train/good", "test/good", "test/scratch", "ground_truth/scratch"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n_train):
+        Image.fromarray(_texture(rng, size)).save(root / "train/good" / f"{i:03d}.png")
+    for i in range(n_good):
+        Image.fromarray(_texture(rng, size)).save(root / "test/good" / f"{i:03d}.png")
+    for i in range(n_bad):
+        img, mask = _texture(rng, size), np.zeros((size, size), np.uint8)
+        y, x = rng.integers(4, size - 16, 2)
+        img[y:y + 10, x:x + 10] = 250
+        mask[y:y + 10, x:x + 10] = 255
+        Image.fromarray(img).save(root / "test/scratch" / f"{i:03d}.png")
+        Image.fromarray(mask).save(root / "ground_truth/scratch" / f"{i:03d}_mask.png")
+    return root
+
+
+@pytest.fixture
+def category(tmp_path):
+    return make_category(tmp_path / "cat")
+
+
+def test_load_category(category):
+    data = load_mvtec_category(category, size=32)
+    assert data.train.shape == (6, 3, 32, 32) and data.train.dtype == torch.uint8
+    assert data.test.shape == (6, 3, 32, 32)
+    assert data.test_labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert data.test_masks[:3].sum() == 0 and all(data.test_masks[i].sum() > 0 for i in range(3, 6))
+    assert data.defect_types == ["scratch"]
+
+
+def test_layout_errors_name_the_path(tmp_path, category):
+    with pytest.raises(MVTecLayoutError, match="train"):
+        load_mvtec_category(tmp_path)  # not MVTec-shaped
+    (category / "ground_truth/scratch/001_mask.png").unlink()
+    with pytest.raises(MVTecLayoutError, match="001_mask"):
+        load_mvtec_category(category)
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(category / "ground_truth/scratch/001_mask.png")
+    with pytest.raises(MVTecLayoutError, match="does not match"):
+        load_mvtec_category(category)
+
+
+def test_backbone_weight_mismatch_names_path_and_architecture(tmp_path):
+    bad = tmp_path / "other.pth"
+    torch.save({"conv.weight": torch.zeros(3, 3, 3, 3)}, bad)
+    with pytest.raises(BackboneMismatchError, match=r"other\.pth.*mobilenet_v2"):
+        load_backbone("mobilenet_v2", bad)
+    with pytest.raises(FileNotFoundError, match="efficientnet_lite0"):
+        load_backbone("efficientnet_lite0", tmp_path / "missing.pth")
+    with pytest.raises(BackboneMismatchError, match="TorchScript"):
+        load_backbone("torchscript", bad)
+
+
+@pytest.mark.parametrize("trunk, name", [(MobileNetV2Trunk, "mobilenet_v2"), (EfficientNetLite0Trunk, "efficientnet_lite0")])
+def test_architectures_load_their_own_state_dicts(tmp_path, trunk, name):
+    path = tmp_path / f"{name}.pth"
+    state = trunk().state_dict()
+    state["classifier.weight"] = torch.zeros(2, 2)  # extra keys (the classifier) are ignored
+    torch.save(state, path)
+    backbone = load_backbone(name, path)
+    out = backbone(torch.zeros(1, 1, 64, 64, dtype=torch.uint8))
+    assert out.shape == (1, trunk.channels, 8, 8)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_torchscript_backbone(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=8, padding=1))
+    path = tmp_path / "net.pt"
+    torch.jit.save(torch.jit.trace(net, torch.zeros(1, 3, 32, 32)), str(path))
+    assert load_backbone("torchscript", path)(torch.zeros(2, 3, 64, 64)).shape == (2, 4, 8, 8)
+
+
+def test_detectors_train_and_score(category):
+    data = load_mvtec_category(category, size=32)
+    backbone = load_backbone("tiny")
+    for det in (SegHeadDetector(backbone, width=8), DraemSegDetector(width=2), PatchCoreBaseline(backbone)):
+        record = det.fit(data.train, "cutpaste", steps=3, batch_size=4, seed=0)
+        maps = det.score_maps(data.test, size=32)
+        assert maps.shape == (6, 32, 32) and torch.isfinite(maps).all()
+        if det.name != "patchcore":
+            assert len(record.losses) == 3 and 0 <= record.synthesis_seconds <= record.seconds
+
+
+def test_seghead_is_seeded(category):
+    data = load_mvtec_category(category, size=32)
+    backbone = load_backbone("tiny")
+    maps = []
+    for _ in range(2):
+        det = SegHeadDetector(backbone, width=8)
+        det.fit(data.train, "draem", steps=2, batch_size=4, seed=3)
+        maps.append(det.score_maps(data.test))
+    torch.testing.assert_close(maps[0], maps[1])
+
+
+def test_benchmark_resumes_and_writes_leaderboard(category, tmp_path):
+    out = tmp_path / "bench"
+    cfg = BenchmarkConfig(backbone="tiny", size=32, steps=2, batch_size=4, width=8)
+    board = run_benchmark(category, ["cutpaste", "draem"], [0, 1], out, cfg, log=lambda m: None)
+    run_dir = Path(board["run_dir"])
+    assert {r["method"] for r in board["rows"]} == {"patchcore", "cutpaste", "draem"}
+    assert not board["missing"]
+    for name in ("leaderboard.md", "leaderboard.json", "leaderboard.png", "score_maps.png", "score_maps/draem.png"):
+        assert (run_dir / name).is_file(), name
+    row = next(r for r in board["rows"] if r["method"] == "draem")
+    assert row["seeds"] == [0, 1] and 0 <= row["image_auroc"][0] <= 1
+    assert "patchcore (no synthesis, baseline)" in (run_dir / "leaderboard.md").read_text()
+    # resume: a finished run is kept, a deleted one is redone
+    kept = run_dir / "cutpaste" / "seed0.json"
+    before = kept.read_text()
+    (run_dir / "draem" / "seed1.json").unlink()
+    run_benchmark(category, ["cutpaste", "draem"], [0, 1], out, cfg, log=lambda m: None)
+    assert kept.read_text() == before
+    assert json.loads((run_dir / "draem" / "seed1.json").read_text())["seed"] == 1
+
+
+def test_cli_benchmark_bad_input(tmp_path):
+    from typer.testing import CliRunner
+
+    from defectforge.cli.main import _register_commands, app
+
+    _register_commands()
+    result = CliRunner().invoke(app, ["benchmark", str(tmp_path), "--backbone", "tiny"])
+    assert result.exit_code == 2 and "train" in result.output
