@@ -53,7 +53,7 @@ class BenchmarkConfig:
     backbone: str = "mobilenet_v2"
     backbone_weights: str | None = None
     size: int = 256
-    steps: int = 300
+    steps: int = 500
     batch_size: int = 8
     width: int = 0  # 0: the detector's default
     checkpoint_every: int = 0
