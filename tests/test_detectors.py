@@ -118,12 +118,12 @@ def test_seghead_is_seeded(category):
 
 def test_benchmark_resumes_and_writes_leaderboard(category, tmp_path):
     out = tmp_path / "bench"
-    cfg = BenchmarkConfig(backbone="tiny", size=32, steps=2, batch_size=4, width=8)
+    cfg = BenchmarkConfig(backbone="tiny", size=32, steps=2, batch_size=4, width=8, checkpoint_every=1)
     board = run_benchmark(category, ["cutpaste", "draem"], [0, 1], out, cfg, log=lambda m: None)
     run_dir = Path(board["run_dir"])
     assert {r["method"] for r in board["rows"]} == {"patchcore", "cutpaste", "draem"}
     assert not board["missing"]
-    for name in ("leaderboard.md", "leaderboard.json", "leaderboard.png", "score_maps.png", "score_maps/draem.png"):
+    for name in ("leaderboard.md", "leaderboard.json", "leaderboard.png", "score_maps.png", "score_maps/draem.png", "convergence.png"):
         assert (run_dir / name).is_file(), name
     row = next(r for r in board["rows"] if r["method"] == "draem")
     assert row["seeds"] == [0, 1] and 0 <= row["image_auroc"][0] <= 1

@@ -21,7 +21,7 @@ def benchmark_command(
     methods: Optional[list[str]] = typer.Option(None, "--methods", "-m",
                                                 help="Synthesis methods (repeatable or comma-separated); default: every image-level method."),
     detector: str = typer.Option("seghead", "--detector", help="seghead (frozen backbone + head) or draem_seg (DRAEM's discriminative net)."),
-    steps: int = typer.Option(300, "--steps", min=1, help="Training steps per run."),
+    steps: int = typer.Option(500, "--steps", min=1, help="Training steps per run."),
     batch_size: int = typer.Option(8, "--batch", min=2, help="Images per step: half normal, half synthetic."),
     size: int = typer.Option(256, "--size", min=32, help="Images are resized to size x size."),
     seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds; each (method, seed) is one run."),
