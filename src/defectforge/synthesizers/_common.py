@@ -55,6 +55,9 @@ def blend_masked_uint8(out: torch.Tensor, index: int, selected: torch.Tensor, so
     other pixel stays bit-identical.
     """
     c = out.shape[1]
+    if out.device.type == "cpu" and not torch.is_tensor(opacity):
+        _blend_masked_numpy(out[index].numpy(), selected.numpy(), source, float(opacity))
+        return
     flat = torch.nonzero(selected.flatten())[:, 0]
     if flat.numel() == 0:
         return
@@ -73,6 +76,32 @@ def blend_masked_uint8(out: torch.Tensor, index: int, selected: torch.Tensor, so
     else:
         pixels.add_((tex / 255.0 - pixels).mul_(opacity))
     target[:, flat] = pixels.to(out.dtype)
+
+
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _blend_masked_numpy(target: np.ndarray, selected: np.ndarray, source: np.ndarray, opacity: float) -> None:
+    """CPU path of :func:`blend_masked_uint8` on numpy views (same arithmetic, in float32)."""
+    c = target.shape[0]
+    flat = np.flatnonzero(selected)
+    if flat.size == 0:
+        return
+    tex = source.reshape(-1, source.shape[2])[flat].astype(np.float32)  # (n, C_src)
+    if tex.shape[1] == 3 and c == 1:
+        tex = tex @ _LUMA[:, None]
+    elif tex.shape[1] == 1 and c == 3:
+        tex = np.repeat(tex, 3, axis=1)
+    view = target.reshape(c, -1)
+    for ch in range(c):
+        pixels = view[ch, flat].astype(np.float32)
+        t = tex[:, ch]
+        if target.dtype == np.uint8:
+            pixels += (t - pixels) * np.float32(opacity)
+            view[ch, flat] = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+        else:
+            pixels += (t / np.float32(255.0) - pixels) * np.float32(opacity)
+            view[ch, flat] = pixels.astype(target.dtype)
 
 
 def redraw_empty(masks: torch.Tensor, params: list[dict], rngs, make: Callable, redraw: Callable,
