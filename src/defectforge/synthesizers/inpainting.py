@@ -158,9 +158,11 @@ class SAMIMasks(Synthesizer):
 
         def make(i: int) -> None:
             image = to_uint8_hwc(images[i])
-            segments = slic(image if c == 3 else image[..., 0], n_segments=self.n_segments,
-                            compactness=self.compactness, start_label=0, channel_axis=-1 if c == 3 else None,
-                            slic_zero=self.slic_zero)
+            # grey images go through the same Lab conversion as colour ones (replicated to RGB):
+            # SLIC rescales a grey image to 0..1, where compactness 10 gives a square grid
+            source = image if c == 3 else np.repeat(image, 3, axis=2)
+            segments = slic(source, n_segments=self.n_segments, compactness=self.compactness, start_label=0,
+                            channel_axis=-1, slic_zero=self.slic_zero)
             n = int(segments.max()) + 1
             rng = np.random.default_rng(params[i]["seed"])
             hidden = rng.random(n) < self.hide_probability
