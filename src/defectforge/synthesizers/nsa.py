@@ -26,7 +26,6 @@ patches all fail is left normal with the reason recorded.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import cv2
