@@ -38,7 +38,7 @@ from ..core.registry import register_method
 from ..core.types import SynthesisContext
 from ..core.validation import check_interval, check_range
 from ..functional.shapes import poisson_paste
-from ._common import to_uint8_hwc, usable_region
+from ._common import clone_batch, to_uint8_hwc, usable_region
 
 __all__ = ["NSASynthesizer", "MIN_PATCH_PIXELS"]
 
@@ -146,9 +146,10 @@ class NSASynthesizer(Synthesizer):
     # --- application ------------------------------------------------------------------------
     def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
         b, c, h, w = images.shape
-        out = images.clone()
+        out = clone_batch(images)
         masks = torch.zeros((b, 1, h, w), device=images.device)
         soft = torch.zeros((b, 1, h, w), device=images.device)
+        anomalous = [0] * b
         donors = context.donors
         is_uint8 = images.dtype == torch.uint8
 
@@ -201,9 +202,11 @@ class NSASynthesizer(Synthesizer):
             soft[i, 0, y0:y1, x0:x1] = torch.from_numpy((logistic * reg_box).astype(np.float32)).to(images.device)
             if not mask.any():
                 p["empty_mask"] = f"the patches changed no pixel by more than {self.tolerance:g}"
+            else:
+                anomalous[i] = 1
 
         map_samples(make, range(b))
-        labels = (masks.flatten(1).amax(1) > 0).long() * self.anomaly_label
+        labels = torch.tensor(anomalous, dtype=torch.long, device=images.device) * self.anomaly_label
         return out, masks, labels, {"soft_mask": soft}
 
 
