@@ -1,5 +1,3 @@
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -74,7 +72,6 @@ def test_defects_stay_inside_the_foreground(name, surface_batch):
 
 
 def test_poisson_paste_leaves_pixels_outside_the_mask_and_matches_gradients():
-    rng = np.random.default_rng(0)
     img = np.full((64, 64, 3), 100, np.uint8)
     patch = np.full((20, 20, 3), 200, np.uint8)
     patch[:, 10:] = 220  # an internal edge the clone keeps
@@ -86,4 +83,3 @@ def test_poisson_paste_leaves_pixels_outside_the_mask_and_matches_gradients():
     # the constant offset of the patch is removed (boundary matches the image), the edge is kept
     assert abs(int(new[10, 5, 0]) - 100) < 12
     assert int(new[10, 12, 0]) - int(new[10, 8, 0]) > 10
-    del rng

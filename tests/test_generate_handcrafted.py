@@ -110,3 +110,25 @@ def test_bad_control_options(object_folder, tmp_path):
                  progress=False)
     with pytest.raises(ValueError, match="threshold"):
         generate(object_folder, tmp_path / "y", "memseg", count=2, foreground="threshold", progress=False)
+
+
+def test_magnetic_tile_handcrafted_methods(tmp_path):
+    import os
+    import shutil
+    from pathlib import Path
+
+    root = Path(os.environ.get("DEFECTFORGE_MAGNETIC_TILE",
+                               Path(__file__).parents[2] / "shared/data/magnetic_tile"))
+    good = root / "train" / "good"
+    if not good.is_dir():
+        pytest.skip("magnetic_tile data not present")
+    subset = tmp_path / "mt"
+    subset.mkdir()
+    for f in sorted(good.iterdir())[:6]:
+        shutil.copy(f, subset / f.name)
+    for method in ["nsa", "glass_las"]:
+        a, b = tmp_path / f"{method}_a", tmp_path / f"{method}_b"
+        generate(subset, a, method, count=6, seed=0, size=64, foreground="otsu", progress=False)
+        generate(subset, b, method, count=6, seed=0, size=64, foreground="otsu", progress=False, workers=2)
+        assert files(a) == files(b)
+        assert all(r["label"] >= 1 for r in _manifest(a))

@@ -35,11 +35,28 @@ def test_sami_hides_whole_slic_superpixels(surface_batch):
     out = defectforge.create("sami")(surface_batch, seed=0)
     for k, p in enumerate(out.params):
         segments = slic(surface_batch[k].permute(1, 2, 0).numpy(), n_segments=100, compactness=10.0,
-                        start_label=0, channel_axis=-1)
+                        start_label=0, channel_axis=-1, slic_zero=True)
         m = out.masks[k, 0].numpy() > 0
         expected = np.isin(segments, p["hidden"])
         assert np.array_equal(m, expected)
         assert m.any()
+        assert p["segments"] > 20  # SLICO keeps textured images in many superpixels
     share = sum(len(p["hidden"]) for p in out.params) / sum(p["segments"] for p in out.params)
     assert 0.15 < share < 0.5  # each superpixel hidden with probability 0.3
     assert torch.equal(out.extras["target"], surface_batch)
+
+
+def test_sami_follows_grey_image_content():
+    slic = pytest.importorskip("skimage.segmentation").slic
+    import defectforge
+
+    g = torch.Generator().manual_seed(0)
+    img = (torch.rand(1, 1, 64, 64, generator=g) * 20).to(torch.uint8)
+    img[..., 29:] += 180  # a vertical edge between two noisy flat halves
+    out = defectforge.create("sami", hide_probability=0.5)(img, seed=0)
+    rgb = np.repeat(img[0, 0].numpy()[..., None], 3, axis=2)
+    segments = slic(rgb, n_segments=100, compactness=10.0, start_label=0, channel_axis=-1, slic_zero=True)
+    assert np.array_equal(out.masks[0, 0].numpy() > 0, np.isin(segments, out.params[0]["hidden"]))
+    # superpixels follow the edge (a square grid, as SLIC gives on grey images with compactness 10, would straddle it)
+    left, right = set(np.unique(segments[:, :29])), set(np.unique(segments[:, 29:]))
+    assert not left & right

@@ -5,13 +5,15 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 
+import cv2
 import numpy as np
 import torch
 
 from ..functional.color import to_gray
+from ..functional.perlin import perlin_noise
 
 __all__ = ["usable_region", "EMPTY_REGION_NOTE", "blend_masked_uint8", "to_uint8_hwc", "region_masks",
-           "redraw_empty"]
+           "perlin_mask_np", "masks_per_sample", "clone_batch"]
 
 EMPTY_REGION_NOTE = "empty foreground: the defect was placed on the whole image"
 
@@ -39,6 +41,13 @@ def region_masks(context, params: list[dict], like: torch.Tensor) -> torch.Tenso
     return fg
 
 
+def clone_batch(images: torch.Tensor) -> torch.Tensor:
+    """A copy of the batch; on the CPU made by numpy (torch's threaded copy stalls on a busy machine)."""
+    if images.device.type == "cpu":
+        return torch.from_numpy(np.array(images.numpy(), copy=True, order="C"))
+    return images.clone()
+
+
 def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
     """One ``(C, H, W)`` image (uint8 or float in [0, 1]) as a contiguous ``(H, W, C)`` uint8 array."""
     if image.dtype != torch.uint8:
@@ -55,6 +64,12 @@ def blend_masked_uint8(out: torch.Tensor, index: int, selected: torch.Tensor, so
     other pixel stays bit-identical.
     """
     c = out.shape[1]
+    if out.device.type == "cpu" and not torch.is_tensor(opacity):
+        sel = selected if isinstance(selected, np.ndarray) else selected.numpy()
+        _blend_masked_numpy(out[index].numpy(), sel, source, float(opacity))
+        return
+    if isinstance(selected, np.ndarray):
+        selected = torch.from_numpy(selected).to(out.device)
     flat = torch.nonzero(selected.flatten())[:, 0]
     if flat.numel() == 0:
         return
@@ -75,27 +90,65 @@ def blend_masked_uint8(out: torch.Tensor, index: int, selected: torch.Tensor, so
     target[:, flat] = pixels.to(out.dtype)
 
 
-def redraw_empty(masks: torch.Tensor, params: list[dict], rngs, make: Callable, redraw: Callable,
-                 max_attempts: int, what: str) -> torch.Tensor:
-    """Redraw the masks that came out empty, from each sample's own generator, at most ``max_attempts`` times.
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
-    ``make(sub_params, indices)`` builds masks ``(n, 1, H, W)`` for the given samples; ``redraw(rng,
-    params)`` updates a sample's params in place. A sample still empty is recorded
-    (``params["empty_mask"]``) and warned about; the caller leaves it normal. On replay
-    (``rngs is None``) nothing is redrawn.
+
+def _blend_masked_numpy(target: np.ndarray, selected: np.ndarray, source: np.ndarray, opacity: float) -> None:
+    """CPU path of :func:`blend_masked_uint8` on numpy views (same arithmetic, in float32)."""
+    c = target.shape[0]
+    flat = np.flatnonzero(selected)
+    if flat.size == 0:
+        return
+    tex = source.reshape(-1, source.shape[2])[flat].astype(np.float32)  # (n, C_src)
+    if tex.shape[1] == 3 and c == 1:
+        tex = tex @ _LUMA[:, None]
+    elif tex.shape[1] == 1 and c == 3:
+        tex = np.repeat(tex, 3, axis=1)
+    view = target.reshape(c, -1)
+    for ch in range(c):
+        pixels = view[ch, flat].astype(np.float32)
+        t = tex[:, ch]
+        if target.dtype == np.uint8:
+            pixels += (t - pixels) * np.float32(opacity)
+            view[ch, flat] = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+        else:
+            pixels += (t / np.float32(255.0) - pixels) * np.float32(opacity)
+            view[ch, flat] = pixels.astype(target.dtype)
+
+
+def perlin_mask_np(perlin: dict, height: int, width: int, threshold: float) -> np.ndarray:
+    """One Perlin mask ``(H, W)`` bool, as :func:`defectforge.functional.perlin.perlin_masks` makes it.
+
+    The same field, rotated about the pixel-grid centre (bilinear, zero fill) and thresholded, but
+    computed for one sample in numpy/OpenCV, so it runs inside the per-sample thread pool without
+    starting torch's own intra-op threads (which, nested in the pool on a busy machine, made
+    batch-wide masks several times slower).
     """
-    if rngs is None:
-        return masks
-    for _ in range(max_attempts - 1):
-        empty = torch.nonzero(masks.flatten(1).amax(1) == 0)[:, 0].tolist()
-        if not empty:
-            return masks
-        for i in empty:
-            redraw(rngs[i], params[i])
-            params[i]["attempts"] = params[i].get("attempts", 1) + 1
-        masks[torch.tensor(empty, device=masks.device)] = make([params[i] for i in empty], empty)
-    for i in torch.nonzero(masks.flatten(1).amax(1) == 0)[:, 0].tolist():
-        params[i]["empty_mask"] = f"{what} still empty after {max_attempts} draws; the sample stays normal"
-        warnings.warn(f"{what} still empty after {max_attempts} draws (is the foreground tiny?); "
-                      "the sample stays normal", stacklevel=4)
-    return masks
+    noise = perlin_noise(height, width, [perlin["res"]], [perlin["seed"]]).numpy()[0]
+    matrix = cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), float(perlin["angle"]), 1.0)
+    rotated = cv2.warpAffine(noise, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return rotated > threshold
+
+
+def masks_per_sample(params: list[dict], rngs, region: np.ndarray | None, make: Callable, redraw: Callable,
+                     max_attempts: int, what: str, i: int) -> np.ndarray:
+    """Sample ``i``'s mask ``make(params[i])`` x its region, redrawn from ``rngs[i]`` while empty.
+
+    At most ``max_attempts`` draws; a mask still empty is recorded in ``params[i]["empty_mask"]``
+    (the caller leaves the sample normal). On replay (``rngs is None``) nothing is redrawn.
+    """
+    p = params[i]
+    while True:
+        mask = make(p)
+        if region is not None and not p.get("region_fallback"):
+            mask &= region[i]
+        if mask.any() or rngs is None:
+            return mask
+        if p.get("attempts", 1) >= max_attempts:
+            p["empty_mask"] = f"{what} still empty after {max_attempts} draws; the sample stays normal"
+            warnings.warn(f"{what} still empty after {max_attempts} draws (is the foreground tiny?); "
+                          "the sample stays normal", stacklevel=2)
+            return mask
+        redraw(rngs[i], p)
+        p["attempts"] = p.get("attempts", 1) + 1

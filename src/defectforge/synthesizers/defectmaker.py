@@ -49,7 +49,7 @@ from ..core.validation import check_interval, check_probability, check_range
 from ..functional import uint8ops as u8
 from ..functional.paste import place_box
 from ..functional.shapes import bezier_outline, fill_outline, poisson_paste, rotate_points
-from ._common import to_uint8_hwc, usable_region
+from ._common import clone_batch, to_uint8_hwc, usable_region
 
 __all__ = ["DefectMakerSynthesizer", "SHAPES", "FILLS", "LABELS"]
 
@@ -256,11 +256,16 @@ class DefectMakerSynthesizer(Synthesizer):
         return rgb
 
     def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
+        # Shapes, fills and Poisson fusion are OpenCV/numpy work on small boxes: the batch is
+        # worked on as a CPU numpy array (no torch op per sample) and moved back at the end.
         b, c, h, w = images.shape
-        out = images.clone()
-        masks = torch.zeros((b, 1, h, w), device=images.device)
+        source = images.cpu()
+        work = clone_batch(source)
+        out = work.numpy()
+        masks = np.zeros((b, 1, h, w), np.float32)
         region = None if context.foreground is None else (context.foreground[:, 0] > 0.5).cpu().numpy()
         shapes = None if context.shapes is None else (context.shapes[:, 0] > 0.5).cpu().numpy()
+        donors = None if context.donors is None else context.donors.cpu()
         is_uint8 = images.dtype == torch.uint8
         labels = [0] * b
 
@@ -281,32 +286,27 @@ class DefectMakerSynthesizer(Synthesizer):
                 mask &= region[i, ty:ty + bh, tx:tx + bw]
             if not mask.any():
                 return
-            fill = self._fill(images[i], context.donors, p, bh, bw, c)
-            box = out[i, :, ty:ty + bh, tx:tx + bw]
+            fill = self._fill(source[i], donors, p, bh, bw, c)
+            box = out[i, :, ty:ty + bh, tx:tx + bw]  # (C, bh, bw) view of the output
             if self.poisson:
-                new, changed = poisson_paste(to_uint8_hwc(images[i]), fill, mask, ty, tx, self.mixed_clone)
-                values = torch.from_numpy(np.ascontiguousarray(new)).permute(2, 0, 1).to(images.device)
-                values = values if is_uint8 else values.to(images.dtype) / 255.0
-                keep = torch.from_numpy(changed).to(images.device)
-                box.copy_(torch.where(keep, values, box))
-                mask = changed
+                new, mask = poisson_paste(to_uint8_hwc(source[i]), fill, mask, ty, tx, self.mixed_clone)
+                values = new.transpose(2, 0, 1)
+                values = values if is_uint8 else values.astype(box.dtype) / np.asarray(255.0, box.dtype)
             else:
-                alpha = mask.astype(np.float32) * p["weight"]
+                alpha = mask.astype(np.float32) * np.float32(p["weight"])
                 if p["blur"]:
                     k = p["blur"]
                     alpha = cv2.GaussianBlur(alpha, (k, k), 0, borderType=cv2.BORDER_CONSTANT) * mask
-                a = torch.from_numpy(alpha).to(images.device)
-                values = torch.from_numpy(fill).permute(2, 0, 1).to(images.device).float()
-                cur = box.float()
+                target = fill.transpose(2, 0, 1).astype(np.float32)
+                cur = box.astype(np.float32)
                 if not is_uint8:
-                    values = values / 255.0
-                new = cur + a * (values - cur)
-                new = new.round_().clamp_(0, 255) if is_uint8 else new
-                keep = torch.from_numpy(mask).to(images.device)
-                box.copy_(torch.where(keep, new.to(images.dtype), box))
+                    target /= np.float32(255.0)
+                values = cur + alpha * (target - cur)
+                values = np.clip(np.rint(values), 0, 255).astype(np.uint8) if is_uint8 else values.astype(box.dtype)
             if not mask.any():
                 return
-            masks[i, 0, ty:ty + bh, tx:tx + bw] = torch.from_numpy(mask.astype(np.float32)).to(images.device)
+            np.copyto(box, values, where=mask[None])
+            masks[i, 0, ty:ty + bh, tx:tx + bw] = mask
             labels[i] = LABELS[(p["shape"], p["fill"])]
 
         map_samples(make, range(b))
@@ -328,7 +328,8 @@ class DefectMakerSynthesizer(Synthesizer):
         for i in range(b):
             if labels[i] == 0:
                 params[i]["empty_mask"] = "the defect missed the region in every draw; the sample stays normal"
-        return out, masks, torch.tensor(labels, dtype=torch.long, device=images.device)
+        device = images.device
+        return work.to(device), torch.from_numpy(masks).to(device), torch.tensor(labels, dtype=torch.long, device=device)
 
 
 _SOURCE = "Lyu et al., 2023 (REB); ShuaiLYU/REB DefectMaker"

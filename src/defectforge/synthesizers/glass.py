@@ -32,9 +32,9 @@ from ..core.types import SynthesisContext
 from ..core.validation import check_interval, check_range
 from ..functional import uint8ops as u8
 from ..functional.augment import Op, augment_uint8, register_op_set, sample_pipeline
-from ..functional.perlin import perlin_masks, sample_perlin_params
+from ..functional.perlin import sample_perlin_params
 from ..sources.textures import resolve_textures
-from ._common import blend_masked_uint8, redraw_empty, region_masks, usable_region
+from ._common import blend_masked_uint8, clone_batch, masks_per_sample, perlin_mask_np, usable_region
 
 __all__ = ["GlassLASSynthesizer", "GLASS_OPS", "COMBINATIONS"]
 
@@ -74,19 +74,6 @@ GLASS_OPS: dict[str, Op] = {op.name: op for op in [
     Op("rotate", lambda r: {"angle": _u(r, -45, 45)}, lambda x, p: u8.rotate(x, p["angle"], cv2.INTER_NEAREST)),
 ]}
 register_op_set("glass", GLASS_OPS)
-
-
-def combine_perlin(params: list[dict], height: int, width: int, threshold: float, device) -> torch.Tensor:
-    """GLASS's mask of each sample: union / intersection of its two Perlin masks, or the first alone."""
-    first, _ = perlin_masks([p["perlin"] for p in params], height, width, threshold, False, device)
-    second_idx = [i for i, p in enumerate(params) if p["combine"] != "single"]
-    if second_idx:
-        second, _ = perlin_masks([params[i]["perlin2"] for i in second_idx], height, width, threshold, False, device)
-        idx = torch.tensor(second_idx, device=first.device)
-        union = torch.tensor([params[i]["combine"] == "union" for i in second_idx], device=first.device)
-        a = first[idx]
-        first[idx] = torch.where(union.view(-1, 1, 1, 1), torch.maximum(a, second), torch.minimum(a, second))
-    return first
 
 
 class GlassLASSynthesizer(Synthesizer):
@@ -148,36 +135,40 @@ class GlassLASSynthesizer(Synthesizer):
         params["beta"] = beta
         return params
 
-    def masks(self, params: list[dict], context: SynthesisContext, height: int, width: int, device, rngs):
-        """Binary defect masks ``(B, 1, H, W)``: combined Perlin masks (or the given shapes) x region."""
-        region = region_masks(context, params, torch.empty(0, device=device))
-        if context.shapes is not None:
-            masks = (context.shapes > 0.5).float().to(device)
-            return masks if region is None else masks * region
-
-        def make(sub, idx):
-            m = combine_perlin(sub, height, width, self.threshold, device)
-            return m if region is None else m * region[torch.tensor(idx, device=device)]
-
-        masks = make(params, list(range(len(params))))
-        return redraw_empty(masks, params, rngs, make, lambda r, p: self._draw_masks(r, p), self.max_attempts,
-                            f"{self.method_name or 'glass_las'} mask")
+    def mask(self, p: dict, height: int, width: int) -> np.ndarray:
+        """One sample's GLASS mask ``(H, W)`` bool (before the foreground)."""
+        first = perlin_mask_np(p["perlin"], height, width, self.threshold)
+        if p["combine"] == "single":
+            return first
+        second = perlin_mask_np(p["perlin2"], height, width, self.threshold)
+        return first | second if p["combine"] == "union" else first & second
 
     def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
         b, c, h, w = images.shape
-        masks = self.masks(params, context, h, w, images.device, rngs)
-        nonempty = (masks.flatten(1).amax(1) > 0).cpu().tolist()
-        out = images.clone()
-        selected = masks[:, 0] > 0
+        region = None if context.foreground is None else (context.foreground[:, 0] > 0.5).cpu().numpy()
+        shapes = None if context.shapes is None else (context.shapes[:, 0] > 0.5).cpu().numpy()
+        masks = np.zeros((b, 1, h, w), np.float32)
+        out = clone_batch(images)
+        what = f"{self.method_name or 'glass_las'} mask"
 
-        def blend(i: int) -> None:
+        def make(i: int) -> None:
+            # the whole sample in one task of the pool: mask (redrawn while empty), texture, blend
             p = params[i]
+            if shapes is not None:  # a user-supplied shape is the mask
+                mask = shapes[i] & region[i] if region is not None and not p.get("region_fallback") else shapes[i]
+            else:
+                mask = masks_per_sample(params, rngs, region, lambda q: self.mask(q, h, w), self._draw_masks,
+                                        self.max_attempts, what, i)
+            if not mask.any():
+                return
+            masks[i, 0] = mask
             texture = augment_uint8(self.textures.get_uint8(p["texture"], h, w), p["augment"], GLASS_OPS)
-            blend_masked_uint8(out, i, selected[i], texture, 1.0 - p["beta"])
+            blend_masked_uint8(out, i, mask, texture, 1.0 - p["beta"])
 
-        map_samples(blend, [i for i in range(b) if nonempty[i]])
-        labels = torch.tensor(nonempty, dtype=torch.long, device=images.device) * self.anomaly_label
-        return out, masks, labels
+        map_samples(make, range(b))
+        nonempty = masks.reshape(b, -1).any(1)
+        labels = torch.from_numpy(nonempty.astype(np.int64)).to(images.device) * self.anomaly_label
+        return out, torch.from_numpy(masks).to(images.device), labels
 
 
 register_method(

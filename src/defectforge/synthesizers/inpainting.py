@@ -13,8 +13,9 @@ and, in ``extras["target"]``, the unmasked image to reconstruct.
 - ``sami``: Li et al., "Superpixel Masking and Inpainting for Self-Supervised Anomaly Detection",
   BMVC 2020 (paper). SLIC superpixels (scikit-image, imported when first used; install the
   ``textures`` extra) are hidden at random. The sheet does not give SAMI's numbers; this project
-  uses ``n_segments=100`` (about 650 px each at 256 x 256), scikit-image's default compactness 10
-  and hides each superpixel with probability 0.3.
+  uses ``n_segments=100`` (about 650 px each at 256 x 256) in SLICO mode (``slic_zero``: the
+  compactness adapts per superpixel; plain SLIC with compactness 10 merged a whole high-contrast
+  fabric texture into one or two superpixels) and hides each superpixel with probability 0.3.
 
 Pixels outside the mask are returned unchanged.
 """
@@ -119,7 +120,9 @@ class SAMIMasks(Synthesizer):
     n_segments : int
         SLIC superpixels per image (approximate): 100 (this project's choice).
     compactness : float
-        SLIC compactness: 10 (scikit-image's default).
+        SLIC compactness: 10 (scikit-image's default; SLICO's starting value).
+    slic_zero : bool
+        SLICO, the zero-parameter SLIC variant: True (see the module docstring).
     hide_probability : float
         Chance that a superpixel is hidden: 0.3 (this project's choice).
     fill : {"zero", "mean"}
@@ -130,8 +133,9 @@ class SAMIMasks(Synthesizer):
     requires = ("skimage",)
 
     def __init__(self, anomaly_probability: float = 1.0, n_segments: int = 100, compactness: float = 10.0,
-                 hide_probability: float = 0.3, fill: str = "zero"):
+                 hide_probability: float = 0.3, fill: str = "zero", slic_zero: bool = True):
         super().__init__(anomaly_probability)
+        self.slic_zero = bool(slic_zero)
         self.n_segments = check_range("n_segments", n_segments, 2, 100_000, integer=True)
         self.compactness = float(check_range("compactness", compactness, 1e-3, 1e4))
         self.hide_probability = check_probability("hide_probability", hide_probability)
@@ -154,8 +158,11 @@ class SAMIMasks(Synthesizer):
 
         def make(i: int) -> None:
             image = to_uint8_hwc(images[i])
-            segments = slic(image if c == 3 else image[..., 0], n_segments=self.n_segments,
-                            compactness=self.compactness, start_label=0, channel_axis=-1 if c == 3 else None)
+            # grey images go through the same Lab conversion as colour ones (replicated to RGB):
+            # SLIC rescales a grey image to 0..1, where compactness 10 gives a square grid
+            source = image if c == 3 else np.repeat(image, 3, axis=2)
+            segments = slic(source, n_segments=self.n_segments, compactness=self.compactness, start_label=0,
+                            channel_axis=-1, slic_zero=self.slic_zero)
             n = int(segments.max()) + 1
             rng = np.random.default_rng(params[i]["seed"])
             hidden = rng.random(n) < self.hide_probability

@@ -30,9 +30,9 @@ from ..core.registry import register_method
 from ..core.types import SynthesisContext
 from ..core.validation import check_interval, check_probability, check_range
 from ..functional.augment import DRAEM_OPS, augment_uint8, sample_pipeline
-from ..functional.perlin import perlin_masks, sample_perlin_params
+from ..functional.perlin import sample_perlin_params
 from ..sources.textures import resolve_textures
-from ._common import blend_masked_uint8, redraw_empty, region_masks, to_uint8_hwc, usable_region
+from ._common import blend_masked_uint8, clone_batch, masks_per_sample, perlin_mask_np, to_uint8_hwc, usable_region
 
 __all__ = ["MemSegSynthesizer", "shuffle_tiles"]
 
@@ -122,21 +122,6 @@ class MemSegSynthesizer(Synthesizer):
         params["opacity"] = float(rng.uniform(*self.opacity_range))
         return params
 
-    def masks(self, params: list[dict], context: SynthesisContext, height: int, width: int, device, rngs):
-        """Binary masks ``(B, 1, H, W)``: Perlin (or the given shapes) x region."""
-        region = region_masks(context, params, torch.empty(0, device=device))
-        if context.shapes is not None:
-            masks = (context.shapes > 0.5).float().to(device)
-            return masks if region is None else masks * region
-
-        def make(sub, idx):
-            m, _ = perlin_masks([p["perlin"] for p in sub], height, width, self.threshold, False, device)
-            return m if region is None else m * region[torch.tensor(idx, device=device)]
-
-        masks = make(params, list(range(len(params))))
-        return redraw_empty(masks, params, rngs, make, self._draw_mask, self.max_attempts,
-                            f"{self.method_name or 'memseg'} mask")
-
     def source(self, image: torch.Tensor, p: dict, height: int, width: int) -> np.ndarray:
         """The anomaly source ``(H, W, C)`` uint8 of one sample."""
         if p["kind"] == "texture":
@@ -150,17 +135,30 @@ class MemSegSynthesizer(Synthesizer):
 
     def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
         b, c, h, w = images.shape
-        masks = self.masks(params, context, h, w, images.device, rngs)
-        nonempty = (masks.flatten(1).amax(1) > 0).cpu().tolist()
-        out = images.clone()
-        selected = masks[:, 0] > 0
+        region = None if context.foreground is None else (context.foreground[:, 0] > 0.5).cpu().numpy()
+        shapes = None if context.shapes is None else (context.shapes[:, 0] > 0.5).cpu().numpy()
+        masks = np.zeros((b, 1, h, w), np.float32)
+        out = clone_batch(images)
+        what = f"{self.method_name or 'memseg'} mask"
 
-        def blend(i: int) -> None:
-            blend_masked_uint8(out, i, selected[i], self.source(images[i], params[i], h, w), params[i]["opacity"])
+        def make(i: int) -> None:
+            # the whole sample in one task of the pool: mask (redrawn while empty), source, blend
+            p = params[i]
+            if shapes is not None:  # a user-supplied shape is the mask
+                mask = shapes[i] & region[i] if region is not None and not p.get("region_fallback") else shapes[i]
+            else:
+                mask = masks_per_sample(params, rngs, region,
+                                        lambda q: perlin_mask_np(q["perlin"], h, w, self.threshold),
+                                        self._draw_mask, self.max_attempts, what, i)
+            if not mask.any():
+                return
+            masks[i, 0] = mask
+            blend_masked_uint8(out, i, mask, self.source(images[i], p, h, w), p["opacity"])
 
-        map_samples(blend, [i for i in range(b) if nonempty[i]])
-        labels = torch.tensor(nonempty, dtype=torch.long, device=images.device) * self.anomaly_label
-        return out, masks, labels
+        map_samples(make, range(b))
+        nonempty = masks.reshape(b, -1).any(1)
+        labels = torch.from_numpy(nonempty.astype(np.int64)).to(images.device) * self.anomaly_label
+        return out, torch.from_numpy(masks).to(images.device), labels
 
 
 register_method(

@@ -26,7 +26,6 @@ patches all fail is left normal with the reason recorded.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import cv2
@@ -39,7 +38,7 @@ from ..core.registry import register_method
 from ..core.types import SynthesisContext
 from ..core.validation import check_interval, check_range
 from ..functional.shapes import poisson_paste
-from ._common import to_uint8_hwc, usable_region
+from ._common import clone_batch, to_uint8_hwc, usable_region
 
 __all__ = ["NSASynthesizer", "MIN_PATCH_PIXELS"]
 
@@ -147,9 +146,10 @@ class NSASynthesizer(Synthesizer):
     # --- application ------------------------------------------------------------------------
     def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
         b, c, h, w = images.shape
-        out = images.clone()
+        out = clone_batch(images)
         masks = torch.zeros((b, 1, h, w), device=images.device)
         soft = torch.zeros((b, 1, h, w), device=images.device)
+        anomalous = [0] * b
         donors = context.donors
         is_uint8 = images.dtype == torch.uint8
 
@@ -185,21 +185,28 @@ class NSASynthesizer(Synthesizer):
                                        self.mixed_clone)
                 current[ty:ty + dh, tx:tx + dw] = box
                 region[ty:ty + dh, tx:tx + dw] = True
-            diff = np.abs(current.astype(np.int16) - original.astype(np.int16))
-            delta = diff.mean(2) * region
+            # labels from the change, computed on the patches' bounding box only
+            ys, xs = np.nonzero(region.any(1))[0], np.nonzero(region.any(0))[0]
+            y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+            cur_box, orig_box, reg_box = current[y0:y1, x0:x1], original[y0:y1, x0:x1], region[y0:y1, x0:x1]
+            diff = cv2.absdiff(cur_box, orig_box).reshape(y1 - y0, x1 - x0, c)
+            delta = diff.mean(2, dtype=np.float32) * reg_box
             mask = delta > self.tolerance
             changed = torch.from_numpy(diff.max(2) > 0).to(images.device)
-            values = torch.from_numpy(current).permute(2, 0, 1).to(images.device)
+            values = torch.from_numpy(np.ascontiguousarray(cur_box)).permute(2, 0, 1).to(images.device)
             values = values if is_uint8 else values.to(images.dtype) / 255.0
-            out[i] = torch.where(changed, values, out[i])
-            masks[i, 0] = torch.from_numpy(mask.astype(np.float32)).to(images.device)
+            target = out[i, :, y0:y1, x0:x1]
+            target.copy_(torch.where(changed, values, target))
+            masks[i, 0, y0:y1, x0:x1] = torch.from_numpy(mask.astype(np.float32)).to(images.device)
             logistic = 1.0 / (1.0 + np.exp(-self.logistic_k * (delta - self.logistic_x0)))
-            soft[i, 0] = torch.from_numpy((logistic * region).astype(np.float32)).to(images.device)
+            soft[i, 0, y0:y1, x0:x1] = torch.from_numpy((logistic * reg_box).astype(np.float32)).to(images.device)
             if not mask.any():
                 p["empty_mask"] = f"the patches changed no pixel by more than {self.tolerance:g}"
+            else:
+                anomalous[i] = 1
 
         map_samples(make, range(b))
-        labels = (masks.flatten(1).amax(1) > 0).long() * self.anomaly_label
+        labels = torch.tensor(anomalous, dtype=torch.long, device=images.device) * self.anomaly_label
         return out, masks, labels, {"soft_mask": soft}
 
 
