@@ -60,7 +60,7 @@ class TrainingBatches:
     with ``seed``, so a run is reproducible and every step sees new anomalies.
     """
 
-    def __init__(self, images: torch.Tensor, synthesizer, batch_size: int, seed: int):
+    def __init__(self, images: torch.Tensor, synthesizer, batch_size: int, seed: int, device=None):
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (half normal, half synthetic), got {batch_size}")
         self.images = images
@@ -69,6 +69,7 @@ class TrainingBatches:
         self.n_normal = self.batch_size // 2
         self.n_synthetic = self.batch_size - self.n_normal
         self.seed = int(seed)
+        self.device = torch.device(device) if device is not None else images.device
         self._gen = torch_generator(self.seed)
         self.synthesis_seconds = 0.0
 
@@ -81,7 +82,7 @@ class TrainingBatches:
         """``(images uint8, masks float (B, 1, H, W))`` of the synthetic half of step ``step``."""
         start = time.perf_counter()
         sample_ids = [step * self.batch_size + j for j in range(index.shape[0])]
-        out = self.synthesizer(self.images[index], seed=self.seed, indices=sample_ids)
+        out = self.synthesizer(self.images[index].to(self.device), seed=self.seed, indices=sample_ids)
         images = out.images
         if images.dtype != torch.uint8:
             images = images.clamp(0, 1).mul(255).round().to(torch.uint8)
