@@ -24,6 +24,8 @@ def test_method_info_is_complete(name):
 
 
 def _synth(name):
+    for module in getattr(defectforge.method_info(name).cls, "requires", ()):
+        pytest.importorskip(module)  # optional dependency (e.g. scikit-image for sami)
     return defectforge.create(name, anomaly_probability=1.0)
 
 

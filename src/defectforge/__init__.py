@@ -16,10 +16,11 @@ from .core import (
     method_info,
     register_method,
 )
+from .control import MaskBank, control, mix  # noqa: E402  (after core: it builds on the registry)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SynthesisContext", "SynthesisResult", "Synthesizer", "create", "list_methods", "method_info",
-    "register_method", "__version__",
+    "register_method", "__version__", "control", "mix", "MaskBank",
 ]

@@ -22,6 +22,22 @@ def _inputs(size: int, batch: int):
     return torch.from_numpy(stack).permute(0, 3, 1, 2).contiguous()
 
 
+def _load() -> float | None:
+    """1-minute load average (None where the OS has none): the machine may be shared."""
+    import os
+
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
 def time_callable(fn, min_time: float, max_iterations: int) -> tuple[float, int]:
     """Seconds per call of ``fn(k)`` after one warm-up call, over at least ``min_time`` seconds."""
     fn(0)
@@ -38,16 +54,19 @@ def bench_method(name: str, batch_images, min_time: float = 2.0, max_iterations:
     """Throughput of registry method ``name`` (every sample anomalous) on ``batch_images``, textures preloaded."""
     from ..io.generate import build_synthesizer
 
+    from ..core.registry import method_info
     from ..sources.textures import TextureSource
 
     synth = build_synthesizer(name)
     textures = getattr(synth, "textures", None)
     if isinstance(textures, TextureSource):  # inputs preloaded: textures decoded/generated once, untimed
         textures.preload(*batch_images.shape[-2:])
-    per_call, iterations = time_callable(lambda k: synth(batch_images, seed=k), min_time, max_iterations)
+    # methods that cut from other images get the batch itself as their donor pool
+    donors = batch_images if getattr(synth, "uses_donors", False) else None
+    per_call, iterations = time_callable(lambda k: synth(batch_images, seed=k, donors=donors), min_time, max_iterations)
     b = batch_images.shape[0]
     return {"method": name, "images_per_second": b / per_call, "ms_per_image": per_call / b * 1e3,
-            "iterations": iterations}
+            "iterations": iterations, "cpu_bound": method_info(name).cpu_bound}
 
 
 def bench_anomalib(batch_images, min_time: float, max_iterations: int) -> dict:
@@ -90,6 +109,14 @@ def bench_command(
     names = names or defectforge.list_methods(level="image")
     x = _inputs(size, batch).to(device)
     rows = []
+    # Poisson-blending methods are bound by per-sample CPU work: timed after the batched ones,
+    # listed apart (they do not use an accelerator)
+    names = ([n for n in names if not defectforge.method_info(n).cpu_bound]
+             + [n for n in names if defectforge.method_info(n).cpu_bound])
+    load_before = _load()
+    if not as_json and load_before is not None:
+        typer.echo(f"load average before: {load_before:.2f} (on {_cpus()} CPUs)")
+    header_done = False
     for name in names:
         try:
             row = bench_method(name, x, min_time)
@@ -98,6 +125,9 @@ def bench_command(
             raise typer.Exit(2)
         rows.append(row)
         if not as_json:
+            if row["cpu_bound"] and not header_done:
+                typer.echo("CPU-bound (Poisson blending, per-sample OpenCV work):")
+                header_done = True
             typer.echo(f"{name:<22} {row['images_per_second']:9.1f} img/s  {row['ms_per_image']:7.3f} ms/img", err=False)
     if compare:
         if compare != "anomalib":
@@ -114,7 +144,11 @@ def bench_command(
                     typer.echo(f"draem / anomalib speed-up: {ours['draem']['images_per_second'] / row['images_per_second']:.1f}x")
             else:
                 typer.echo(f"anomalib not comparable here: {row['reason']}")
+    load_after = _load()
+    if not as_json and load_after is not None:
+        typer.echo(f"load average after: {load_after:.2f}")
     for row in rows:
-        row.update({"threads": threads, "batch": batch, "size": size, "device": str(x.device)})
+        row.update({"threads": threads, "batch": batch, "size": size, "device": str(x.device),
+                    "load_before": load_before, "load_after": load_after})
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

@@ -27,6 +27,37 @@ def parse_overrides(items: list[str] | None) -> dict:
     return out
 
 
+def parse_count_range(text: str | None) -> tuple[int, int] | None:
+    """``"2"`` -> (2, 2); ``"1-3"`` or ``"1,3"`` -> (1, 3)."""
+    if text is None:
+        return None
+    parts = [p for p in text.replace(",", "-").split("-") if p.strip()]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise typer.BadParameter(f"--defect-count expects N or MIN-MAX (e.g. 1-3), got {text!r}") from None
+    if len(values) not in (1, 2):
+        raise typer.BadParameter(f"--defect-count expects N or MIN-MAX (e.g. 1-3), got {text!r}")
+    return (values[0], values[-1])
+
+
+def parse_area_range(text: str | None) -> tuple[float, float] | None:
+    """``"0.01,0.1"`` -> (0.01, 0.1): total defect area as a fraction of the image."""
+    if text is None:
+        return None
+    try:
+        values = [float(p) for p in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"--area-range expects MIN,MAX fractions (e.g. 0.01,0.1), got {text!r}") from None
+    if len(values) != 2:
+        raise typer.BadParameter(f"--area-range expects MIN,MAX fractions (e.g. 0.01,0.1), got {text!r}")
+    return (values[0], values[1])
+
+
+_FOREGROUND_HELP = ("Region defects are placed in: none (whole image), otsu, threshold (with "
+                    "--foreground-threshold) or saliency (spectral residual).")
+
+
 def fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
@@ -34,6 +65,8 @@ def fail(message: str) -> None:
 
 @app.command("methods")
 def methods_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+                    markdown: bool = typer.Option(False, "--markdown", help="Print a markdown table (family, level, "
+                                                  "source, licence), as in the README."),
                     family: Optional[str] = typer.Option(None, help="Only this survey family."),
                     level: Optional[str] = typer.Option(None, help="Only this level (image, feature, latent).")):
     """List the registered synthesis methods."""
@@ -47,6 +80,14 @@ def methods_command(as_json: bool = typer.Option(False, "--json", help="Print JS
     if as_json:
         typer.echo(json.dumps(infos, indent=2))
         return
+    if markdown:
+        typer.echo("| method | family | level | what it makes | source | licence of the source |")
+        typer.echo("|---|---|---|---|---|---|")
+        for info in infos:
+            cells = [f"`{info['name']}`"] + [str(info[k]).replace("|", "/") for k in
+                                              ("family", "level", "description", "source", "licence")]
+            typer.echo("| " + " | ".join(cells) + " |")
+        return
     width = max(len(n) for n in names) if names else 4
     typer.echo(f"{'method':<{width}}  {'family':<23} {'level':<7} description")
     for info in infos:
@@ -57,11 +98,23 @@ def methods_command(as_json: bool = typer.Option(False, "--json", help="Print JS
 def generate_command(
     input: Path = typer.Argument(..., help="Folder of normal images, or an MVTec-AD category (uses train/good)."),
     output: Path = typer.Argument(..., help="Output folder (MVTec-style tree, manifest.jsonl, config.yaml)."),
-    method: str = typer.Option(..., "--method", "-m", help="Registry name (see `defectforge methods`)."),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="Registry name (see `defectforge methods`)."),
     count: int = typer.Option(100, "--count", "-n", help="Number of samples to write."),
     seed: int = typer.Option(0, "--seed", "-s", help="Run seed; sample i depends on (seed, i) only."),
     size: Optional[int] = typer.Option(None, "--size", help=_SIZE_HELP),
-    textures: Optional[Path] = typer.Option(None, "--textures", help="Texture folder (e.g. DTD images/); default: built-in bank."),
+    textures: Optional[Path] = typer.Option(None, "--textures", help="Texture folder (e.g. DTD images/), 'skimage' "
+                                            "(scikit-image's brick/grass/gravel); default: built-in bank."),
+    foreground: str = typer.Option("none", "--foreground", help=_FOREGROUND_HELP),
+    foreground_threshold: Optional[float] = typer.Option(None, "--foreground-threshold",
+                                                         help="Grey threshold in [0, 1] for --foreground threshold."),
+    foreground_invert: bool = typer.Option(False, "--foreground-invert", help="Take the dark side of the threshold."),
+    foreground_masks: Optional[Path] = typer.Option(None, "--foreground-masks",
+                                                    help="Folder of per-image region masks (same file names)."),
+    mix: Optional[str] = typer.Option(None, "--mix", help="Mixture of methods, e.g. 'draem:0.5,cutpaste:0.5' (instead of -m)."),
+    defect_count: Optional[str] = typer.Option(None, "--defect-count", help="Defects per image: N or MIN-MAX."),
+    area_range: Optional[str] = typer.Option(None, "--area-range",
+                                             help="Allowed total defect area, MIN,MAX fractions of the image."),
+    mask_bank: Optional[Path] = typer.Option(None, "--mask-bank", help="Folder of binary defect-shape PNGs."),
     workers: int = typer.Option(1, "--workers", "-w", help="Worker processes; files are identical for any count."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Method parameter, key=value (repeatable)."),
     normal_ratio: float = typer.Option(0.0, "--normal-ratio", help="Share of samples left normal (test/good)."),
@@ -72,10 +125,15 @@ def generate_command(
     """Turn a folder of good images into a labelled synthetic-defect dataset."""
     from ..io.generate import generate
 
+    if (method is None) == (mix is None):
+        fail("give a method (--method NAME) or a mixture (--mix 'a:0.5,b:0.5'), not both and not neither")
     try:
         summary = generate(input, output, method, count, seed=seed, size=size, textures=textures,
                            overrides=parse_overrides(set_), normal_ratio=normal_ratio, workers=workers,
-                           resume=resume, overwrite=overwrite, progress=not quiet)
+                           resume=resume, overwrite=overwrite, progress=not quiet, foreground=foreground,
+                           foreground_threshold=foreground_threshold, foreground_invert=foreground_invert,
+                           foreground_masks=foreground_masks, mix=mix, defect_count=parse_count_range(defect_count),
+                           area_range=parse_area_range(area_range), mask_bank=mask_bank)
     except (ValueError, TypeError, OSError) as exc:
         fail(str(exc))
     typer.echo(f"wrote {summary['written']} samples ({summary['anomalous']} anomalous, {summary['normal']} normal"
@@ -113,20 +171,29 @@ def preview_command(
     seed: int = typer.Option(0, "--seed", "-s"),
     size: int = typer.Option(128, "--size", help="Tile size in pixels."),
     compact: bool = typer.Option(False, "--compact", help="One overlay row per method."),
+    foreground: str = typer.Option("none", "--foreground", help=_FOREGROUND_HELP),
+    foreground_threshold: Optional[float] = typer.Option(None, "--foreground-threshold",
+                                                         help="Grey threshold in [0, 1] for --foreground threshold."),
+    foreground_invert: bool = typer.Option(False, "--foreground-invert", help="Take the dark side of the threshold."),
 ):
-    """Write a PNG grid of normal | synthetic | mask | overlay rows."""
+    """Write a PNG grid of normal | synthetic | mask | overlay rows (every method on the same inputs)."""
+    import importlib.util
+
     import defectforge
 
     from ..io.preview import preview_grid
+    from ..sources.foreground import parse_foreground
 
     names = [m.strip() for item in method for m in item.split(",") if m.strip()]
     if names == ["all"]:
-        names = defectforge.list_methods(level="image")
+        names = [n for n in defectforge.list_methods(level="image")
+                 if all(importlib.util.find_spec(r) for r in getattr(defectforge.method_info(n).cls, "requires", ()))]
     try:
         for n in names:
             defectforge.method_info(n)
+        spec = parse_foreground(foreground, foreground_threshold, foreground_invert)
         grid = preview_grid(_pick_inputs(input, count, seed, size), names, seed=seed,
-                            rows="compact" if compact else "full")
+                            rows="compact" if compact else "full", foreground=spec)
     except (ValueError, TypeError, OSError) as exc:
         fail(str(exc))
     if output.suffix.lower() != ".png":

@@ -32,6 +32,8 @@ class MethodInfo:
     source: str
     licence: str
     defaults: dict[str, Any] = field(default_factory=dict)
+    #: Bound by per-sample CPU work that does not batch (Poisson blending): benchmarks list it apart.
+    cpu_bound: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +45,7 @@ class MethodInfo:
             "licence": self.licence,
             "class": f"{self.cls.__module__}.{self.cls.__qualname__}",
             "defaults": dict(self.defaults),
+            "cpu_bound": self.cpu_bound,
         }
 
 
@@ -50,7 +53,7 @@ _REGISTRY: dict[str, MethodInfo] = {}
 
 
 def register_method(name: str, *, family: str, level: str, description: str, source: str,
-                    licence: str, defaults: dict[str, Any] | None = None):
+                    licence: str, defaults: dict[str, Any] | None = None, cpu_bound: bool = False):
     """Class decorator registering ``cls`` under ``name`` with preset ``defaults``.
 
     Stack it to register several presets of the same class.
@@ -63,7 +66,7 @@ def register_method(name: str, *, family: str, level: str, description: str, sou
             raise ValueError(f"method {name!r} is already registered")
         preset = dict(defaults or {})
         _check_kwargs(cls, preset, name)
-        _REGISTRY[name] = MethodInfo(name, cls, family, level, description, source, licence, preset)
+        _REGISTRY[name] = MethodInfo(name, cls, family, level, description, source, licence, preset, cpu_bound)
         return cls
 
     return decorator

@@ -38,10 +38,12 @@ from ..core.validation import check_probability, check_range
 from .images import atomic_write_bytes, encode_png
 from .inputs import NormalImages, load_normal_images
 
-__all__ = ["GenerateConfig", "generate", "build_synthesizer", "OutputExistsError"]
+__all__ = ["GenerateConfig", "generate", "build_synthesizer", "build_from_config", "OutputExistsError"]
 
 #: Redraws of a sample whose synthesis left it normal (an empty mask, a foreground with no room).
 MAX_ATTEMPTS = 20
+#: Other normal images given to methods that cut from another image (NSA, DefectMaker), per sample.
+DONOR_POOL = 4
 _GENERATED = ("test", "ground_truth", "manifest.jsonl", "config.yaml", ".records", "skipped.jsonl")
 
 
@@ -62,12 +64,30 @@ class GenerateConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
     normal_ratio: float = 0.0
     batch_size: int = 32
+    # where defects go and how many (see defectforge.sources.foreground and defectforge.control)
+    foreground: str | None = None
+    foreground_threshold: float | None = None
+    foreground_invert: bool = False
+    foreground_masks: str | None = None
+    mix: str | None = None
+    defect_count: list[int] | None = None
+    area_range: list[float] | None = None
+    mask_bank: str | None = None
+    donor_pool: int = DONOR_POOL
 
     def validate(self) -> None:
         check_range("count", self.count, 1, 10**8, integer=True)
         check_range("seed", self.seed, 0, MAX_SEED, integer=True)
         check_probability("normal_ratio", self.normal_ratio)
         check_range("batch_size", self.batch_size, 1, 4096, integer=True)
+        check_range("donor_pool", self.donor_pool, 0, 1024, integer=True)
+        from ..sources.foreground import parse_foreground
+
+        parse_foreground(self.foreground, self.foreground_threshold, self.foreground_invert, None)
+        if self.foreground_masks is not None and self.foreground not in (None, "none"):
+            raise ValueError("give either --foreground or --foreground-masks, not both")
+        if self.mix is not None and self.overrides:
+            raise ValueError("--set applies to a single method; drop it when using --mix")
 
 
 def build_synthesizer(method: str, overrides: dict[str, Any] | None = None, textures: str | None = None,
@@ -86,6 +106,34 @@ def build_synthesizer(method: str, overrides: dict[str, Any] | None = None, text
     return create(method, **overrides)
 
 
+def build_from_config(cfg: GenerateConfig):
+    """The synthesizer of a run: one method or a ``--mix``, wrapped by the count/area/shape controls."""
+    if cfg.mix is not None:
+        from ..control import mix, parse_mix
+
+        names, probs = parse_mix(cfg.mix)
+        synth = mix([build_synthesizer(n, None, cfg.textures) for n in names], probs)
+    else:
+        synth = build_synthesizer(cfg.method, cfg.overrides, cfg.textures)
+    if cfg.defect_count is not None or cfg.area_range is not None or cfg.mask_bank is not None:
+        from ..control import control
+
+        synth = control(synth, defect_count=tuple(cfg.defect_count) if cfg.defect_count else 1,
+                        area_range=None if cfg.area_range is None else tuple(cfg.area_range),
+                        mask_bank=cfg.mask_bank)
+    return synth
+
+
+def _donor_indices(cfg: GenerateConfig, index: int, source: int, n_images: int) -> list[int]:
+    # stream 2: the donors of sample ``index``, other images than its source, drawn by its seed
+    others = n_images - 1
+    k = min(cfg.donor_pool, others)
+    if k <= 0:
+        return []
+    picks = sample_rng(cfg.seed, index, stream=2).choice(others, size=k, replace=False)
+    return [int(p) + (1 if p >= source else 0) for p in picks]
+
+
 def _plan(cfg: GenerateConfig, index: int, n_images: int) -> tuple[int, bool]:
     # stream 1: the generator's own draws, independent of the synthesizer's (stream 0)
     rng = sample_rng(cfg.seed, index, stream=1)
@@ -102,14 +150,49 @@ class _Worker:
     """Makes and writes the samples of a chunk (in the main process or a pool worker)."""
 
     def __init__(self, cfg: GenerateConfig, output: str, images: NormalImages):
-        self.cfg, self.output, self.images = cfg, Path(output), images
-        self.synth = build_synthesizer(cfg.method, cfg.overrides, cfg.textures)
-        self.name = cfg.method
+        from ..sources.foreground import parse_foreground
 
-    def _paths(self, index: int, normal: bool) -> tuple[str, str | None]:
+        self.cfg, self.output, self.images = cfg, Path(output), images
+        self.synth = build_from_config(cfg)
+        self.name = cfg.method
+        self.foreground = parse_foreground(cfg.foreground, cfg.foreground_threshold, cfg.foreground_invert,
+                                           cfg.foreground_masks)
+        self.uses_donors = bool(getattr(self.synth, "uses_donors", False)) and cfg.donor_pool > 0
+
+    def _method_of(self, params) -> str:
+        # a mixture writes each sample under the method that made it
+        inner = params or {}
+        for _ in range(3):
+            if "method" in inner and isinstance(inner["method"], str):
+                return inner["method"]
+            defects = inner.get("defects")
+            if not defects:
+                break
+            inner = defects[0].get("params", {})
+        return self.name
+
+    def _paths(self, index: int, normal: bool, params=None) -> tuple[str, str | None]:
         if normal:
             return f"test/good/{index:06d}.png", None
-        return f"test/{self.name}/{index:06d}.png", f"ground_truth/{self.name}/{index:06d}_mask.png"
+        name = self._method_of(params)
+        return f"test/{name}/{index:06d}.png", f"ground_truth/{name}/{index:06d}_mask.png"
+
+    def _context(self, batch: torch.Tensor, sources: list[int], indices: list[int]):
+        """Foreground and (for one sample) donors of a batch; both depend on each sample alone."""
+        from ..core.types import SynthesisContext
+        from ..sources.foreground import estimate_foreground
+
+        names = [self.images.relative(s) for s in sources]
+        fg = estimate_foreground(batch, self.foreground, names) if self.foreground is not None else None
+        donors = None
+        if self.uses_donors and len(indices) == 1:
+            picks = _donor_indices(self.cfg, indices[0], sources[0], len(self.images))
+            if picks:
+                h, w, c = self.images.images[sources[0]].shape
+                donors = torch.from_numpy(np.stack([_match(self.images.images[p], h, w, c) for p in picks]))
+                donors = donors.permute(0, 3, 1, 2).contiguous()
+        context = SynthesisContext(foreground=None if fg is None else fg.masks, donors=donors)
+        return context, (None if fg is None else fg.fallbacks)
 
     def run(self, indices: Sequence[int]) -> list[dict]:
         cfg, n = self.cfg, len(self.images)
@@ -128,37 +211,52 @@ class _Worker:
         return records
 
     def _synthesize(self, chunk: list[int], plans) -> list[dict]:
-        batch = torch.from_numpy(np.stack([self.images.images[plans[i][0]] for i in chunk])).permute(0, 3, 1, 2)
-        out = self.synth(batch.contiguous(), seed=self.cfg.seed, indices=chunk)
+        if self.uses_donors and len(chunk) > 1:
+            # each sample has its own donor pool (drawn by its seed), so it is made on its own
+            return [r for i in chunk for r in self._synthesize([i], plans)]
+        sources = [plans[i][0] for i in chunk]
+        batch = torch.from_numpy(np.stack([self.images.images[s] for s in sources])).permute(0, 3, 1, 2).contiguous()
+        context, fallbacks = self._context(batch, sources, chunk)
+        out = self.synth(batch, seed=self.cfg.seed, indices=chunk, context=context)
         results = {}
         for k, i in enumerate(chunk):
             results[i] = (out.images[k], out.masks[k], int(out.labels[k]), out.params[k], 0)
         for i, (img, _, label, _, _) in list(results.items()):
             attempt = 0
+            k = chunk.index(i)
             while label == 0 and attempt < MAX_ATTEMPTS - 1:
                 attempt += 1
-                single = batch[chunk.index(i)][None]
-                redo = self.synth(single, seed=_attempt_seed(self.cfg, i, attempt), indices=[i])
+                single = batch[k][None]
+                sub_context = context if len(chunk) == 1 else context.select(torch.tensor([k]))
+                redo = self.synth(single, seed=_attempt_seed(self.cfg, i, attempt), indices=[i], context=sub_context)
                 label = int(redo.labels[0])
                 results[i] = (redo.images[0], redo.masks[0], label, redo.params[0], attempt)
         records = []
-        for i in chunk:
+        for k, i in enumerate(chunk):
             img, mask, label, params, attempt = results[i]
             image = img.permute(1, 2, 0).cpu().numpy()
             mask_np = (mask[0] > 0.5).cpu().numpy()
-            records.append(self._write(i, plans[i][0], image, mask_np, params, label, attempt))
+            record = self._write(i, plans[i][0], image, mask_np, params, label, attempt,
+                                 foreground_fallback=None if fallbacks is None else fallbacks[k],
+                                 donors=_donor_indices(self.cfg, i, plans[i][0], len(self.images))
+                                 if self.uses_donors else None)
+            records.append(record)
         return records
 
     def _write(self, index: int, src: int, image: np.ndarray, mask: np.ndarray | None, params, label: int,
-               attempt: int = 0) -> dict:
+               attempt: int = 0, foreground_fallback: str | None = None, donors: list[int] | None = None) -> dict:
         normal = mask is None or label == 0
-        image_path, mask_path = self._paths(index, normal)
+        image_path, mask_path = self._paths(index, normal, params)
         atomic_write_bytes(self.output / image_path, encode_png(image))
         record: dict[str, Any] = {
             "index": index, "image_path": image_path, "mask_path": None, "label": int(label),
-            "method": self.name if not normal else "good", "seed": self.cfg.seed,
+            "method": self._method_of(params) if not normal else "good", "seed": self.cfg.seed,
             "source_image": self.images.relative(src), "params": params, "area_fraction": 0.0, "bbox": None,
         }
+        if foreground_fallback:
+            record["foreground_fallback"] = foreground_fallback
+        if donors:
+            record["donor_images"] = [self.images.relative(d) for d in donors]
         if attempt:
             record["attempt"] = attempt
             record["synthesis_seed"] = _attempt_seed(self.cfg, index, attempt)
@@ -173,6 +271,18 @@ class _Worker:
         # the sample counts as done once its record exists: image and mask are already in place
         atomic_write_bytes(self.output / ".records" / f"{index:06d}.json", json.dumps(record, sort_keys=True).encode())
         return record
+
+
+def _match(image: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
+    """``image`` (H', W', C') as ``(height, width, channels)`` uint8 (a donor for another image's size)."""
+    import cv2
+
+    if image.shape[:2] != (height, width):
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA).reshape(height, width, -1)
+    if image.shape[2] != channels:
+        image = (cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None] if channels == 1
+                 else np.repeat(image, 3, axis=2))
+    return np.ascontiguousarray(image)
 
 
 _WORKER: _Worker | None = None
@@ -257,7 +367,11 @@ def _done_indices(output: Path) -> dict[int, dict]:
 def generate(input: str | os.PathLike, output: str | os.PathLike, method: str, count: int, seed: int = 0,
              size: int | None = None, textures: str | None = None, overrides: dict[str, Any] | None = None,
              normal_ratio: float = 0.0, workers: int = 1, resume: bool = False, overwrite: bool = False,
-             batch_size: int = 32, progress: bool = True) -> dict:
+             batch_size: int = 32, progress: bool = True, foreground: str | None = None,
+             foreground_threshold: float | None = None, foreground_invert: bool = False,
+             foreground_masks: str | os.PathLike | None = None, mix: str | None = None,
+             defect_count: tuple[int, int] | int | None = None, area_range: tuple[float, float] | None = None,
+             mask_bank: str | os.PathLike | None = None, donor_pool: int = DONOR_POOL) -> dict:
     """Write a synthetic defect dataset (see the module docstring); returns a summary dict.
 
     Examples
@@ -269,11 +383,19 @@ def generate(input: str | os.PathLike, output: str | os.PathLike, method: str, c
     >>> generate(src, out, "cutpaste", count=2, progress=False)["written"]
     2
     """
-    cfg = GenerateConfig(str(Path(input)), method, count, seed, size, None if textures is None else str(textures),
-                         dict(overrides or {}), normal_ratio, batch_size)
+    if isinstance(defect_count, (int, np.integer)):
+        defect_count = (int(defect_count), int(defect_count))
+    cfg = GenerateConfig(str(Path(input)), "mix" if mix is not None and not method else method, count, seed, size,
+                         None if textures is None else str(textures), dict(overrides or {}), normal_ratio, batch_size,
+                         foreground=None if foreground in (None, "none") else str(foreground),
+                         foreground_threshold=foreground_threshold, foreground_invert=bool(foreground_invert),
+                         foreground_masks=None if foreground_masks is None else str(foreground_masks),
+                         mix=mix, defect_count=None if defect_count is None else [int(v) for v in defect_count],
+                         area_range=None if area_range is None else [float(v) for v in area_range],
+                         mask_bank=None if mask_bank is None else str(mask_bank), donor_pool=donor_pool)
     cfg.validate()
     check_range("workers", workers, 1, 256, integer=True)
-    synth = build_synthesizer(cfg.method, cfg.overrides, cfg.textures)  # fails fast on bad names/values
+    synth = build_from_config(cfg)  # fails fast on bad names/values
     images = load_normal_images(cfg.input, cfg.size, progress=progress)
     output = Path(output)
     config = _config_dict(cfg, synth, images)

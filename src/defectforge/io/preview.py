@@ -38,7 +38,7 @@ def _rgb(img: np.ndarray) -> np.ndarray:
 
 
 def preview_grid(images: np.ndarray, methods: Sequence[str], seed: int = 0, rows: str = "full",
-                 synthesizers: dict | None = None) -> np.ndarray:
+                 synthesizers: dict | None = None, foreground=None) -> np.ndarray:
     """A grid picture ``(H', W', 3)`` uint8.
 
     Parameters
@@ -52,11 +52,16 @@ def preview_grid(images: np.ndarray, methods: Sequence[str], seed: int = 0, rows
         per method after a shared normal row for several; ``compact``: one overlay row per method.
     synthesizers : dict, optional
         Pre-built synthesizers by name (defaults to ``build_synthesizer(name)``).
+    foreground : spec, optional
+        Region of interest (see :func:`defectforge.sources.foreground.foreground_batch`). Methods
+        that cut from other images use the other pictured images as donors.
     """
+    from ..sources.foreground import foreground_batch
     from .generate import build_synthesizer
 
     n, h, w, _ = images.shape
     batch = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+    region = foreground_batch(batch, foreground) if foreground is not None else None
     strips = []
     pad = 2
 
@@ -67,7 +72,7 @@ def preview_grid(images: np.ndarray, methods: Sequence[str], seed: int = 0, rows
     strips.append(strip("normal", list(images)))
     for name in methods:
         synth = (synthesizers or {}).get(name) or build_synthesizer(name)
-        out = synth(batch, seed=seed)
+        out = synth(batch, seed=seed, foreground=region, donors=batch if n > 1 else None)
         synthetic = out.images.permute(0, 2, 3, 1).numpy()
         masks = (out.masks[:, 0] > 0.5).numpy()
         overlays = [overlay(_rgb(synthetic[i]), masks[i]) for i in range(n)]

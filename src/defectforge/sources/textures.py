@@ -19,7 +19,7 @@ import torch
 from ..io.images import ImageReadError, list_images, read_image
 from .procedural import procedural_texture
 
-__all__ = ["TextureSource", "FolderTextures", "ProceduralTextures", "resolve_textures"]
+__all__ = ["TextureSource", "FolderTextures", "ProceduralTextures", "SkimageTextures", "resolve_textures"]
 
 
 class TextureSource:
@@ -133,8 +133,36 @@ class FolderTextures(TextureSource):
             return np.full((8, 8, 3), 128, np.uint8)
 
 
+class SkimageTextures(TextureSource):
+    """scikit-image's bundled textures ``brick``, ``grass`` and ``gravel`` (512x512 grey, CC0).
+
+    They ship inside the scikit-image wheel, so no download is needed; grey is replicated to RGB.
+    """
+
+    NAMES = ("brick", "grass", "gravel")
+
+    def __init__(self):
+        super().__init__()
+        try:
+            from skimage import data
+        except ImportError as exc:
+            raise ImportError("textures='skimage' needs scikit-image: pip install 'defectforge[textures]'") from exc
+        self._data = data
+        self.identity = "skimage:" + ",".join(self.NAMES)
+
+    def __len__(self) -> int:
+        return len(self.NAMES)
+
+    def _load(self, index: int) -> np.ndarray:
+        img = np.asarray(getattr(self._data, self.NAMES[index])())
+        if img.dtype != np.uint8:
+            img = np.clip(img * (255.0 if img.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3]
+
+
 def resolve_textures(textures) -> TextureSource:
-    """``None`` -> the procedural bank; a path -> :class:`FolderTextures`; a source -> itself."""
+    """``None`` / ``"procedural"`` -> the procedural bank; ``"skimage"`` -> :class:`SkimageTextures`;
+    a path -> :class:`FolderTextures`; a source -> itself."""
     if textures is None:
         return ProceduralTextures()
     if isinstance(textures, TextureSource):
@@ -142,5 +170,7 @@ def resolve_textures(textures) -> TextureSource:
     if isinstance(textures, (str, os.PathLike)):
         if str(textures) == "procedural":
             return ProceduralTextures()
+        if str(textures) == "skimage":
+            return SkimageTextures()
         return FolderTextures(textures)
     raise TypeError(f"textures must be None, a folder path or a TextureSource, got {type(textures).__name__}")

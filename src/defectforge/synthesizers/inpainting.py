@@ -1,0 +1,187 @@
+"""Inpainting masks for reconstruction training: RIAD's square grids and SAMI's superpixels.
+
+Inpainting-based methods train a network to fill in hidden parts of normal images, and at test
+time score the difference between an image and its reconstruction. Their "synthesis" is the
+hiding: these synthesizers return the masked image (hidden pixels set to ``fill``), the mask
+and, in ``extras["target"]``, the unmasked image to reconstruct.
+
+- ``riad``: Zavrtanik et al., "Reconstruction by inpainting for visual anomaly detection",
+  Pattern Recognition 2021 (paper; the authors' code is not public). The image is cut into square
+  cells of a side drawn from ``{2, 4, 8, 16}`` px (at 256 x 256; scaled with the image), the cells
+  are split at random into ``n = 3`` disjoint sets, and one set is hidden: each training image
+  shows two thirds of its cells.
+- ``sami``: Li et al., "Superpixel Masking and Inpainting for Self-Supervised Anomaly Detection",
+  BMVC 2020 (paper). SLIC superpixels (scikit-image, imported when first used; install the
+  ``textures`` extra) are hidden at random. The sheet does not give SAMI's numbers; this project
+  uses ``n_segments=100`` (about 650 px each at 256 x 256), scikit-image's default compactness 10
+  and hides each superpixel with probability 0.3.
+
+Pixels outside the mask are returned unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..core.base import ImageShape, Synthesizer
+from ..core.parallel import map_samples
+from ..core.registry import register_method
+from ..core.seeding import child_seed
+from ..core.types import SynthesisContext
+from ..core.validation import check_choice, check_probability, check_range
+from ._common import region_masks, to_uint8_hwc, usable_region
+
+__all__ = ["RIADMasks", "SAMIMasks", "FILLS"]
+
+#: What hidden pixels become: 0, or the image's mean colour.
+FILLS = ("zero", "mean")
+
+
+def _hide(images: torch.Tensor, masks: torch.Tensor, fill: str) -> torch.Tensor:
+    keep = masks <= 0
+    if fill == "zero":
+        value = torch.zeros((), dtype=images.dtype, device=images.device)
+    else:
+        value = images.float().mean((2, 3), keepdim=True)
+        value = value.round().to(images.dtype) if images.dtype == torch.uint8 else value.to(images.dtype)
+    return torch.where(keep, images, value)
+
+
+class RIADMasks(Synthesizer):
+    """RIAD's multi-scale square-grid masks (see the module docstring).
+
+    Parameters
+    ----------
+    anomaly_probability : float
+        Share of masked samples: 1.
+    cell_sizes : sequence of int
+        Cell sides in px at ``reference_size``: (2, 4, 8, 16) (RIAD's ``K``).
+    sets : int
+        Disjoint cell sets per image, one hidden: 3 (RIAD's ``n``).
+    fill : {"zero", "mean"}
+        Value of hidden pixels: 0 in RIAD.
+    reference_size : int
+        Image side the cell sizes refer to: 256.
+    """
+
+    any_dtype = True
+
+    def __init__(self, anomaly_probability: float = 1.0, cell_sizes=(2, 4, 8, 16), sets: int = 3,
+                 fill: str = "zero", reference_size: int = 256):
+        super().__init__(anomaly_probability)
+        self.cell_sizes = [check_range("cell_sizes", s, 1, 4096, integer=True) for s in cell_sizes]
+        if not self.cell_sizes:
+            raise ValueError("cell_sizes must not be empty")
+        self.sets = check_range("sets", sets, 2, 64, integer=True)
+        self.fill = check_choice("fill", fill, FILLS)
+        self.reference_size = check_range("reference_size", reference_size, 1, 1 << 16, integer=True)
+
+    def sample_params(self, rng: np.random.Generator, shape: ImageShape, foreground=None) -> dict[str, Any]:
+        p: dict[str, Any] = {}
+        usable_region(foreground, p)
+        scale = min(shape.height, shape.width) / self.reference_size
+        p["cell"] = max(1, int(round(self.cell_sizes[int(rng.integers(len(self.cell_sizes)))] * scale)))
+        p["hidden_set"] = int(rng.integers(self.sets))
+        p["seed"] = child_seed(rng)
+        return p
+
+    def masks(self, params: list[dict], height: int, width: int, device) -> torch.Tensor:
+        out = torch.zeros((len(params), 1, height, width), device=device)
+        for i, p in enumerate(params):
+            cell = p["cell"]
+            gh, gw = -(-height // cell), -(-width // cell)
+            sets = np.random.default_rng(p["seed"]).integers(self.sets, size=(gh, gw))
+            grid = torch.from_numpy((sets == p["hidden_set"]).astype(np.float32))[None, None]
+            out[i] = F.interpolate(grid, scale_factor=cell, mode="nearest")[0, :, :height, :width].to(device)
+        return out
+
+    def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
+        b, c, h, w = images.shape
+        masks = self.masks(params, h, w, images.device)
+        region = region_masks(context, params, masks)
+        if region is not None:
+            masks = masks * region
+        labels = (masks.flatten(1).amax(1) > 0).long() * self.anomaly_label
+        return _hide(images, masks, self.fill), masks, labels, {"target": images.clone()}
+
+
+class SAMIMasks(Synthesizer):
+    """SAMI's superpixel masks (see the module docstring; needs scikit-image).
+
+    Parameters
+    ----------
+    anomaly_probability : float
+        Share of masked samples: 1.
+    n_segments : int
+        SLIC superpixels per image (approximate): 100 (this project's choice).
+    compactness : float
+        SLIC compactness: 10 (scikit-image's default).
+    hide_probability : float
+        Chance that a superpixel is hidden: 0.3 (this project's choice).
+    fill : {"zero", "mean"}
+        Value of hidden pixels.
+    """
+
+    any_dtype = True
+    requires = ("skimage",)
+
+    def __init__(self, anomaly_probability: float = 1.0, n_segments: int = 100, compactness: float = 10.0,
+                 hide_probability: float = 0.3, fill: str = "zero"):
+        super().__init__(anomaly_probability)
+        self.n_segments = check_range("n_segments", n_segments, 2, 100_000, integer=True)
+        self.compactness = float(check_range("compactness", compactness, 1e-3, 1e4))
+        self.hide_probability = check_probability("hide_probability", hide_probability)
+        self.fill = check_choice("fill", fill, FILLS)
+
+    def sample_params(self, rng: np.random.Generator, shape: ImageShape, foreground=None) -> dict[str, Any]:
+        p: dict[str, Any] = {}
+        usable_region(foreground, p)
+        p["seed"] = child_seed(rng)
+        return p
+
+    def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
+        try:
+            from skimage.segmentation import slic
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("sami needs scikit-image for SLIC superpixels: pip install 'defectforge[textures]' "
+                              "(or scikit-image)") from exc
+        b, c, h, w = images.shape
+        masks = torch.zeros((b, 1, h, w), device=images.device)
+
+        def make(i: int) -> None:
+            image = to_uint8_hwc(images[i])
+            segments = slic(image if c == 3 else image[..., 0], n_segments=self.n_segments,
+                            compactness=self.compactness, start_label=0, channel_axis=-1 if c == 3 else None)
+            n = int(segments.max()) + 1
+            rng = np.random.default_rng(params[i]["seed"])
+            hidden = rng.random(n) < self.hide_probability
+            if not hidden.any():  # at least one superpixel, so every sample is masked
+                hidden[int(rng.integers(n))] = True
+            params[i]["segments"] = n
+            params[i]["hidden"] = [int(k) for k in np.flatnonzero(hidden)]
+            masks[i, 0] = torch.from_numpy(hidden[segments].astype(np.float32)).to(images.device)
+
+        map_samples(make, range(b))
+        region = region_masks(context, params, masks)
+        if region is not None:
+            masks = masks * region
+        labels = (masks.flatten(1).amax(1) > 0).long() * self.anomaly_label
+        return _hide(images, masks, self.fill), masks, labels, {"target": images.clone()}
+
+
+register_method(
+    "riad", family="hand-crafted", level="image",
+    description="inpainting masks: one of 3 random sets of square grid cells (2/4/8/16 px) hidden",
+    source="Zavrtanik et al., Pattern Recognition 2021 (RIAD), paper", licence="paper (no public code)",
+    defaults={"anomaly_probability": 1.0},
+)(RIADMasks)
+register_method(
+    "sami", family="hand-crafted", level="image",
+    description="inpainting masks: random SLIC superpixels hidden (needs scikit-image)",
+    source="Li et al., BMVC 2020 (superpixel masking and inpainting), paper", licence="paper (no public code)",
+    defaults={"anomaly_probability": 1.0},
+)(SAMIMasks)

@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+import torch
+
+import defectforge
+from defectforge.core.base import ImageShape
+from defectforge.core.seeding import sample_rng
+
+
+def test_riad_hides_one_of_three_sets_of_grid_cells(surface_batch):
+    out = defectforge.create("riad")(surface_batch, seed=0)
+    assert torch.equal(out.extras["target"], surface_batch)
+    for k, p in enumerate(out.params):
+        cell = p["cell"]
+        m = out.masks[k, 0]
+        # constant on every cell of the grid
+        cells = m[: 96 // cell * cell, : 96 // cell * cell].reshape(96 // cell, cell, 96 // cell, cell)
+        assert torch.equal(cells.amax((1, 3)), cells.amin((1, 3)))
+        assert (out.images[k][:, m > 0] == 0).all()
+        assert 0.2 < m.mean() < 0.47  # a third of the cells
+    synth = defectforge.create("riad")
+    sizes = [synth.sample_params(sample_rng(1, i), ImageShape((3, 256, 256)))["cell"] for i in range(400)]
+    assert set(sizes) == {2, 4, 8, 16} and all(70 < sizes.count(s) < 130 for s in (2, 4, 8, 16))
+
+
+def test_riad_mean_fill_and_foreground(surface_batch):
+    fg = torch.zeros(4, 1, 96, 96)
+    fg[..., :48, :] = 1
+    out = defectforge.create("riad", fill="mean")(surface_batch, seed=1, foreground=fg)
+    assert (out.masks * (1 - fg)).sum() == 0
+
+
+def test_sami_hides_whole_slic_superpixels(surface_batch):
+    slic = pytest.importorskip("skimage.segmentation").slic
+    out = defectforge.create("sami")(surface_batch, seed=0)
+    for k, p in enumerate(out.params):
+        segments = slic(surface_batch[k].permute(1, 2, 0).numpy(), n_segments=100, compactness=10.0,
+                        start_label=0, channel_axis=-1)
+        m = out.masks[k, 0].numpy() > 0
+        expected = np.isin(segments, p["hidden"])
+        assert np.array_equal(m, expected)
+        assert m.any()
+    share = sum(len(p["hidden"]) for p in out.params) / sum(p["segments"] for p in out.params)
+    assert 0.15 < share < 0.5  # each superpixel hidden with probability 0.3
+    assert torch.equal(out.extras["target"], surface_batch)
