@@ -22,7 +22,6 @@ import importlib.util
 import math
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
