@@ -145,3 +145,26 @@ def test_cli_benchmark_bad_input(tmp_path):
     _register_commands()
     result = CliRunner().invoke(app, ["benchmark", str(tmp_path), "--backbone", "tiny"])
     assert result.exit_code == 2 and "train" in result.output
+
+
+def test_donor_methods_get_other_normal_images(category):
+    from defectforge.detectors.training import DONOR_POOL, TrainingBatches
+
+    data = load_mvtec_category(category, size=32)
+    batches = TrainingBatches(data.train, "nsa", 4, seed=0)
+    seen = {}
+    synth = batches.synthesizer
+    assert synth.uses_donors
+
+    class Spy:
+        uses_donors = synth.uses_donors
+
+        def __call__(self, images, **kwargs):
+            seen["donors"] = kwargs["context"].donors
+            return synth(images, **kwargs)
+
+    batches.synthesizer = Spy()
+    _, index = batches.indices()
+    images, masks = batches.synthesize(0, index)
+    assert seen["donors"].shape == (DONOR_POOL, 3, 32, 32)
+    assert images.dtype == torch.uint8 and masks.shape == (2, 1, 32, 32)

@@ -57,13 +57,14 @@ class BenchmarkConfig:
     batch_size: int = 8
     width: int = 0  # 0: the detector's default
     checkpoint_every: int = 0
+    device: str = "cpu"
 
     def run_folder_name(self, backbone_identity: str) -> str:
         width = f"-w{self.width}" if self.width else ""
         return f"{self.detector}-{backbone_identity}-s{self.size}-n{self.steps}-b{self.batch_size}{width}"
 
 
-def make_detector(name: str, backbone: Backbone | None, width: int = 0):
+def make_detector(name: str, backbone: Backbone | None, width: int = 0, device: str = "cpu"):
     """A fresh detector: ``seghead``, ``draem_seg`` or the baseline ``patchcore``."""
     from .draem_seg import DraemSegDetector
     from .patchcore import PatchCoreBaseline
@@ -72,7 +73,7 @@ def make_detector(name: str, backbone: Backbone | None, width: int = 0):
     if name == "seghead":
         return SegHeadDetector(backbone, **({"width": width} if width else {}))
     if name == "draem_seg":
-        return DraemSegDetector(**({"width": width} if width else {}))
+        return DraemSegDetector(device=device, **({"width": width} if width else {}))
     if name == BASELINE:
         return PatchCoreBaseline(backbone)
     from ..core.validation import suggest
@@ -198,7 +199,7 @@ def run_one(method: str, seed: int, cfg: BenchmarkConfig, data: MVTecCategory, b
             features: dict[str, torch.Tensor] | None, run_dir: Path, log=print) -> dict[str, Any]:
     """Train and evaluate one ``(method, seed)``; write ``run_dir/<method>/seed<seed>.json``."""
     is_baseline = method == BASELINE
-    detector = make_detector(BASELINE if is_baseline else cfg.detector, backbone, cfg.width)
+    detector = make_detector(BASELINE if is_baseline else cfg.detector, backbone, cfg.width, cfg.device)
     train_features = features["train"] if features is not None and detector.uses_features else None
     test_features = features["test"] if features is not None and detector.uses_features else None
     evaluate = None
@@ -227,7 +228,7 @@ def run_one(method: str, seed: int, cfg: BenchmarkConfig, data: MVTecCategory, b
         "metrics": metrics, "eval_seconds": eval_seconds, **training,
         "config": {**cfg.__dict__, "backbone_identity": getattr(backbone, "identity", None)},
         "examples": [data.test_names[i] for i in examples],
-        "torch_threads": torch.get_num_threads(), "device": "cpu",
+        "torch_threads": torch.get_num_threads(), "device": cfg.device,
     }
     _write_json(out_dir / f"seed{seed}.json", result)
     log(f"{method:<18} seed {seed}: image AUROC {metrics['image_auroc']:.3f}  pixel AUROC {metrics['pixel_auroc']:.3f}  "
@@ -294,7 +295,7 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
     check_mvtec_category(root)  # layout errors before anything else
     backbone = None
     if cfg.detector == "seghead" or baseline:
-        backbone = load_backbone(cfg.backbone, cfg.backbone_weights)  # weight errors before training
+        backbone = load_backbone(cfg.backbone, cfg.backbone_weights).to(cfg.device)  # weight errors before training
     out = Path(out)
     cache_dir = out / "cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
