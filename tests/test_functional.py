@@ -65,6 +65,25 @@ def test_rescale_policy_never_leaves_unrotated_noise_empty():
     assert (masks.flatten(1).amax(1) > 0).all()
 
 
+@pytest.mark.parametrize("rescale", [False, True])
+def test_per_sample_cpu_masks_equal_the_batched_composition(rescale):
+    # perlin_masks on the CPU runs each sample in numpy/OpenCV; it must equal the batched recipe
+    # (field, min-max rescale of empty fields, rotation, threshold) bit for bit.
+    params = [sample_perlin_params(sample_rng(3, i)) for i in range(12)]
+    threshold = 0.9 if rescale else 0.5  # a high threshold leaves some fields empty
+    masks, noise = perlin_masks(params, 48, 40, threshold, rescale_empty=rescale)
+    ref = perlin_noise(48, 40, [p["res"] for p in params], [p["seed"] for p in params])
+    if rescale:
+        lo, hi = ref.flatten(1).min(1).values, ref.flatten(1).max(1).values
+        scaled = (ref - lo[:, None, None]) / (hi - lo).clamp_min(1e-12)[:, None, None] * 2.0 - 1.0
+        empty = hi <= threshold
+        assert empty.any()
+        ref = torch.where(empty[:, None, None], scaled, ref)
+    ref = rotate(ref[:, None], torch.tensor([p["angle"] for p in params]))
+    assert torch.equal(noise, ref)
+    assert torch.equal(masks, (ref > threshold).float())
+
+
 def test_rotate_opencv_and_grid_sample_agree():
     import torch.nn.functional as F
 

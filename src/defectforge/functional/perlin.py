@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 from functools import lru_cache
 
+import cv2
 import numpy as np
 import torch
 
@@ -22,7 +23,7 @@ from ..core.parallel import map_samples
 from ..core.seeding import child_seed
 from .geometry import rotate
 
-__all__ = ["perlin_noise", "sample_perlin_params", "perlin_masks", "PERLIN_EXPONENT_RANGE"]
+__all__ = ["perlin_noise", "sample_perlin_params", "perlin_masks", "perlin_mask_sample", "PERLIN_EXPONENT_RANGE"]
 
 #: Lattice cells per axis are ``2**a``, ``a`` uniform in ``[0, 6)`` (DRAEM, anomalib, GLASS, MemSeg).
 PERLIN_EXPONENT_RANGE = (0, 6)
@@ -78,18 +79,19 @@ def perlin_noise(height: int, width: int, res: Sequence[tuple[int, int]], seeds:
         if int(ry) < 1 or int(rx) < 1:
             raise ValueError(f"Perlin resolutions must be >= 1, got {(ry, rx)}")
     out = np.empty((len(res), height, width), np.float32)
-
-    def field(i: int) -> None:
-        ry, rx = int(res[i][0]), int(res[i][1])
-        angles = 2 * math.pi * np.random.default_rng(int(seeds[i])).random((ry + 1, rx + 1))
-        grad_rows, grad_cols = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
-        row_w, row_o = _axis_weights(height, ry)
-        col_w, col_o = _axis_weights(width, rx)
-        # exact: each lattice term is separable, so the field is two chains of small products
-        np.multiply((row_o @ grad_rows) @ col_w.T + (row_w @ grad_cols) @ col_o.T, math.sqrt(2.0), out=out[i])
-
-    map_samples(field, range(len(res)))
+    map_samples(lambda i: _field(height, width, res[i], seeds[i], out=out[i]), range(len(res)))
     return torch.from_numpy(out).to(device)
+
+
+def _field(height: int, width: int, res, seed: int, out: np.ndarray | None = None) -> np.ndarray:
+    """One Perlin field ``(height, width)`` float32 (see :func:`perlin_noise`)."""
+    ry, rx = int(res[0]), int(res[1])
+    angles = 2 * math.pi * np.random.default_rng(int(seed)).random((ry + 1, rx + 1))
+    grad_rows, grad_cols = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+    row_w, row_o = _axis_weights(height, ry)
+    col_w, col_o = _axis_weights(width, rx)
+    # exact: each lattice term is separable, so the field is two chains of small products
+    return np.multiply((row_o @ grad_rows) @ col_w.T + (row_w @ grad_cols) @ col_o.T, math.sqrt(2.0), out=out)
 
 
 def sample_perlin_params(rng: np.random.Generator, exponent_range: tuple[int, int] = PERLIN_EXPONENT_RANGE,
@@ -117,6 +119,8 @@ def perlin_masks(params: Sequence[dict], height: int, width: int, threshold: flo
     thresholded: ``mask = noise > threshold``. With ``rescale_empty`` a field with no value above
     the threshold is first min-max rescaled to ``[-1, 1]`` (anomalib's policy).
     """
+    if device is None or torch.device(device).type == "cpu":
+        return _perlin_masks_cpu(params, height, width, threshold, rescale_empty)
     noise = perlin_noise(height, width, [p["res"] for p in params], [p["seed"] for p in params], device)
     if rescale_empty:
         flat = noise.flatten(1)
@@ -129,3 +133,34 @@ def perlin_masks(params: Sequence[dict], height: int, width: int, threshold: flo
     noise = rotate(noise[:, None], angles)
     masks = (noise > threshold).float()
     return masks, noise
+
+
+def perlin_mask_sample(perlin: dict, height: int, width: int, threshold: float = 0.5,
+                       rescale_empty: bool = False, noise_out: np.ndarray | None = None) -> np.ndarray:
+    """One sample of :func:`perlin_masks` in numpy/OpenCV: the mask ``(H, W)`` bool.
+
+    The same arithmetic as the batched path, for one sample, so it runs inside the per-sample
+    thread pool without starting torch's intra-op threads (nested in the pool on a busy machine
+    they made batch-wide masks several times slower). The rotated noise goes to ``noise_out``.
+    """
+    field = _field(height, width, perlin["res"], perlin["seed"])
+    if rescale_empty:
+        lo, hi = field.min(), field.max()
+        if hi <= threshold:
+            field = (field - lo) / max(hi - lo, np.float32(1e-12)) * 2.0 - 1.0
+    angle = float(np.float32(perlin["angle"]))  # float32, as the batched path (and the GPU) rotates
+    matrix = cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), angle, 1.0)
+    noise = cv2.warpAffine(field, matrix, (width, height), dst=noise_out, flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return noise > threshold
+
+
+def _perlin_masks_cpu(params, height, width, threshold, rescale_empty):
+    noise = np.empty((len(params), 1, height, width), np.float32)
+    masks = np.empty_like(noise)
+
+    def one(i: int) -> None:
+        masks[i, 0] = perlin_mask_sample(params[i], height, width, threshold, rescale_empty, noise_out=noise[i, 0])
+
+    map_samples(one, range(len(params)))
+    return torch.from_numpy(masks), torch.from_numpy(noise)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..functional.color import to_gray
-from ..functional.perlin import perlin_noise
+from ..functional.perlin import perlin_mask_sample
 
 __all__ = ["usable_region", "EMPTY_REGION_NOTE", "blend_masked_uint8", "to_uint8_hwc", "region_masks",
            "perlin_mask_np", "masks_per_sample", "clone_batch"]
@@ -100,8 +100,8 @@ def _blend_masked_numpy(target: np.ndarray, selected: np.ndarray, source: np.nda
     if flat.size == 0:
         return
     tex = source.reshape(-1, source.shape[2])[flat].astype(np.float32)  # (n, C_src)
-    if tex.shape[1] == 3 and c == 1:
-        tex = tex @ _LUMA[:, None]
+    if tex.shape[1] == 3 and c == 1:  # luma as to_gray computes it (same order, float32)
+        tex = _LUMA[0] * tex[:, 0:1] + _LUMA[1] * tex[:, 1:2] + _LUMA[2] * tex[:, 2:3]
     elif tex.shape[1] == 1 and c == 3:
         tex = np.repeat(tex, 3, axis=1)
     view = target.reshape(c, -1)
@@ -117,18 +117,9 @@ def _blend_masked_numpy(target: np.ndarray, selected: np.ndarray, source: np.nda
 
 
 def perlin_mask_np(perlin: dict, height: int, width: int, threshold: float) -> np.ndarray:
-    """One Perlin mask ``(H, W)`` bool, as :func:`defectforge.functional.perlin.perlin_masks` makes it.
-
-    The same field, rotated about the pixel-grid centre (bilinear, zero fill) and thresholded, but
-    computed for one sample in numpy/OpenCV, so it runs inside the per-sample thread pool without
-    starting torch's own intra-op threads (which, nested in the pool on a busy machine, made
-    batch-wide masks several times slower).
-    """
-    noise = perlin_noise(height, width, [perlin["res"]], [perlin["seed"]]).numpy()[0]
-    matrix = cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), float(perlin["angle"]), 1.0)
-    rotated = cv2.warpAffine(noise, matrix, (width, height), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    return rotated > threshold
+    """One Perlin mask ``(H, W)`` bool, as :func:`defectforge.functional.perlin.perlin_masks` makes it
+    (:func:`~defectforge.functional.perlin.perlin_mask_sample`, for use inside the per-sample pool)."""
+    return perlin_mask_sample(perlin, height, width, threshold)
 
 
 def masks_per_sample(params: list[dict], rngs, region: np.ndarray | None, make: Callable, redraw: Callable,

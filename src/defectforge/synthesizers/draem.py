@@ -35,9 +35,9 @@ from ..core.registry import register_method
 from ..core.types import SynthesisContext
 from ..core.validation import check_choice, check_interval, check_range
 from ..functional.augment import augment_uint8, op_set, sample_pipeline
-from ..functional.color import _LUMA, to_gray
 from ..functional.perlin import perlin_masks, sample_perlin_params
 from ..sources.textures import resolve_textures
+from ._common import blend_masked_uint8, clone_batch
 
 __all__ = ["PerlinTextureSynthesizer", "EMPTY_MASK_POLICIES"]
 
@@ -156,53 +156,24 @@ class PerlinTextureSynthesizer(Synthesizer):
         masks, noise = self.masks(params, h, w, images.device, rngs)
         if context.foreground is not None:
             masks = masks * context.foreground.to(masks.dtype)
-        nonempty = (masks.flatten(1).amax(1) > 0).cpu().numpy()
+        nonempty = masks.flatten(1).amax(1).cpu().numpy() > 0
         if self.noise_texture:
             # anomalib: the rotated noise, scaled by 0.5 and shifted by 0.25, as a grey texture.
             grey = (noise[:, 0] * 0.5 + 0.25).clamp_(0, 1).mul_(255).round_().to(torch.uint8).cpu().numpy()
-        out = images.clone()
+        out = clone_batch(images)
         selected = masks[:, 0] > 0
-        on_cpu = images.device.type == "cpu"
-        # On the CPU the per-sample blend runs on numpy views: a few small array ops, cheaper than
-        # the same ops as torch calls; both compute in float32 in the same order, so they agree.
-        out_np, selected_np = (out.numpy(), selected.numpy()) if on_cpu else (None, None)
+        selected = selected.numpy() if images.device.type == "cpu" else selected
 
         def blend_sample(i: int) -> None:
             # The masks are binary, so only the masked pixels change, each by the same opacity:
-            # out = img + opacity * (tex - img). Working on those pixels alone keeps the cost
-            # proportional to the defect area.
+            # out = img + opacity * (tex - img), on those pixels alone (cost follows the defect area).
             p = params[i]
             if self.noise_texture:
                 source = np.repeat(grey[i][..., None], 3, axis=2)
             else:
                 source = self.textures.get_uint8(p["texture"], h, w)
             texture = augment_uint8(source, p["augment"], self._ops) if self._ops else source
-            if on_cpu:
-                flat = np.flatnonzero(selected_np[i])
-                tex = texture.reshape(-1, 3)[flat].T.astype(np.float32)  # (3, n)
-                if c == 1:
-                    tex = (_LUMA[0] * tex[0] + _LUMA[1] * tex[1] + _LUMA[2] * tex[2])[None]
-                target = out_np[i].reshape(c, -1)
-                pixels = target[:, flat].astype(np.float32)
-                if images.dtype == torch.uint8:
-                    pixels += (tex - pixels) * p["opacity"]
-                    np.clip(np.rint(pixels, out=pixels), 0, 255, out=pixels)
-                else:
-                    pixels += (tex / 255.0 - pixels) * p["opacity"]
-                target[:, flat] = pixels.astype(target.dtype)
-                return
-            flat = torch.nonzero(selected[i].flatten())[:, 0]  # masked pixel indices, computed once
-            texture = texture if texture.flags.writeable else texture.copy()  # cached textures are read-only
-            tex = torch.from_numpy(texture).to(images.device).view(-1, 3)[flat].T.float()  # (3, n)
-            if c == 1:
-                tex = to_gray(tex[None, :, :, None])[0, :, :, 0]
-            target = out[i].view(c, -1)
-            pixels = target[:, flat].float()
-            if images.dtype == torch.uint8:
-                pixels.add_((tex - pixels).mul_(p["opacity"])).round_().clamp_(0, 255)
-            else:
-                pixels.add_((tex / 255.0 - pixels).mul_(p["opacity"]))
-            target[:, flat] = pixels.to(images.dtype)
+            blend_masked_uint8(out, i, selected[i], texture, p["opacity"])
 
         for i, p in enumerate(params):
             if not nonempty[i]:
