@@ -58,3 +58,14 @@ def test_preview_all_methods_on_the_same_inputs(tmp_path):
     assert result.exit_code == 0, result.output
     grid = np.asarray(Image.open(png))
     assert grid.shape[0] == (1 + len(defectforge.list_methods(level="image"))) * (32 + 4)
+
+
+def test_methods_needing_a_missing_package_are_left_out(monkeypatch):
+    import importlib.util
+
+    from defectforge.cli.synthesis import available_image_methods
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "skimage" else real(name, *a))
+    names = available_image_methods()
+    assert "sami" not in names and "riad" in names
