@@ -69,3 +69,15 @@ def test_methods_needing_a_missing_package_are_left_out(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "skimage" else real(name, *a))
     names = available_image_methods()
     assert "sami" not in names and "riad" in names
+
+
+def test_bench_lists_cpu_bound_methods_apart():
+    result = runner.invoke(app, ["bench", "-m", "nsa,defectmaker", "--size", "64", "--batch", "4", "--min-time", "0.05"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("CPU-bound"))
+    assert lines.index(next(x for x in lines if x.startswith("defectmaker"))) < header
+    assert lines.index(next(x for x in lines if x.startswith("nsa"))) > header
+    rows = json.loads(runner.invoke(app, ["bench", "-m", "nsa", "--size", "64", "--batch", "2", "--min-time", "0.01",
+                                          "--json"]).stdout)
+    assert rows[0]["cpu_bound"] is True and "load_before" in rows[0]
