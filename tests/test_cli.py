@@ -29,6 +29,18 @@ def test_methods_json():
     assert all({"family", "level", "description", "source", "licence"} <= set(r) for r in rows)
 
 
+def test_methods_markdown_has_a_row_per_method():
+    import defectforge
+
+    result = runner.invoke(app, ["methods", "--markdown"])
+    assert result.exit_code == 0
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("| method | family | level |")
+    rows = {line.split("|")[1].strip().strip("`") for line in lines[2:]}
+    assert rows == set(defectforge.list_methods())
+    assert all(line.count("|") == 7 for line in lines)
+
+
 def test_generate_preview_and_errors(tmp_path):
     src = make_inputs(tmp_path / "in")
     out = tmp_path / "out"

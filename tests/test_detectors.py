@@ -118,12 +118,12 @@ def test_seghead_is_seeded(category):
 
 def test_benchmark_resumes_and_writes_leaderboard(category, tmp_path):
     out = tmp_path / "bench"
-    cfg = BenchmarkConfig(backbone="tiny", size=32, steps=2, batch_size=4, width=8)
+    cfg = BenchmarkConfig(backbone="tiny", size=32, steps=2, batch_size=4, width=8, checkpoint_every=1)
     board = run_benchmark(category, ["cutpaste", "draem"], [0, 1], out, cfg, log=lambda m: None)
     run_dir = Path(board["run_dir"])
     assert {r["method"] for r in board["rows"]} == {"patchcore", "cutpaste", "draem"}
     assert not board["missing"]
-    for name in ("leaderboard.md", "leaderboard.json", "leaderboard.png", "score_maps.png", "score_maps/draem.png"):
+    for name in ("leaderboard.md", "leaderboard.json", "leaderboard.png", "score_maps.png", "score_maps/draem.png", "convergence.png"):
         assert (run_dir / name).is_file(), name
     row = next(r for r in board["rows"] if r["method"] == "draem")
     assert row["seeds"] == [0, 1] and 0 <= row["image_auroc"][0] <= 1
@@ -145,3 +145,26 @@ def test_cli_benchmark_bad_input(tmp_path):
     _register_commands()
     result = CliRunner().invoke(app, ["benchmark", str(tmp_path), "--backbone", "tiny"])
     assert result.exit_code == 2 and "train" in result.output
+
+
+def test_donor_methods_get_other_normal_images(category):
+    from defectforge.detectors.training import DONOR_POOL, TrainingBatches
+
+    data = load_mvtec_category(category, size=32)
+    batches = TrainingBatches(data.train, "nsa", 4, seed=0)
+    seen = {}
+    synth = batches.synthesizer
+    assert synth.uses_donors
+
+    class Spy:
+        uses_donors = synth.uses_donors
+
+        def __call__(self, images, **kwargs):
+            seen["donors"] = kwargs["context"].donors
+            return synth(images, **kwargs)
+
+    batches.synthesizer = Spy()
+    _, index = batches.indices()
+    images, masks = batches.synthesize(0, index)
+    assert seen["donors"].shape == (DONOR_POOL, 3, 32, 32)
+    assert images.dtype == torch.uint8 and masks.shape == (2, 1, 32, 32)

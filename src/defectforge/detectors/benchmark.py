@@ -53,17 +53,18 @@ class BenchmarkConfig:
     backbone: str = "mobilenet_v2"
     backbone_weights: str | None = None
     size: int = 256
-    steps: int = 300
+    steps: int = 500
     batch_size: int = 8
     width: int = 0  # 0: the detector's default
     checkpoint_every: int = 0
+    device: str = "cpu"
 
     def run_folder_name(self, backbone_identity: str) -> str:
         width = f"-w{self.width}" if self.width else ""
         return f"{self.detector}-{backbone_identity}-s{self.size}-n{self.steps}-b{self.batch_size}{width}"
 
 
-def make_detector(name: str, backbone: Backbone | None, width: int = 0):
+def make_detector(name: str, backbone: Backbone | None, width: int = 0, device: str = "cpu"):
     """A fresh detector: ``seghead``, ``draem_seg`` or the baseline ``patchcore``."""
     from .draem_seg import DraemSegDetector
     from .patchcore import PatchCoreBaseline
@@ -72,7 +73,7 @@ def make_detector(name: str, backbone: Backbone | None, width: int = 0):
     if name == "seghead":
         return SegHeadDetector(backbone, **({"width": width} if width else {}))
     if name == "draem_seg":
-        return DraemSegDetector(**({"width": width} if width else {}))
+        return DraemSegDetector(device=device, **({"width": width} if width else {}))
     if name == BASELINE:
         return PatchCoreBaseline(backbone)
     from ..core.validation import suggest
@@ -113,6 +114,21 @@ def data_fingerprint(root: Path) -> str:
         st = path.stat()
         h.update(f"{path.relative_to(root).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
+
+
+def _jsonable(value):
+    """JSON has no nan: undefined metrics are written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(_jsonable(data), indent=1) + "\n").encode())
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -183,7 +199,7 @@ def run_one(method: str, seed: int, cfg: BenchmarkConfig, data: MVTecCategory, b
             features: dict[str, torch.Tensor] | None, run_dir: Path, log=print) -> dict[str, Any]:
     """Train and evaluate one ``(method, seed)``; write ``run_dir/<method>/seed<seed>.json``."""
     is_baseline = method == BASELINE
-    detector = make_detector(BASELINE if is_baseline else cfg.detector, backbone, cfg.width)
+    detector = make_detector(BASELINE if is_baseline else cfg.detector, backbone, cfg.width, cfg.device)
     train_features = features["train"] if features is not None and detector.uses_features else None
     test_features = features["test"] if features is not None and detector.uses_features else None
     evaluate = None
@@ -212,9 +228,9 @@ def run_one(method: str, seed: int, cfg: BenchmarkConfig, data: MVTecCategory, b
         "metrics": metrics, "eval_seconds": eval_seconds, **training,
         "config": {**cfg.__dict__, "backbone_identity": getattr(backbone, "identity", None)},
         "examples": [data.test_names[i] for i in examples],
-        "torch_threads": torch.get_num_threads(), "device": "cpu",
+        "torch_threads": torch.get_num_threads(), "device": cfg.device,
     }
-    atomic_write_bytes(out_dir / f"seed{seed}.json", json.dumps(result, indent=1).encode())
+    _write_json(out_dir / f"seed{seed}.json", result)
     log(f"{method:<18} seed {seed}: image AUROC {metrics['image_auroc']:.3f}  pixel AUROC {metrics['pixel_auroc']:.3f}  "
         f"AUPRO {metrics['aupro']:.3f}  train {training['train_seconds']:.0f} s (synthesis "
         f"{100 * training['synthesis_share']:.0f}%)  eval {eval_seconds:.0f} s")
@@ -279,14 +295,15 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
     check_mvtec_category(root)  # layout errors before anything else
     backbone = None
     if cfg.detector == "seghead" or baseline:
-        backbone = load_backbone(cfg.backbone, cfg.backbone_weights)  # weight errors before training
+        backbone = load_backbone(cfg.backbone, cfg.backbone_weights).to(cfg.device)  # weight errors before training
     out = Path(out)
     cache_dir = out / "cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
     data, fingerprint = load_data_cached(root, cfg.size, cache_dir, log)
     features = features_cached(backbone, data, fingerprint, cache_dir, log) if backbone is not None else None
     run_dir = out / cfg.run_folder_name(backbone.identity if backbone is not None else "nobackbone")
-    todo = [(m, s) for m in ([BASELINE] if baseline else []) + names for s in seeds]
+    # seed-major order: an interrupted benchmark has every method at the first seeds
+    todo = [(m, s) for s in seeds for m in ([BASELINE] if baseline else []) + names]
     for method, seed in todo:
         if (run_dir / method / f"seed{seed}.json").is_file():
             continue
@@ -301,7 +318,7 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if v is not None and not math.isnan(v)]
+    values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
         return float("nan"), float("nan")
     arr = np.asarray(values, dtype=np.float64)
@@ -345,10 +362,13 @@ def write_leaderboard(run_dir: Path, data: MVTecCategory | None = None, methods:
     board = {"run_dir": str(run_dir), "config": first.get("config", {}), "rows": rows,
              "missing": [] if methods is None or seeds is None else
              [f"{m}/seed{s}" for m in methods for s in seeds if not (run_dir / m / f"seed{s}.json").is_file()]}
-    atomic_write_bytes(run_dir / "leaderboard.json", json.dumps(board, indent=1).encode())
+    _write_json(run_dir / "leaderboard.json", board)
     atomic_write_bytes(run_dir / "leaderboard.md", leaderboard_markdown(board).encode())
     if rows:
         write_image(run_dir / "leaderboard.png", bar_chart(rows))
+        curves = {m: r for m, results in runs.items() for r in results[:1] if r.get("checkpoints")}
+        if curves:
+            write_image(run_dir / "convergence.png", convergence_chart(curves))
         if data is not None:
             grid, per_method = score_map_figures(run_dir, rows, data)
             write_image(run_dir / "score_maps.png", grid)
@@ -418,6 +438,50 @@ def bar_chart(rows: list[dict[str, Any]], low: float = 0.5, high: float = 1.0) -
             draw.line([(x_of(mean - std), y0 + 5), (x_of(mean + std), y0 + 5)], fill="black", width=1)
             if j == 0:
                 draw.text((x_of(mean + std) + 4, y0 - 1), f"{mean:.3f}", fill="black", font=small)
+    return np.asarray(img)
+
+
+_PALETTE = ((31, 100, 180), (214, 96, 28), (44, 150, 60), (180, 40, 40), (120, 80, 170), (120, 120, 120))
+
+
+def convergence_chart(runs: dict[str, dict[str, Any]]) -> np.ndarray:
+    """Training loss (moving average over 20 steps, left) and image AUROC at the checkpoints
+    plus the final one (right) against steps, one colour per method."""
+    from PIL import Image, ImageDraw
+
+    panel_w, panel_h, pad = 360, 220, 50
+    img = Image.new("RGB", (2 * panel_w + 3 * pad, panel_h + 2 * pad + 16 * len(runs)), "white")
+    draw = ImageDraw.Draw(img)
+    small = _font(12)
+    max_step = max(len(r["losses"]) for r in runs.values())
+    losses = {m: np.convolve(r["losses"], np.ones(20) / 20, mode="valid") if len(r["losses"]) >= 20
+              else np.asarray(r["losses"]) for m, r in runs.items()}
+    aurocs = {m: [(c["step"], c["image_auroc"]) for c in r["checkpoints"]]
+              + [(len(r["losses"]), r["metrics"]["image_auroc"])] for m, r in runs.items()}
+    loss_max = max(float(v.max()) for v in losses.values() if v.size) * 1.05
+    all_auc = [a for pts in aurocs.values() for _, a in pts]
+    auc_low, auc_high = math.floor(min(all_auc) * 20) / 20, math.ceil(max(all_auc) * 20) / 20
+    auc_high = max(auc_high, auc_low + 0.05)
+    panels = ((pad, "training loss (moving average, 20 steps)", 0.0, loss_max),
+              (2 * pad + panel_w, "image AUROC on the test set", auc_low, auc_high))
+    for x0, title, low, high in panels:
+        draw.rectangle([x0, pad, x0 + panel_w, pad + panel_h], outline="black")
+        draw.text((x0, pad - 18), title, fill="black", font=small)
+        draw.text((x0 - 40, pad - 6), f"{high:.2f}", fill="black", font=small)
+        draw.text((x0 - 40, pad + panel_h - 6), f"{low:.2f}", fill="black", font=small)
+        draw.text((x0 + panel_w - 40, pad + panel_h + 4), f"{max_step} steps", fill="black", font=small)
+    to_xy = lambda x0, low, high, step, v: (x0 + step / max_step * panel_w,  # noqa: E731
+                                            pad + panel_h - (v - low) / (high - low) * panel_h)
+    for k, method in enumerate(runs):
+        colour = _PALETTE[k % len(_PALETTE)]
+        curve = losses[method]
+        offset = (len(runs[method]["losses"]) - curve.size) + 1
+        draw.line([to_xy(pad, 0.0, loss_max, i + offset, v) for i, v in enumerate(curve)], fill=colour, width=2)
+        points = [to_xy(2 * pad + panel_w, auc_low, auc_high, step, a) for step, a in aurocs[method]]
+        draw.line(points, fill=colour, width=2)
+        for x, y in points:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        draw.text((pad, pad + panel_h + 24 + 16 * k), f"{method} (seed {runs[method]['seed']})", fill=colour, font=small)
     return np.asarray(img)
 
 

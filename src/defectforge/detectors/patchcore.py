@@ -34,10 +34,10 @@ def greedy_coreset(points: torch.Tensor, n_select: int, seed: int = 0, projectio
     n_select = max(1, min(int(n_select), n))
     gen = torch_generator(seed)
     if projection_dim and projection_dim < d:
-        projection = torch.randn(d, projection_dim, generator=gen) / projection_dim ** 0.5
+        projection = (torch.randn(d, projection_dim, generator=gen) / projection_dim ** 0.5).to(points.device)
         points = points @ projection
     first = int(torch.randint(n, (1,), generator=gen))
-    chosen = torch.empty(n_select, dtype=torch.long)
+    chosen = torch.empty(n_select, dtype=torch.long, device=points.device)
     chosen[0] = first
     min_dist = ((points - points[first]) ** 2).sum(1)
     for k in range(1, n_select):
@@ -92,14 +92,14 @@ class PatchCoreBaseline:
         if features is None:
             features = self.backbone.extract(images)
             record.feature_seconds = time.perf_counter() - start
-        patches = self._patches(features)
+        patches = self._patches(features.to(self.backbone.device))
         n_select = max(1, int(round(self.coreset_ratio * patches.shape[0])))
         gen = torch_generator(seed)
         if patches.shape[0] > self.max_pool:
-            pool = torch.randperm(patches.shape[0], generator=gen)[:self.max_pool]
+            pool = torch.randperm(patches.shape[0], generator=gen)[:self.max_pool].to(patches.device)
             patches = patches[pool]
         chosen = greedy_coreset(patches, n_select, seed, self.projection_dim) if n_select < patches.shape[0] \
-            else torch.arange(patches.shape[0])
+            else torch.arange(patches.shape[0], device=patches.device)
         self.memory = patches[chosen].contiguous()
         record.seconds = time.perf_counter() - start
         return record
@@ -118,11 +118,11 @@ class PatchCoreBaseline:
         memory_sq = (self.memory ** 2).sum(1)
         out = []
         for start in range(0, features.shape[0], chunk):
-            x = self._aggregate(features[start:start + chunk])
+            x = self._aggregate(features[start:start + chunk].to(self.memory.device))
             b, c, h, w = x.shape
             q = x.permute(0, 2, 3, 1).reshape(-1, c)
             # squared distances by the expansion |q|^2 - 2 q.m + |m|^2 (one matrix product)
             d2 = (q ** 2).sum(1, keepdim=True) - 2 * q @ self.memory.T + memory_sq
             dist = d2.min(1).values.clamp_min(0).sqrt().view(b, 1, h, w)
             out.append(F.interpolate(dist, size=(size, size), mode="bilinear", align_corners=False)[:, 0])
-        return gaussian_smooth(torch.cat(out), DETECTION_SIGMA)
+        return gaussian_smooth(torch.cat(out), DETECTION_SIGMA).cpu()

@@ -77,9 +77,9 @@ class SegHeadDetector:
         self.mean = self.std = None
 
     def _standardise(self, features: torch.Tensor) -> torch.Tensor:
-        return (features.float() - self.mean) / self.std
+        return (features.to(self.mean.device).float() - self.mean) / self.std
 
-    def fit(self, images: torch.Tensor, synthesizer, steps: int = 300, batch_size: int = 8, seed: int = 0,
+    def fit(self, images: torch.Tensor, synthesizer, steps: int = 500, batch_size: int = 8, seed: int = 0,
             features: torch.Tensor | None = None, checkpoint_every: int = 0, evaluate=None) -> TrainingRecord:
         """Train the head for ``steps`` steps of ``batch_size`` (half normal, half synthetic).
 
@@ -94,13 +94,15 @@ class SegHeadDetector:
             features = self.backbone.extract(images)
             record.feature_seconds += time.perf_counter() - t
         flat = features.float().transpose(0, 1).reshape(features.shape[1], -1)
-        self.mean = flat.mean(1).view(1, -1, 1, 1)
-        self.std = flat.std(1).clamp_min(1e-6).view(1, -1, 1, 1)
+        device = self.backbone.device
+        self.mean = flat.mean(1).view(1, -1, 1, 1).to(device)
+        self.std = flat.std(1).clamp_min(1e-6).view(1, -1, 1, 1).to(device)
         with torch.random.fork_rng(devices=[]):  # seeded initialisation, global state untouched
             torch.manual_seed(int(seed))
-            self.head = SegHead(features.shape[1], self.width)
+            self.head = SegHead(features.shape[1], self.width).to(device)
         optimiser = torch.optim.Adam(self.head.parameters(), lr=self.lr)
-        batches = TrainingBatches(images, synthesizer, batch_size, seed)
+        batches = TrainingBatches(images, synthesizer, batch_size, seed, device)
+        checkpoint_seconds = 0.0
         grid = features.shape[-2:]
         for step in range(int(steps)):
             normal_idx, synth_idx = batches.indices()
@@ -108,9 +110,9 @@ class SegHeadDetector:
             t = time.perf_counter()
             synth_features = self.backbone(synth_images)
             record.feature_seconds += time.perf_counter() - t
-            x = torch.cat([features[normal_idx].float(), synth_features])
-            target = torch.cat([torch.zeros(normal_idx.shape[0], 1, *grid),
-                                F.adaptive_avg_pool2d(masks, grid)])
+            x = torch.cat([features[normal_idx].to(device).float(), synth_features])
+            target = torch.cat([torch.zeros(normal_idx.shape[0], 1, *grid, device=device),
+                                F.adaptive_avg_pool2d(masks.to(device), grid)])
             self.head.train()
             loss = focal_l1_loss(self.head(self._standardise(x)), target)
             optimiser.zero_grad(set_to_none=True)
@@ -118,9 +120,11 @@ class SegHeadDetector:
             optimiser.step()
             record.losses.append(float(loss.detach()))
             if evaluate is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+                t = time.perf_counter()
                 record.checkpoints.append({"step": step + 1, **evaluate(self)})
+                checkpoint_seconds += time.perf_counter() - t
         record.synthesis_seconds = batches.synthesis_seconds
-        record.seconds = time.perf_counter() - start
+        record.seconds = time.perf_counter() - start - checkpoint_seconds  # training time only
         return record
 
     @torch.no_grad()
@@ -141,5 +145,5 @@ class SegHeadDetector:
             logits = self.head(self._standardise(features[start:start + chunk]))
             out.append(F.interpolate(torch.sigmoid(logits), size=(size, size), mode="bilinear",
                                      align_corners=False)[:, 0])
-        return gaussian_smooth(torch.cat(out), DETECTION_SIGMA)
+        return gaussian_smooth(torch.cat(out), DETECTION_SIGMA).cpu()
 

@@ -11,10 +11,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..core.seeding import torch_generator
+from ..core.seeding import sample_rng, torch_generator
+from ..core.types import SynthesisContext
 
 __all__ = ["resolve_synthesizer", "TrainingBatches", "TrainingRecord", "focal_l1_loss", "gaussian_smooth",
            "DETECTION_SIGMA"]
+
+#: Other normal images handed to methods that cut from another image (NSA, DefectMaker), per
+#: step; the same pool size as ``defectforge generate`` (io.generate.DONOR_POOL).
+DONOR_POOL = 4
 
 #: Gaussian smoothing of upsampled score maps, sigma 4 px (PatchCore, Roth et al. CVPR 2022, and
 #: anomalib's anomaly-map generators).
@@ -55,12 +60,14 @@ class TrainingRecord:
 class TrainingBatches:
     """Seeded training batches: half normal images, half synthetic anomalies.
 
-    Step ``s`` draws its image indices from a generator seeded by ``(seed, s)``, and synthetic
-    sample ``j`` of step ``s`` is sample ``s * batch_size + j`` of the synthesizer's run seeded
-    with ``seed``, so a run is reproducible and every step sees new anomalies.
+    The image indices come from a generator seeded by ``seed``, and synthetic sample ``j`` of
+    step ``s`` is sample ``s * batch_size + j`` of the synthesizer's run seeded with ``seed``, so
+    a run is reproducible and every step sees new anomalies. Methods that cut from other normal
+    images (``uses_donors``: NSA, DefectMaker) get a pool of :data:`DONOR_POOL` training images
+    drawn by ``(seed, s)``.
     """
 
-    def __init__(self, images: torch.Tensor, synthesizer, batch_size: int, seed: int):
+    def __init__(self, images: torch.Tensor, synthesizer, batch_size: int, seed: int, device=None):
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (half normal, half synthetic), got {batch_size}")
         self.images = images
@@ -69,6 +76,7 @@ class TrainingBatches:
         self.n_normal = self.batch_size // 2
         self.n_synthetic = self.batch_size - self.n_normal
         self.seed = int(seed)
+        self.device = torch.device(device) if device is not None else images.device
         self._gen = torch_generator(self.seed)
         self.synthesis_seconds = 0.0
 
@@ -81,7 +89,14 @@ class TrainingBatches:
         """``(images uint8, masks float (B, 1, H, W))`` of the synthetic half of step ``step``."""
         start = time.perf_counter()
         sample_ids = [step * self.batch_size + j for j in range(index.shape[0])]
-        out = self.synthesizer(self.images[index], seed=self.seed, indices=sample_ids)
+        donors = None
+        if getattr(self.synthesizer, "uses_donors", False):
+            rng = sample_rng(self.seed, step, stream=2)
+            n = self.images.shape[0]
+            picks = rng.choice(n, size=min(DONOR_POOL, n), replace=False)
+            donors = self.images[torch.from_numpy(picks)].to(self.device)
+        out = self.synthesizer(self.images[index].to(self.device), seed=self.seed, indices=sample_ids,
+                               context=SynthesisContext(donors=donors))
         images = out.images
         if images.dtype != torch.uint8:
             images = images.clamp(0, 1).mul(255).round().to(torch.uint8)
