@@ -147,8 +147,8 @@ class NSASynthesizer(Synthesizer):
     def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
         b, c, h, w = images.shape
         out = clone_batch(images)
-        masks = torch.zeros((b, 1, h, w), device=images.device)
-        soft = torch.zeros((b, 1, h, w), device=images.device)
+        masks = torch.from_numpy(np.zeros((b, 1, h, w), np.float32)).to(images.device)
+        soft = torch.from_numpy(np.zeros((b, 1, h, w), np.float32)).to(images.device)
         anomalous = [0] * b
         donors = context.donors
         is_uint8 = images.dtype == torch.uint8
