@@ -58,3 +58,26 @@ def test_preview_all_methods_on_the_same_inputs(tmp_path):
     assert result.exit_code == 0, result.output
     grid = np.asarray(Image.open(png))
     assert grid.shape[0] == (1 + len(defectforge.list_methods(level="image"))) * (32 + 4)
+
+
+def test_methods_needing_a_missing_package_are_left_out(monkeypatch):
+    import importlib.util
+
+    from defectforge.cli.synthesis import available_image_methods
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "skimage" else real(name, *a))
+    names = available_image_methods()
+    assert "sami" not in names and "riad" in names
+
+
+def test_bench_lists_cpu_bound_methods_apart():
+    result = runner.invoke(app, ["bench", "-m", "nsa,defectmaker", "--size", "64", "--batch", "4", "--min-time", "0.05"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("CPU-bound"))
+    assert lines.index(next(x for x in lines if x.startswith("defectmaker"))) < header
+    assert lines.index(next(x for x in lines if x.startswith("nsa"))) > header
+    rows = json.loads(runner.invoke(app, ["bench", "-m", "nsa", "--size", "64", "--batch", "2", "--min-time", "0.01",
+                                          "--json"]).stdout)
+    assert rows[0]["cpu_bound"] is True and "load_before" in rows[0]

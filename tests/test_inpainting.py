@@ -28,6 +28,11 @@ def test_riad_mean_fill_and_foreground(surface_batch):
     fg[..., :48, :] = 1
     out = defectforge.create("riad", fill="mean")(surface_batch, seed=1, foreground=fg)
     assert (out.masks * (1 - fg)).sum() == 0
+    for k in range(4):
+        m = out.masks[k, 0] > 0
+        mean = surface_batch[k].double().mean((1, 2)).round().to(torch.uint8)
+        assert m.any() and (out.images[k][:, m] == mean[:, None]).all()
+        assert torch.equal(out.images[k][:, ~m], surface_batch[k][:, ~m])
 
 
 def test_sami_hides_whole_slic_superpixels(surface_batch):

@@ -58,6 +58,16 @@ _FOREGROUND_HELP = ("Region defects are placed in: none (whole image), otsu, thr
                     "--foreground-threshold) or saliency (spectral residual).")
 
 
+def available_image_methods() -> list[str]:
+    """Image-level methods whose optional dependencies (``cls.requires``) are installed."""
+    import importlib.util
+
+    import defectforge
+
+    return [n for n in defectforge.list_methods(level="image")
+            if all(importlib.util.find_spec(r) for r in getattr(defectforge.method_info(n).cls, "requires", ()))]
+
+
 def fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
@@ -177,8 +187,6 @@ def preview_command(
     foreground_invert: bool = typer.Option(False, "--foreground-invert", help="Take the dark side of the threshold."),
 ):
     """Write a PNG grid of normal | synthetic | mask | overlay rows (every method on the same inputs)."""
-    import importlib.util
-
     import defectforge
 
     from ..io.preview import preview_grid
@@ -186,8 +194,7 @@ def preview_command(
 
     names = [m.strip() for item in method for m in item.split(",") if m.strip()]
     if names == ["all"]:
-        names = [n for n in defectforge.list_methods(level="image")
-                 if all(importlib.util.find_spec(r) for r in getattr(defectforge.method_info(n).cls, "requires", ()))]
+        names = available_image_methods()
     try:
         for n in names:
             defectforge.method_info(n)
@@ -213,8 +220,6 @@ def demo_command(
     seed: int = typer.Option(0, "--seed", "-s"),
 ):
     """Run the whole pipeline on built-in surfaces (metal, fabric, wood, tiles): no input needed."""
-    import defectforge
-
     from ..io.generate import generate
     from ..io.images import write_image
     from ..sources.procedural import SURFACE_KINDS, surface
@@ -237,6 +242,6 @@ def demo_command(
     picks = np.stack([surface(kind, 128, seed=100 + i) for i, kind in enumerate(SURFACE_KINDS * 2)])
     from ..io.preview import preview_grid
 
-    methods = defectforge.list_methods(level="image")
+    methods = available_image_methods()
     write_png(output / "preview.png", preview_grid(picks, methods, seed=seed, rows="compact"))
     typer.echo(f"done. preview: {output / 'preview.png'}; datasets: {datasets}; manifest per dataset: manifest.jsonl")

@@ -215,7 +215,8 @@ class _Worker:
             # each sample has its own donor pool (drawn by its seed), so it is made on its own
             return [r for i in chunk for r in self._synthesize([i], plans)]
         sources = [plans[i][0] for i in chunk]
-        batch = torch.from_numpy(np.stack([self.images.images[s] for s in sources])).permute(0, 3, 1, 2).contiguous()
+        # channels-first copy made by numpy (a torch copy runs its own threads, which stall on a busy machine)
+        batch = torch.from_numpy(np.ascontiguousarray(np.stack([self.images.images[s] for s in sources]).transpose(0, 3, 1, 2)))
         context, fallbacks = self._context(batch, sources, chunk)
         out = self.synth(batch, seed=self.cfg.seed, indices=chunk, context=context)
         results = {}

@@ -27,7 +27,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..core.validation import check_choice, check_range
 
@@ -36,17 +35,24 @@ __all__ = ["Threshold", "Saliency", "MaskFolder", "ForegroundResult", "estimate_
 
 #: Names accepted by :func:`parse_foreground` (and the CLI's ``--foreground``).
 FOREGROUND_MODES = ("none", "otsu", "threshold", "saliency")
-_LUMA = (0.299, 0.587, 0.114)
+_LUMA = (np.float32(0.299), np.float32(0.587), np.float32(0.114))
 
 
-def _gray(images: torch.Tensor) -> torch.Tensor:
-    """``(B, H, W)`` float grey levels in ``[0, 1]`` of a uint8 or float batch."""
-    x = images.float()
-    if images.dtype == torch.uint8:
-        x = x / 255.0
+def _gray(images: torch.Tensor) -> np.ndarray:
+    """``(B, H, W)`` float32 grey levels in ``[0, 1]`` of a uint8 or float batch.
+
+    Computed in numpy on the CPU: region estimation is per-image work, and batch-wide torch
+    operations stall on a busy machine when torch's intra-op threads cannot get their cores.
+    """
+    x = images.detach().cpu().numpy()
+    x = x.astype(np.float32) / np.float32(255.0) if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
     if x.shape[1] == 3:
         return _LUMA[0] * x[:, 0] + _LUMA[1] * x[:, 1] + _LUMA[2] * x[:, 2]
-    return x[:, 0]
+    return np.ascontiguousarray(x[:, 0])
+
+
+def _to_masks(fg: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(fg[:, None], dtype=np.float32)).to(like.device)
 
 
 @dataclass(frozen=True)
@@ -78,13 +84,13 @@ class Threshold:
     def masks(self, images: torch.Tensor) -> torch.Tensor:
         gray = _gray(images)
         if self.value is None:
-            g8 = gray.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
-            levels = [cv2.threshold(g, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[0] / 255.0 for g in g8]
-            level = torch.tensor(levels, dtype=gray.dtype, device=gray.device).view(-1, 1, 1)
+            g8 = np.clip(np.rint(gray * 255.0), 0, 255).astype(np.uint8)
+            level = np.array([cv2.threshold(g, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[0] / 255.0 for g in g8],
+                             np.float32).reshape(-1, 1, 1)
         else:
-            level = torch.full((gray.shape[0], 1, 1), float(self.value), device=gray.device)
+            level = np.float32(self.value)
         fg = gray <= level if self.invert else gray > level
-        return fg[:, None].float()
+        return _to_masks(fg, images)
 
 
 @dataclass(frozen=True)
@@ -106,32 +112,30 @@ class Saliency:
 
     def saliency(self, images: torch.Tensor) -> torch.Tensor:
         """Saliency maps ``(B, 1, H, W)`` float, each scaled to max 1."""
-        gray = _gray(images)[:, None]
-        h, w = gray.shape[-2:]
-        small = F.interpolate(gray, size=(self.scale, self.scale), mode="area")[:, 0].double()
-        spectrum = torch.fft.fft2(small)
-        amp = spectrum.abs()
-        # Exact spectral zeros (flat synthetic images) would dominate the residual: floor them at
-        # 1% of the median amplitude.
-        floor = 0.01 * amp.flatten(1).median(1).values.clamp_min(1e-12).view(-1, 1, 1)
-        log_amp = torch.log(torch.maximum(amp, floor))
-        residual = log_amp - F.avg_pool2d(log_amp[:, None], 3, stride=1, padding=1, count_include_pad=False)[:, 0]
-        sal = torch.fft.ifft2(torch.exp(torch.complex(residual, torch.angle(spectrum)))).abs() ** 2
-        sal = sal.float()[:, None]
+        return torch.from_numpy(self._saliency(_gray(images))[:, None]).to(images.device)
+
+    def _saliency(self, gray: np.ndarray) -> np.ndarray:
+        b, h, w = gray.shape
+        out = np.empty((b, h, w), np.float32)
         sigma = self.scale / 8.0
-        radius = int(3 * sigma)
-        t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=sal.device)
-        kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-        kernel = kernel / kernel.sum()
-        sal = F.pad(sal, (radius, radius, radius, radius), mode="reflect" if radius < self.scale else "replicate")
-        sal = F.conv2d(sal, kernel.view(1, 1, 1, -1))
-        sal = F.conv2d(sal, kernel.view(1, 1, -1, 1))
-        sal = F.interpolate(sal, size=(h, w), mode="bilinear", align_corners=False)
-        return sal / sal.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        ksize = 2 * int(3 * sigma) + 1
+        for i in range(b):
+            small = cv2.resize(gray[i], (self.scale, self.scale), interpolation=cv2.INTER_AREA).astype(np.float64)
+            spectrum = np.fft.fft2(small)
+            amp = np.abs(spectrum)
+            # Exact spectral zeros (flat synthetic images) would dominate the residual: floor them
+            # at 1% of the median amplitude.
+            log_amp = np.log(np.maximum(amp, 0.01 * max(float(np.median(amp)), 1e-12)))
+            residual = log_amp - cv2.blur(log_amp, (3, 3), borderType=cv2.BORDER_REPLICATE)
+            sal = np.abs(np.fft.ifft2(np.exp(residual + 1j * np.angle(spectrum)))) ** 2
+            sal = cv2.GaussianBlur(sal.astype(np.float32), (ksize, ksize), sigma, borderType=cv2.BORDER_REFLECT)
+            sal = cv2.resize(sal, (w, h), interpolation=cv2.INTER_LINEAR)
+            out[i] = sal / max(float(sal.max()), 1e-12)
+        return out
 
     def masks(self, images: torch.Tensor) -> torch.Tensor:
-        sal = self.saliency(images)
-        return (sal > self.factor * sal.flatten(1).mean(1).view(-1, 1, 1, 1)).float()
+        sal = self._saliency(_gray(images))
+        return _to_masks(sal > self.factor * sal.reshape(len(sal), -1).mean(1).reshape(-1, 1, 1), images)
 
 
 class MaskFolder:
@@ -189,8 +193,7 @@ class MaskFolder:
         if names is None or len(names) != images.shape[0]:
             raise ValueError("MaskFolder needs the file name of every image of the batch (names=...)")
         h, w = images.shape[-2:]
-        stack = np.stack([self.mask(n, h, w) for n in names])
-        return torch.from_numpy(stack)[:, None].float().to(images.device)
+        return _to_masks(np.stack([self.mask(n, h, w) for n in names]), images)
 
 
 @dataclass
@@ -250,7 +253,7 @@ def estimate_foreground(images: torch.Tensor, spec, names=None) -> ForegroundRes
         masks = spec.masks(images)
         what = ("otsu threshold" if isinstance(spec, Threshold) and spec.value is None
                 else "threshold" if isinstance(spec, Threshold) else "saliency")
-    empty = (masks.flatten(1).amax(1) == 0).tolist()
+    empty = [not bool(m.any()) for m in masks.cpu().numpy()]
     fallbacks: list[str | None] = []
     for i, e in enumerate(empty):
         if e:

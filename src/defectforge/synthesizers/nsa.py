@@ -19,6 +19,10 @@ the patches. The mask is ``delta > tolerance`` (``tol=1``, NSA's binary labels);
 bottle, cable, hazelnut) is returned as ``extras["soft_mask"]``. Pixels changed by at most the
 tolerance lie outside the mask, so this method declares ``changes_outside_mask``.
 
+Known differences: NSA also requires the source patch to lie on the donor's object
+(``min_object_pct``); donors come without a foreground here, so only the destination placement
+is object-aware. NSA's per-product width bounds and logistic parameters are options, not presets.
+
 Soft failures, as NSA: a patch under 50 px, or one for which no placement fits the foreground in
 ``placement_attempts`` tries, is redrawn (recorded in ``params["failures"]``); a sample whose
 patches all fail is left normal with the reason recorded.
@@ -147,8 +151,8 @@ class NSASynthesizer(Synthesizer):
     def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
         b, c, h, w = images.shape
         out = clone_batch(images)
-        masks = torch.zeros((b, 1, h, w), device=images.device)
-        soft = torch.zeros((b, 1, h, w), device=images.device)
+        masks = torch.from_numpy(np.zeros((b, 1, h, w), np.float32)).to(images.device)
+        soft = torch.from_numpy(np.zeros((b, 1, h, w), np.float32)).to(images.device)
         anomalous = [0] * b
         donors = context.donors
         is_uint8 = images.dtype == torch.uint8
