@@ -156,20 +156,25 @@ class PerlinTextureSynthesizer(Synthesizer):
         masks, noise = self.masks(params, h, w, images.device, rngs)
         if context.foreground is not None:
             masks = masks * context.foreground.to(masks.dtype)
-        nonempty = masks.flatten(1).amax(1).cpu().numpy() > 0
-        if self.noise_texture:
-            # anomalib: the rotated noise, scaled by 0.5 and shifted by 0.25, as a grey texture.
-            grey = (noise[:, 0] * 0.5 + 0.25).clamp_(0, 1).mul_(255).round_().to(torch.uint8).cpu().numpy()
+        if images.device.type == "cpu":
+            # numpy, not batch-wide torch ops: torch's intra-op threads stall on a busy machine
+            selected = masks.numpy()[:, 0] > 0
+            nonempty = selected.reshape(b, -1).any(1)
+            noise_np = noise.numpy()
+        else:
+            selected = masks[:, 0] > 0
+            nonempty = selected.flatten(1).any(1).cpu().numpy()
+            noise_np = noise.cpu().numpy() if self.noise_texture else None
         out = clone_batch(images)
-        selected = masks[:, 0] > 0
-        selected = selected.numpy() if images.device.type == "cpu" else selected
 
         def blend_sample(i: int) -> None:
             # The masks are binary, so only the masked pixels change, each by the same opacity:
             # out = img + opacity * (tex - img), on those pixels alone (cost follows the defect area).
             p = params[i]
             if self.noise_texture:
-                source = np.repeat(grey[i][..., None], 3, axis=2)
+                # anomalib: the rotated noise, scaled by 0.5 and shifted by 0.25, as a grey texture
+                grey = np.rint(np.clip(noise_np[i, 0] * 0.5 + 0.25, 0, 1) * 255.0).astype(np.uint8)
+                source = np.repeat(grey[..., None], 3, axis=2)
             else:
                 source = self.textures.get_uint8(p["texture"], h, w)
             texture = augment_uint8(source, p["augment"], self._ops) if self._ops else source
