@@ -65,3 +65,26 @@ def test_sami_follows_grey_image_content():
     # superpixels follow the edge (a square grid, as SLIC gives on grey images with compactness 10, would straddle it)
     left, right = set(np.unique(segments[:, :29])), set(np.unique(segments[:, 29:]))
     assert not left & right
+
+
+def test_sami_segmentations_are_cached_by_image_content(surface_batch, monkeypatch):
+    pytest.importorskip("skimage.segmentation")
+    import pickle
+
+    synth = defectforge.create("sami")
+    first = synth(surface_batch, seed=0)
+    calls = []
+    real = synth._segments
+
+    def counting(slic, source):
+        calls.append(source.shape)
+        return real(lambda *a, **k: pytest.fail("SLIC ran again on a cached image"), source)
+
+    monkeypatch.setattr(synth, "_segments", counting)
+    again = synth(surface_batch.clone(), seed=0)  # same pixels, new tensor: served from the cache
+    assert len(calls) == 4
+    assert torch.equal(again.masks, first.masks) and again.params == first.params
+    monkeypatch.undo()
+    copy = pickle.loads(pickle.dumps(synth))  # DataLoader workers get an empty cache
+    assert len(copy._segment_cache) == 0
+    assert torch.equal(copy(surface_batch, seed=0).masks, first.masks)

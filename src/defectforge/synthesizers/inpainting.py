@@ -22,6 +22,9 @@ Pixels outside the mask are returned unchanged.
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -150,12 +153,51 @@ class SAMIMasks(Synthesizer):
         self.compactness = float(check_range("compactness", compactness, 1e-3, 1e4))
         self.hide_probability = check_probability("hide_probability", hide_probability)
         self.fill = check_choice("fill", fill, FILLS)
+        self._segment_cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._cached_bytes = 0
 
     def sample_params(self, rng: np.random.Generator, shape: ImageShape, foreground=None) -> dict[str, Any]:
         p: dict[str, Any] = {}
         usable_region(foreground, p)
         p["seed"] = child_seed(rng)
         return p
+
+    def __getstate__(self):  # picklable for DataLoader workers: the cache and its lock stay behind
+        state = dict(self.__dict__)
+        state.update(_segment_cache=OrderedDict(), _cache_lock=None, _cached_bytes=0)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._cache_lock = threading.Lock()
+
+    #: Bytes of superpixel maps kept (least recently used dropped first).
+    segment_cache_bytes = 128 * 2**20
+
+    def _segments(self, slic, source: np.ndarray) -> np.ndarray:
+        """SLIC superpixels of ``source``, cached by image content.
+
+        The segmentation depends on the pixels alone (the random part is which superpixels are
+        hidden), and SLIC costs ~50 ms per 256 x 256 image; a training loop sees each normal
+        image many times, so the map is computed once per image and reused.
+        """
+        key = hashlib.blake2b(source.tobytes(), digest_size=16, person=repr(source.shape).encode()[:16]).digest()
+        with self._cache_lock:
+            hit = self._segment_cache.get(key)
+            if hit is not None:
+                self._segment_cache.move_to_end(key)
+                return hit
+        segments = slic(source, n_segments=self.n_segments, compactness=self.compactness, start_label=0,
+                        channel_axis=-1, slic_zero=self.slic_zero)
+        segments = segments.astype(np.uint16 if segments.max() < 2**16 else np.int64)
+        with self._cache_lock:
+            self._segment_cache[key] = segments
+            self._cached_bytes += segments.nbytes
+            while self._cached_bytes > self.segment_cache_bytes and len(self._segment_cache) > 1:
+                _, old = self._segment_cache.popitem(last=False)
+                self._cached_bytes -= old.nbytes
+        return segments
 
     def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
         try:
@@ -171,8 +213,7 @@ class SAMIMasks(Synthesizer):
             # grey images go through the same Lab conversion as colour ones (replicated to RGB):
             # SLIC rescales a grey image to 0..1, where compactness 10 gives a square grid
             source = image if c == 3 else np.repeat(image, 3, axis=2)
-            segments = slic(source, n_segments=self.n_segments, compactness=self.compactness, start_label=0,
-                            channel_axis=-1, slic_zero=self.slic_zero)
+            segments = self._segments(slic, source)
             n = int(segments.max()) + 1
             rng = np.random.default_rng(params[i]["seed"])
             hidden = rng.random(n) < self.hide_probability
