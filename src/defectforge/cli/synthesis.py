@@ -209,7 +209,8 @@ def preview_command(
     typer.echo(f"wrote {output} ({len(names)} method(s) x {count} images)")
 
 
-DEMO_METHODS = ("draem", "destseg", "cutpaste", "cutpaste_scar")
+# one or two per kind of synthesis: Perlin textures, patches, shapes, other images (Poisson), structure
+DEMO_METHODS = ("draem", "destseg", "cutpaste", "cutpaste_scar", "glass_las", "memseg", "defectmaker", "nsa")
 _DEMO_MARKER = ".defectforge-demo"
 
 
