@@ -220,8 +220,8 @@ def test_backbone_architectures_classify_imagenet_images(name):
     """The hand-written architectures are the real ones: with their ImageNet weights they call
     scikit-image's coffee picture an espresso (ImageNet class 967)."""
     import torch.nn.functional as F
-    from skimage import data
 
+    data = pytest.importorskip("skimage.data")
     model, mean, std = _imagenet_classifier(name)
     image = torch.from_numpy(data.coffee()).permute(2, 0, 1).float()[None] / 255
     image = F.interpolate(image, size=224, mode="bilinear", antialias=True)
