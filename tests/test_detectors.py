@@ -168,3 +168,63 @@ def test_donor_methods_get_other_normal_images(category):
     images, masks = batches.synthesize(0, index)
     assert seen["donors"].shape == (DONOR_POOL, 3, 32, 32)
     assert images.dtype == torch.uint8 and masks.shape == (2, 1, 32, 32)
+
+
+def _imagenet_classifier(name):
+    """The packaged ImageNet weights on our trunks, completed with their classifier layers."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    from defectforge.detectors.backbones import (_LITE_BN_EPS, _conv_bn_relu6, _SameConv2d,
+                                                 default_weights_path)
+
+    path = default_weights_path(name)
+    if path is None:
+        pytest.skip(f"ImageNet weights for {name} not installed")
+    if name == "mobilenet_v2":
+        class Full(MobileNetV2Trunk):
+            SETTINGS = MobileNetV2Trunk.SETTINGS + ((6, 160, 3, 2), (6, 320, 1, 1))
+
+            def __init__(self):
+                super().__init__()
+                self.features.append(_conv_bn_relu6(320, 1280, 1))
+                self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, 1000))
+
+            def forward(self, x):
+                return self.classifier(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    else:
+        class Full(EfficientNetLite0Trunk):
+            STAGES = EfficientNetLite0Trunk.STAGES + ((4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
+
+            def __init__(self):
+                super().__init__()
+                self._conv_head = _SameConv2d(320, 1280, 1, bias=False)
+                self._bn1 = nn.BatchNorm2d(1280, eps=_LITE_BN_EPS)
+                self._fc = nn.Linear(1280, 1000)
+
+            def forward(self, x):
+                x = F.relu6(self._bn0(self._conv_stem(x)))
+                for block in self._blocks:
+                    x = block(x)
+                x = F.relu6(self._bn1(self._conv_head(x)))
+                return self._fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+        mean, std = (0.498,) * 3, (0.502,) * 3
+    model = Full()
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    return model.eval(), torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_lite0"])
+def test_backbone_architectures_classify_imagenet_images(name):
+    """The hand-written architectures are the real ones: with their ImageNet weights they call
+    scikit-image's coffee picture an espresso (ImageNet class 967)."""
+    import torch.nn.functional as F
+
+    data = pytest.importorskip("skimage.data")
+    model, mean, std = _imagenet_classifier(name)
+    image = torch.from_numpy(data.coffee()).permute(2, 0, 1).float()[None] / 255
+    image = F.interpolate(image, size=224, mode="bilinear", antialias=True)
+    with torch.no_grad():
+        logits = model((image - mean) / std)
+    assert 967 in logits.topk(3).indices[0].tolist()
