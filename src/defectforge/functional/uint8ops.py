@@ -14,6 +14,8 @@ Examples
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import cv2
 import numpy as np
 
@@ -222,10 +224,18 @@ def hue(img: np.ndarray, shift: float) -> np.ndarray:
     if img.ndim == 2 or img.shape[2] == 1:
         return img
     hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
-    k = int(np.rint(shift * 180.0))
-    hue_lut = ((np.arange(256) + k) % 180).astype(np.uint8)
-    hsv = apply_lut(hsv, np.stack([hue_lut, np.arange(256), np.arange(256)]))
+    hsv = cv2.LUT(hsv, _hue_table(int(np.rint(shift * 180.0))))
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+@lru_cache(maxsize=512)
+def _hue_table(steps: int) -> np.ndarray:
+    """cv2.LUT table ``(256, 1, 3)`` rotating OpenCV's hue (0..179) by ``steps``; S and V unchanged."""
+    table = np.empty((256, 1, 3), np.uint8)
+    table[:, 0, 0] = (np.arange(256) + steps) % 180
+    table[:, 0, 1] = table[:, 0, 2] = np.arange(256)
+    table.setflags(write=False)
+    return table
 
 
 _JITTER_OPS = (brightness, contrast, saturation, hue)

@@ -36,6 +36,7 @@ from ..core.types import SynthesisContext
 from ..core.validation import check_choice, check_interval, check_range
 from ..functional import uint8ops as u8
 from ..functional.paste import place_box, rotate_expand, rotated_size
+from ._common import clone_batch
 
 __all__ = ["CutPasteSynthesizer", "VARIANTS"]
 
@@ -128,9 +129,12 @@ class CutPasteSynthesizer(Synthesizer):
 
     def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
         b, c, h, w = images.shape
-        out = images.clone()
-        masks = torch.zeros((b, 1, h, w), device=images.device)
         on_cpu = images.device.type == "cpu"
+        out = clone_batch(images)
+        # on the CPU, np.zeros takes zeroed pages from the OS lazily: only the pasted boxes are
+        # ever touched (torch.zeros writes all 8 MB of a 32 x 256 x 256 batch: 20% of the time)
+        masks = torch.from_numpy(np.zeros((b, 1, h, w), np.float32)) if on_cpu else \
+            torch.zeros((b, 1, h, w), device=images.device)
         # On the CPU every sample is a handful of small array ops, so numpy views of the batch
         # (no per-sample tensor wrapping) cost a fraction of the torch calls.
         src_np, out_np, masks_np = (images.numpy(), out.numpy(), masks.numpy()) if on_cpu else (None, None, None)
