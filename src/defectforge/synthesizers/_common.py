@@ -5,15 +5,15 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 
-import cv2
 import numpy as np
 import torch
 
 from ..functional.color import to_gray
+from ..core.parallel import map_samples
 from ..functional.perlin import perlin_mask_sample
 
 __all__ = ["usable_region", "EMPTY_REGION_NOTE", "blend_masked_uint8", "to_uint8_hwc", "region_masks",
-           "perlin_mask_np", "masks_per_sample", "clone_batch"]
+           "perlin_mask_np", "masks_per_sample", "clone_batch", "masked_source_blend"]
 
 EMPTY_REGION_NOTE = "empty foreground: the defect was placed on the whole image"
 
@@ -143,3 +143,37 @@ def masks_per_sample(params: list[dict], rngs, region: np.ndarray | None, make: 
             return mask
         redraw(rngs[i], p)
         p["attempts"] = p.get("attempts", 1) + 1
+
+
+def masked_source_blend(synth, images: torch.Tensor, params: list[dict], context, rngs, make_mask: Callable,
+                        redraw: Callable, source: Callable, name: str):
+    """``apply`` of the mask x anomaly-source methods (GLASS-LAS, MemSeg): ``(out, masks, labels)``.
+
+    Each sample is made whole in one task of the per-sample pool: its mask (a user-supplied shape,
+    or ``make_mask(params[i])`` x the region, redrawn by ``redraw`` while empty, see
+    :func:`masks_per_sample`), then ``source(i, params[i]) -> (uint8 source, opacity)`` blended
+    inside the mask. A sample whose mask stays empty is left normal (label 0).
+    """
+    b, c, h, w = images.shape
+    region = None if context.foreground is None else (context.foreground[:, 0] > 0.5).cpu().numpy()
+    shapes = None if context.shapes is None else (context.shapes[:, 0] > 0.5).cpu().numpy()
+    masks = np.zeros((b, 1, h, w), np.float32)
+    out = clone_batch(images)
+    what = f"{synth.method_name or name} mask"
+
+    def make(i: int) -> None:
+        p = params[i]
+        if shapes is not None:  # a user-supplied shape is the mask
+            mask = shapes[i] & region[i] if region is not None and not p.get("region_fallback") else shapes[i]
+        else:
+            mask = masks_per_sample(params, rngs, region, make_mask, redraw, synth.max_attempts, what, i)
+        if not mask.any():
+            return
+        masks[i, 0] = mask
+        src, opacity = source(i, p)
+        blend_masked_uint8(out, i, mask, src, opacity)
+
+    map_samples(make, range(b))
+    nonempty = masks.reshape(b, -1).any(1)
+    labels = torch.from_numpy(nonempty.astype(np.int64)).to(images.device) * synth.anomaly_label
+    return out, torch.from_numpy(masks).to(images.device), labels

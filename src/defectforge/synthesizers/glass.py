@@ -26,7 +26,6 @@ import numpy as np
 import torch
 
 from ..core.base import ImageShape, Synthesizer
-from ..core.parallel import map_samples
 from ..core.registry import register_method
 from ..core.types import SynthesisContext
 from ..core.validation import check_interval, check_range
@@ -34,7 +33,7 @@ from ..functional import uint8ops as u8
 from ..functional.augment import Op, augment_uint8, register_op_set, sample_pipeline
 from ..functional.perlin import sample_perlin_params
 from ..sources.textures import resolve_textures
-from ._common import blend_masked_uint8, clone_batch, masks_per_sample, perlin_mask_np, usable_region
+from ._common import masked_source_blend, perlin_mask_np, usable_region
 
 __all__ = ["GlassLASSynthesizer", "GLASS_OPS", "COMBINATIONS"]
 
@@ -144,31 +143,14 @@ class GlassLASSynthesizer(Synthesizer):
         return first | second if p["combine"] == "union" else first & second
 
     def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
-        b, c, h, w = images.shape
-        region = None if context.foreground is None else (context.foreground[:, 0] > 0.5).cpu().numpy()
-        shapes = None if context.shapes is None else (context.shapes[:, 0] > 0.5).cpu().numpy()
-        masks = np.zeros((b, 1, h, w), np.float32)
-        out = clone_batch(images)
-        what = f"{self.method_name or 'glass_las'} mask"
+        h, w = images.shape[-2:]
 
-        def make(i: int) -> None:
-            # the whole sample in one task of the pool: mask (redrawn while empty), texture, blend
-            p = params[i]
-            if shapes is not None:  # a user-supplied shape is the mask
-                mask = shapes[i] & region[i] if region is not None and not p.get("region_fallback") else shapes[i]
-            else:
-                mask = masks_per_sample(params, rngs, region, lambda q: self.mask(q, h, w), self._draw_masks,
-                                        self.max_attempts, what, i)
-            if not mask.any():
-                return
-            masks[i, 0] = mask
-            texture = augment_uint8(self.textures.get_uint8(p["texture"], h, w), p["augment"], GLASS_OPS)
-            blend_masked_uint8(out, i, mask, texture, 1.0 - p["beta"])
+        def texture(i: int, p: dict):
+            source = augment_uint8(self.textures.get_uint8(p["texture"], h, w), p["augment"], GLASS_OPS)
+            return source, 1.0 - p["beta"]
 
-        map_samples(make, range(b))
-        nonempty = masks.reshape(b, -1).any(1)
-        labels = torch.from_numpy(nonempty.astype(np.int64)).to(images.device) * self.anomaly_label
-        return out, torch.from_numpy(masks).to(images.device), labels
+        return masked_source_blend(self, images, params, context, rngs, lambda q: self.mask(q, h, w),
+                                   self._draw_masks, texture, "glass_las")
 
 
 register_method(

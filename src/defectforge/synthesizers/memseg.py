@@ -25,14 +25,13 @@ import numpy as np
 import torch
 
 from ..core.base import ImageShape, Synthesizer
-from ..core.parallel import map_samples
 from ..core.registry import register_method
 from ..core.types import SynthesisContext
 from ..core.validation import check_interval, check_probability, check_range
 from ..functional.augment import DRAEM_OPS, augment_uint8, sample_pipeline
 from ..functional.perlin import sample_perlin_params
 from ..sources.textures import resolve_textures
-from ._common import blend_masked_uint8, clone_batch, masks_per_sample, perlin_mask_np, to_uint8_hwc, usable_region
+from ._common import masked_source_blend, perlin_mask_np, to_uint8_hwc, usable_region
 
 __all__ = ["MemSegSynthesizer", "shuffle_tiles"]
 
@@ -134,31 +133,10 @@ class MemSegSynthesizer(Synthesizer):
         return src
 
     def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
-        b, c, h, w = images.shape
-        region = None if context.foreground is None else (context.foreground[:, 0] > 0.5).cpu().numpy()
-        shapes = None if context.shapes is None else (context.shapes[:, 0] > 0.5).cpu().numpy()
-        masks = np.zeros((b, 1, h, w), np.float32)
-        out = clone_batch(images)
-        what = f"{self.method_name or 'memseg'} mask"
-
-        def make(i: int) -> None:
-            # the whole sample in one task of the pool: mask (redrawn while empty), source, blend
-            p = params[i]
-            if shapes is not None:  # a user-supplied shape is the mask
-                mask = shapes[i] & region[i] if region is not None and not p.get("region_fallback") else shapes[i]
-            else:
-                mask = masks_per_sample(params, rngs, region,
-                                        lambda q: perlin_mask_np(q["perlin"], h, w, self.threshold),
-                                        self._draw_mask, self.max_attempts, what, i)
-            if not mask.any():
-                return
-            masks[i, 0] = mask
-            blend_masked_uint8(out, i, mask, self.source(images[i], p, h, w), p["opacity"])
-
-        map_samples(make, range(b))
-        nonempty = masks.reshape(b, -1).any(1)
-        labels = torch.from_numpy(nonempty.astype(np.int64)).to(images.device) * self.anomaly_label
-        return out, torch.from_numpy(masks).to(images.device), labels
+        h, w = images.shape[-2:]
+        return masked_source_blend(self, images, params, context, rngs,
+                                   lambda q: perlin_mask_np(q["perlin"], h, w, self.threshold), self._draw_mask,
+                                   lambda i, p: (self.source(images[i], p, h, w), p["opacity"]), "memseg")
 
 
 register_method(
