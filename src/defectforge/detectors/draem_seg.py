@@ -107,7 +107,6 @@ class DraemSegDetector:
             self.net = DraemDiscriminative(3, self.width).to(self.device)
         optimiser = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         batches = TrainingBatches(images, synthesizer, batch_size, seed, self.device)
-        checkpoint_seconds = 0.0
         for step in range(int(steps)):
             normal_idx, synth_idx = batches.indices()
             synth_images, masks = batches.synthesize(step, synth_idx)
@@ -115,17 +114,8 @@ class DraemSegDetector:
             target = torch.cat([torch.zeros(normal_idx.shape[0], 1, *x.shape[-2:], device=self.device), masks])
             self.net.train()
             loss = focal_l1_loss(self.net(x), target)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            record.losses.append(float(loss.detach()))
-            if evaluate is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-                t = time.perf_counter()
-                record.checkpoints.append({"step": step + 1, **evaluate(self)})
-                checkpoint_seconds += time.perf_counter() - t
-        record.synthesis_seconds = batches.synthesis_seconds
-        record.seconds = time.perf_counter() - start - checkpoint_seconds  # training time only
-        return record
+            record.optimise(loss, optimiser, step, evaluate, checkpoint_every, self)
+        return record.finish(start, batches.synthesis_seconds)
 
     @torch.no_grad()
     def score_maps(self, images: torch.Tensor | None = None, features=None, size: int | None = None,

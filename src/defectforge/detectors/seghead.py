@@ -102,7 +102,6 @@ class SegHeadDetector:
             self.head = SegHead(features.shape[1], self.width).to(device)
         optimiser = torch.optim.Adam(self.head.parameters(), lr=self.lr)
         batches = TrainingBatches(images, synthesizer, batch_size, seed, device)
-        checkpoint_seconds = 0.0
         grid = features.shape[-2:]
         for step in range(int(steps)):
             normal_idx, synth_idx = batches.indices()
@@ -115,17 +114,8 @@ class SegHeadDetector:
                                 F.adaptive_avg_pool2d(masks.to(device), grid)])
             self.head.train()
             loss = focal_l1_loss(self.head(self._standardise(x)), target)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            record.losses.append(float(loss.detach()))
-            if evaluate is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-                t = time.perf_counter()
-                record.checkpoints.append({"step": step + 1, **evaluate(self)})
-                checkpoint_seconds += time.perf_counter() - t
-        record.synthesis_seconds = batches.synthesis_seconds
-        record.seconds = time.perf_counter() - start - checkpoint_seconds  # training time only
-        return record
+            record.optimise(loss, optimiser, step, evaluate, checkpoint_every, self)
+        return record.finish(start, batches.synthesis_seconds)
 
     @torch.no_grad()
     def score_maps(self, images: torch.Tensor | None = None, features: torch.Tensor | None = None,

@@ -49,6 +49,26 @@ class TrainingRecord:
     feature_seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint_seconds: float = 0.0  # spent in checkpoint evaluations, not counted as training
+
+    def optimise(self, loss: torch.Tensor, optimiser, step: int, evaluate=None, checkpoint_every: int = 0,
+                 model=None) -> None:
+        """One optimiser step on ``loss`` (recorded); every ``checkpoint_every`` steps but the last,
+        ``evaluate(model)`` is recorded too, its time kept apart from the training time."""
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        self.losses.append(float(loss.detach()))
+        if evaluate is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < self.steps:
+            t = time.perf_counter()
+            self.checkpoints.append({"step": step + 1, **evaluate(model)})
+            self.checkpoint_seconds += time.perf_counter() - t
+
+    def finish(self, start: float, synthesis_seconds: float) -> "TrainingRecord":
+        """Close the run started at ``start`` (``time.perf_counter()``): training time without checkpoints."""
+        self.synthesis_seconds = synthesis_seconds
+        self.seconds = time.perf_counter() - start - self.checkpoint_seconds
+        return self
 
     def as_dict(self) -> dict[str, Any]:
         return {"steps": self.steps, "batch_size": self.batch_size, "train_seconds": self.seconds,
