@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..core.seeding import torch_generator
 from .backbones import Backbone
-from .training import DETECTION_SIGMA, TrainingRecord, gaussian_smooth
+from .training import DETECTION_SIGMA, TrainingRecord, gaussian_smooth, scoring_features
 
 __all__ = ["PatchCoreBaseline", "greedy_coreset"]
 
@@ -109,12 +109,7 @@ class PatchCoreBaseline:
                    size: int | None = None, chunk: int = 16) -> torch.Tensor:
         if self.memory is None:
             raise RuntimeError("call fit() before score_maps()")
-        if features is None:
-            if images is None:
-                raise ValueError("pass images or their features")
-            features = self.backbone.extract(images)
-        if size is None:
-            size = images.shape[-1] if images is not None else features.shape[-1] * 8
+        features, size = scoring_features(self.backbone, images, features, size)
         memory_sq = (self.memory ** 2).sum(1)
         out = []
         for start in range(0, features.shape[0], chunk):

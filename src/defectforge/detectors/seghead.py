@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import Backbone
-from .training import DETECTION_SIGMA, TrainingBatches, TrainingRecord, focal_l1_loss, gaussian_smooth
+from .training import DETECTION_SIGMA, TrainingBatches, TrainingRecord, focal_l1_loss, gaussian_smooth, scoring_features
 
 __all__ = ["SegHead", "SegHeadDetector"]
 
@@ -123,12 +123,7 @@ class SegHeadDetector:
         """``(N, size, size)`` anomaly maps (probabilities, upsampled and smoothed)."""
         if self.head is None:
             raise RuntimeError("call fit() before score_maps()")
-        if features is None:
-            if images is None:
-                raise ValueError("pass images or their features")
-            features = self.backbone.extract(images)
-        if size is None:
-            size = images.shape[-1] if images is not None else features.shape[-1] * 8
+        features, size = scoring_features(self.backbone, images, features, size)
         self.head.eval()
         out = []
         for start in range(0, features.shape[0], chunk):

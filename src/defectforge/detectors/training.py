@@ -127,6 +127,19 @@ class TrainingBatches:
         return images, masks
 
 
+def scoring_features(backbone, images: torch.Tensor | None, features: torch.Tensor | None,
+                     size: int | None) -> tuple[torch.Tensor, int]:
+    """The backbone features to score (given, or extracted from ``images``) and the map size
+    (given, else the images' side, else the stride-8 feature grid's side x 8)."""
+    if features is None:
+        if images is None:
+            raise ValueError("pass images or their features")
+        features = backbone.extract(images)
+    if size is None:
+        size = images.shape[-1] if images is not None else features.shape[-1] * 8
+    return features, size
+
+
 def focal_l1_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
     """Focal loss (Lin et al., ICCV 2017, gamma 2) plus L1 between the probabilities and the
     (soft) target, the segmentation loss of SuperSimpleNet (Rolih et al., ICPR 2024)."""
