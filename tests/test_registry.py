@@ -24,8 +24,13 @@ def test_method_info_is_complete(name):
 
 
 def _synth(name):
-    for module in getattr(defectforge.method_info(name).cls, "requires", ()):
+    cls = defectforge.method_info(name).cls
+    for module in getattr(cls, "requires", ()):
         pytest.importorskip(module)  # optional dependency (e.g. scikit-image for sami)
+    if getattr(cls, "needs_bank", False):  # real-defect methods: a tiny bank made in code
+        from conftest import tiny_defect_bank
+
+        return defectforge.create(name, anomaly_probability=1.0, bank=tiny_defect_bank())
     return defectforge.create(name, anomaly_probability=1.0)
 
 

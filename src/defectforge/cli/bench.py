@@ -50,14 +50,18 @@ def time_callable(fn, min_time: float, max_iterations: int) -> tuple[float, int]
             return elapsed / k, k
 
 
-def bench_method(name: str, batch_images, min_time: float = 2.0, max_iterations: int = 1000) -> dict:
-    """Throughput of registry method ``name`` (every sample anomalous) on ``batch_images``, textures preloaded."""
+def bench_method(name: str, batch_images, min_time: float = 2.0, max_iterations: int = 1000, bank=None) -> dict:
+    """Throughput of registry method ``name`` (every sample anomalous) on ``batch_images``, textures preloaded.
+
+    Methods that place real defects get ``bank`` (a loaded :class:`~defectforge.sources.defects.DefectBank`).
+    """
     from ..io.generate import build_synthesizer
 
     from ..core.registry import method_info
+    from ..realdefect import needs_bank
     from ..sources.textures import TextureSource
 
-    synth = build_synthesizer(name)
+    synth = build_synthesizer(name, {"bank": bank} if needs_bank(name) else None)
     textures = getattr(synth, "textures", None)
     if isinstance(textures, TextureSource):  # inputs preloaded: textures decoded/generated once, untimed
         textures.preload(*batch_images.shape[-2:])
@@ -96,6 +100,10 @@ def bench_command(
     min_time: float = typer.Option(2.0, "--min-time", help="Seconds timed per method (after a warm-up call)."),
     compare: Optional[str] = typer.Option(None, "--compare", help="Also time a peer in the same run: 'anomalib'."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
+    defects: Optional[str] = typer.Option(None, "--defects", help="Real defects (MVTec category or folder of "
+                                          "image/mask pairs) for copy_paste / defect_transplant; without it they are skipped."),
+    few_shot: Optional[str] = typer.Option(None, "--few-shot", help="Only this part of each type's defects "
+                                           "(1/3, a fraction or a count), as the few-shot protocol."),
 ):
     """Measure images per second for each method on preloaded inputs."""
     import cv2
@@ -106,7 +114,23 @@ def bench_command(
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     names = [m.strip() for item in (methods or []) for m in item.split(",") if m.strip()]
-    names = names or defectforge.list_methods(level="image")
+    from ..realdefect import needs_bank
+
+    bank = None
+    if defects is not None:
+        from ..sources.defects import DefectBank
+
+        try:
+            bank = DefectBank.from_folder(defects, few_shot=few_shot)
+        except (OSError, ValueError) as exc:
+            typer.secho(f"error: --defects: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
+    if not names:
+        names = [n for n in defectforge.list_methods(level="image") if bank is not None or not needs_bank(n)]
+    elif bank is None and any(needs_bank(n) for n in names):
+        typer.secho(f"error: {', '.join(n for n in names if needs_bank(n))} place real defects: pass --defects "
+                    "CATEGORY_OR_FOLDER", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
     x = _inputs(size, batch).to(device)
     rows = []
     # Poisson-blending methods are bound by per-sample CPU work: timed after the batched ones,
@@ -119,7 +143,7 @@ def bench_command(
     header_done = False
     for name in names:
         try:
-            row = bench_method(name, x, min_time)
+            row = bench_method(name, x, min_time, bank=bank)
         except (ValueError, TypeError) as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2)

@@ -59,13 +59,19 @@ _FOREGROUND_HELP = ("Region defects are placed in: none (whole image), otsu, thr
 
 
 def available_image_methods() -> list[str]:
-    """Image-level methods whose optional dependencies (``cls.requires``) are installed."""
+    """Image-level methods whose optional dependencies (``cls.requires``) are installed.
+
+    Methods that need a bank of real defects (``copy_paste``, ``defect_transplant``) are left out:
+    they run only when given defects (``--defects``).
+    """
     import importlib.util
 
     import defectforge
 
-    return [n for n in defectforge.list_methods(level="image")
-            if all(importlib.util.find_spec(r) for r in getattr(defectforge.method_info(n).cls, "requires", ()))]
+    from ..realdefect import needs_bank
+
+    return [n for n in defectforge.list_methods(level="image") if not needs_bank(n)
+            and all(importlib.util.find_spec(r) for r in getattr(defectforge.method_info(n).cls, "requires", ()))]
 
 
 def fail(message: str) -> None:

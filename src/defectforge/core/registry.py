@@ -14,8 +14,10 @@ from .validation import check_choice, suggest
 
 __all__ = ["MethodInfo", "register_method", "create", "list_methods", "method_info", "FAMILIES", "LEVELS"]
 
-#: Families of the survey "A Survey on Industrial Anomalies Synthesis" (arXiv 2502.16412).
-FAMILIES = ("hand-crafted", "distribution-hypothesis", "generative", "diffusion")
+#: Families of the survey "A Survey on Industrial Anomalies Synthesis" (arXiv 2502.16412), plus
+#: ``real-defect``: methods that place real defects from a bank (Copy&Paste, defect transplant),
+#: which the survey lists as baselines or fusion steps rather than as a family of their own.
+FAMILIES = ("hand-crafted", "distribution-hypothesis", "generative", "diffusion", "real-defect")
 #: Where a method synthesises: in image pixels, in a feature map, or in a latent space.
 LEVELS = ("image", "feature", "latent")
 
@@ -102,7 +104,7 @@ def _check_kwargs(cls, kwargs: dict[str, Any], method: str) -> None:
 
 def _ensure_loaded() -> None:
     # Importing the package registers the built-in methods.
-    from .. import synthesizers  # noqa: F401
+    from .. import realdefect, synthesizers  # noqa: F401
 
 
 def method_info(name: str) -> MethodInfo:

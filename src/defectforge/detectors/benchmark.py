@@ -287,7 +287,10 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
     cfg = config or BenchmarkConfig()
     if cfg.detector not in DETECTORS:
         make_detector(cfg.detector, None)  # raises with suggestions
-    names = _check_methods(list(methods) if methods else defectforge.list_methods(level="image"))
+    from ..realdefect import needs_bank
+
+    names = _check_methods(list(methods) if methods else
+                           [n for n in defectforge.list_methods(level="image") if not needs_bank(n)])
     seeds = [int(s) for s in seeds]
     if not seeds or any(s < 0 for s in seeds):
         raise ValueError(f"seeds must be non-negative integers, got {seeds}")

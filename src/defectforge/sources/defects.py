@@ -1,0 +1,448 @@
+"""A bank of real defects (image crop + mask) and the few-shot split that keeps test defects out.
+
+Real defects come from an MVTec-AD category (``test/<type>/<stem>.*`` with
+``ground_truth/<type>/<stem>_mask.*``; Bergmann et al., CVPR 2019) or from any folder of
+image/mask pairs (``<stem>.*`` beside ``<stem>_mask.*``; the defect type is the name of the
+folder holding the pair, ``defect`` for pairs at the top). Every connected component (8-connected)
+of a mask whose area is at least ``min_area`` pixels becomes one :class:`DefectEntry`: its type,
+its source file, its component number, the crop around it (with a margin of the surrounding
+surface, used for colour matching and blending) and its mask.
+
+Few-shot split (the generative papers' protocol: AnomalyDiffusion, DualAnoDiff and DFMGAN give
+one third of each defect type's real anomalies, image and mask, to the generator and test on the
+other two thirds; ``/work/shared/reference/methods.md``, "Few-shot protocol"): per defect type
+the *source images* are split, never single components, so no pixel of a test image can reach
+synthesis. The split is a seeded permutation (``split_seed``) of each type's sorted file list,
+``floor(fraction * n)`` images (at least 1, and at least 1 left for testing when ``n >= 2``) or
+a count per type go to training. It is written as JSON (:meth:`FewShotSplit.save`, by default
+``fewshot_split.json`` next to the output) and reused when it exists, so a later run sees the
+same split. Only the training images are ever read: the bank never opens a test-split file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..core.seeding import sample_rng
+from ..core.validation import check_range
+from ..io.images import IMAGE_EXTENSIONS, atomic_write_bytes, list_images, read_image
+
+__all__ = ["DefectEntry", "DefectBank", "FewShotSplit", "parse_few_shot", "find_defect_pairs",
+           "SPLIT_FILE", "DEFAULT_MIN_AREA"]
+
+#: Name of the split file written next to an output folder.
+SPLIT_FILE = "fewshot_split.json"
+#: Components smaller than this many pixels (at the source resolution) are not entries. Chosen
+#: here: smaller blobs are mostly annotation noise and too small to transplant with a boundary.
+DEFAULT_MIN_AREA = 16
+_MASK_SUFFIX = "_mask"
+_SPLIT_STREAM = 7  # random stream of the split permutation (independent of synthesis streams)
+
+
+# ---------------------------------------------------------------------------------------------
+# the split
+
+def parse_few_shot(spec) -> tuple[str, Fraction | int]:
+    """Parse a few-shot spec: a fraction (``"1/3"``, ``"0.5"``, ``Fraction``) or a count per type.
+
+    Returns ``("fraction", Fraction)`` or ``("count", int)``.
+
+    Examples
+    --------
+    >>> parse_few_shot("1/3")
+    ('fraction', Fraction(1, 3))
+    >>> parse_few_shot("5")
+    ('count', 5)
+    """
+    text = str(spec).strip()
+    hint = "give a fraction such as 1/3 or 0.25 (share of each type's images), or a count such as 5"
+    try:
+        if "/" in text or "." in text:
+            frac = Fraction(text).limit_denominator(1000)
+            if not 0 < frac < 1:
+                raise ValueError
+            return "fraction", frac
+        count = int(text)
+        if count < 1:
+            raise ValueError
+        return "count", count
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"few_shot={spec!r} is not a valid few-shot spec; {hint}") from None
+
+
+@dataclass
+class FewShotSplit:
+    """Per defect type, which source images feed synthesis (``train``) and which are held out (``test``).
+
+    Paths are relative to ``root`` (POSIX form) so a split file moves with its data.
+    """
+
+    root: str
+    spec: str
+    split_seed: int
+    train: dict[str, list[str]] = field(default_factory=dict)
+    test: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def make(cls, root, files_by_type: dict[str, list[str]], spec, split_seed: int = 0) -> "FewShotSplit":
+        """Split each type's files (sorted first) by a permutation seeded with ``split_seed``."""
+        kind, value = parse_few_shot(spec)
+        split = cls(str(root), str(spec), int(split_seed))
+        for k, t in enumerate(sorted(files_by_type)):
+            files = sorted(files_by_type[t])
+            n = len(files)
+            if kind == "fraction":
+                n_train = max(1, int(value * n))
+            else:
+                n_train = int(value)
+            if n >= 2:
+                n_train = min(n_train, n - 1)
+            order = sample_rng(int(split_seed), k, _SPLIT_STREAM).permutation(n)
+            chosen = sorted(int(i) for i in order[:n_train])
+            split.train[t] = [files[i] for i in chosen]
+            split.test[t] = [files[i] for i in range(n) if i not in set(chosen)]
+        return split
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"root": self.root, "few_shot": self.spec, "split_seed": self.split_seed,
+                "protocol": "per defect type, source images split; train feeds synthesis, test is held out",
+                "train": self.train, "test": self.test}
+
+    def save(self, path) -> None:
+        atomic_write_bytes(path, (json.dumps(self.as_dict(), indent=1) + "\n").encode())
+
+    @classmethod
+    def load(cls, path) -> "FewShotSplit":
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls(data["root"], str(data["few_shot"]), int(data["split_seed"]),
+                       {k: list(v) for k, v in data["train"].items()}, {k: list(v) for k, v in data["test"].items()})
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: not a readable few-shot split file ({exc}); delete it to make a new split") from exc
+
+    def check_matches(self, files_by_type: dict[str, list[str]], spec, split_seed: int, path) -> None:
+        """Refuse a reused split made for other data or another spec."""
+        problems = []
+        if str(spec) != self.spec:
+            problems.append(f"it was made with few_shot={self.spec!r}, not {str(spec)!r}")
+        if int(split_seed) != self.split_seed:
+            problems.append(f"it was made with split_seed={self.split_seed}, not {split_seed}")
+        for t, files in files_by_type.items():
+            recorded = set(self.train.get(t, [])) | set(self.test.get(t, []))
+            if recorded != set(files):
+                problems.append(f"type {t!r} lists other files than the data folder holds")
+        if problems:
+            raise ValueError(f"{path}: the recorded few-shot split does not fit this run: " + "; ".join(problems)
+                             + ". Use the same data and spec, or delete the file to make a new split")
+
+
+# ---------------------------------------------------------------------------------------------
+# finding pairs
+
+def _find_mask(folder: Path, stem: str) -> Path | None:
+    if not folder.is_dir():
+        return None
+    for ext in sorted(IMAGE_EXTENSIONS):
+        for candidate in (folder / f"{stem}{_MASK_SUFFIX}{ext}", folder / f"{stem}{_MASK_SUFFIX}{ext.upper()}"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def find_defect_pairs(root) -> dict[str, list[tuple[str, str]]]:
+    """``{type: [(image, mask), ...]}`` (paths relative to ``root``) of an MVTec category or a folder of pairs.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        When ``root`` is missing or holds no image with a mask (the message says the layouts).
+    """
+    root = Path(root).expanduser()
+    hint = ("expected an MVTec-AD category (test/<type>/<stem>.png + ground_truth/<type>/<stem>_mask.png) "
+            "or a folder of pairs <stem>.png + <stem>_mask.png (the pair's folder name is its type)")
+    if not root.is_dir():
+        raise FileNotFoundError(f"defect folder {root} does not exist or is not a folder; {hint}")
+    pairs: dict[str, list[tuple[str, str]]] = {}
+    if (root / "test").is_dir() and (root / "ground_truth").is_dir():
+        for type_dir in sorted(p for p in (root / "test").iterdir() if p.is_dir() and p.name != "good"):
+            for image in list_images(type_dir, recursive=False):
+                mask = _find_mask(root / "ground_truth" / type_dir.name, image.stem)
+                if mask is None:
+                    warnings.warn(f"{image}: no mask in {root / 'ground_truth' / type_dir.name}; skipped", stacklevel=2)
+                    continue
+                pairs.setdefault(type_dir.name, []).append((image.relative_to(root).as_posix(),
+                                                            mask.relative_to(root).as_posix()))
+    else:
+        for image in list_images(root, recursive=True):
+            if image.stem.endswith(_MASK_SUFFIX):
+                continue
+            mask = _find_mask(image.parent, image.stem)
+            if mask is None:
+                continue
+            rel = image.relative_to(root)
+            t = rel.parent.name if rel.parent.name else "defect"
+            pairs.setdefault(t, []).append((rel.as_posix(), mask.relative_to(root).as_posix()))
+    if not pairs:
+        raise ValueError(f"{root} holds no defect image with a mask; {hint}")
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------------
+# the bank
+
+@dataclass
+class DefectEntry:
+    """One real defect: a connected component of a real mask, with the surface around it.
+
+    Attributes
+    ----------
+    key : str
+        ``"<source>#<component>"``, unique in a bank; recorded in every sample's params.
+    defect_type : str
+    source : str
+        Image file (relative to the bank's root) or the name given to in-memory arrays.
+    component : int
+        Component number in the source mask (1-based, OpenCV's labelling order).
+    image_size : (int, int)
+        ``(H, W)`` of the source image; defects keep their size relative to it when placed.
+    area : int
+        Pixels of the component.
+    crop : np.ndarray
+        ``(h, w, 3)`` uint8 crop of the source image around the component (with a margin).
+    mask : np.ndarray
+        ``(h, w)`` bool: the component inside the crop.
+    context : np.ndarray
+        ``(h, w)`` bool: crop pixels that belong to no defect of the source image (the surface).
+    box : (int, int, int, int)
+        ``(y0, x0, y1, x1)`` of the component inside the crop.
+    """
+
+    key: str
+    defect_type: str
+    source: str
+    component: int
+    image_size: tuple[int, int]
+    area: int
+    crop: np.ndarray
+    mask: np.ndarray
+    context: np.ndarray
+    box: tuple[int, int, int, int]
+
+    def layers(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(crop + component as 4 channels, surface + validity + 0 as 3 channels)``, uint8 0/255, cached.
+
+        The warps of the real-defect methods move crop and masks together in one call each.
+        """
+        cached = self.__dict__.get("_layers")
+        if cached is None:
+            h, w = self.mask.shape
+            first = np.empty((h, w, 4), np.uint8)
+            first[..., :3] = self.crop
+            first[..., 3] = self.mask * np.uint8(255)
+            second = np.zeros((h, w, 3), np.uint8)
+            second[..., 0] = self.context * np.uint8(255)
+            second[..., 1] = 255
+            cached = self.__dict__["_layers"] = (first, second)
+        return cached
+
+    def record(self) -> dict[str, Any]:
+        """What a manifest line records about the entry (no pixels)."""
+        return {"key": self.key, "type": self.defect_type, "source": self.source,
+                "component": self.component, "area": self.area}
+
+
+def _components(image: np.ndarray, mask: np.ndarray, defect_type: str, source: str, min_area: int,
+                margin: float) -> list[DefectEntry]:
+    binary = (mask > 0).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    h_img, w_img = binary.shape
+    entries = []
+    for c in range(1, n):
+        x, y, w, h, area = (int(v) for v in stats[c])
+        if area < min_area:
+            continue
+        pad = max(12, int(round(margin * max(h, w))))
+        y0, x0 = max(0, y - pad), max(0, x - pad)
+        y1, x1 = min(h_img, y + h + pad), min(w_img, x + w + pad)
+        own = labels[y0:y1, x0:x1] == c
+        entries.append(DefectEntry(
+            key=f"{source}#{c}", defect_type=defect_type, source=source, component=c,
+            image_size=(h_img, w_img), area=area, crop=np.ascontiguousarray(image[y0:y1, x0:x1]),
+            mask=own, context=binary[y0:y1, x0:x1] == 0, box=(y - y0, x - x0, y - y0 + h, x - x0 + w)))
+    return entries
+
+
+class DefectBank:
+    """Real defects to synthesise from (see the module docstring).
+
+    Build it with :meth:`from_folder` (files) or :meth:`from_arrays` (images and masks in memory).
+    Only the *training* entries are held: with a few-shot split, test-split files are never read.
+
+    Parameters
+    ----------
+    entries : list of DefectEntry
+    identity : str
+        What the bank was made from (written to configs).
+    split : FewShotSplit, optional
+        The split the entries come from.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = np.full((64, 64, 3), 120, np.uint8); mask = np.zeros((64, 64), np.uint8)
+    >>> image[20:30, 10:40] = 30; mask[20:30, 10:40] = 255
+    >>> bank = DefectBank.from_arrays([image], [mask], ["scratch"])
+    >>> len(bank), bank.types
+    (1, ['scratch'])
+    """
+
+    def __init__(self, entries: list[DefectEntry], identity: str = "arrays", split: FewShotSplit | None = None,
+                 skipped: dict[str, int] | None = None):
+        if not entries:
+            raise ValueError(f"the defect bank ({identity}) holds no defect: no mask component reaches the "
+                             "minimum area; lower min_area or check the masks")
+        self.entries = list(entries)
+        self.identity = identity
+        self.split = split
+        self.skipped = dict(skipped or {})
+        self._by_key = {e.key: e for e in self.entries}
+        if len(self._by_key) != len(self.entries):
+            raise ValueError("defect bank entries must have unique keys")
+        self._by_type: dict[str, list[DefectEntry]] = {}
+        for e in self.entries:
+            self._by_type.setdefault(e.defect_type, []).append(e)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{t}: {len(v)}" for t, v in self._by_type.items())
+        return f"DefectBank({self.identity}; {counts})"
+
+    @property
+    def types(self) -> list[str]:
+        """Defect types with at least one entry, sorted."""
+        return sorted(self._by_type)
+
+    def of_type(self, defect_type: str) -> list[DefectEntry]:
+        """Entries of one type (in a fixed order: source file, then component)."""
+        if defect_type not in self._by_type:
+            raise ValueError(f"the defect bank has no type {defect_type!r}; it holds {self.types}")
+        return self._by_type[defect_type]
+
+    def get(self, key: str) -> DefectEntry:
+        """The entry recorded as ``key`` in a sample's params."""
+        try:
+            return self._by_key[key]
+        except KeyError:
+            raise KeyError(f"defect bank entry {key!r} is not in this bank ({self.identity}); replay "
+                           "needs the bank (and split) the sample was made with") from None
+
+    def describe(self) -> dict[str, Any]:
+        """JSON summary for configs: identity, split spec, entries per type."""
+        out: dict[str, Any] = {"bank": self.identity,
+                               "entries": {t: len(v) for t, v in sorted(self._by_type.items())}}
+        if self.split is not None:
+            out["few_shot"] = self.split.spec
+            out["split_seed"] = self.split.split_seed
+            out["train_images"] = {t: len(v) for t, v in sorted(self.split.train.items())}
+            out["test_images"] = {t: len(v) for t, v in sorted(self.split.test.items())}
+        return out
+
+    # --- constructors ---------------------------------------------------------------------
+    @classmethod
+    def from_arrays(cls, images, masks, types=None, names=None, min_area: int = DEFAULT_MIN_AREA,
+                    margin: float = 0.25) -> "DefectBank":
+        """A bank from in-memory ``(H, W, C)`` uint8 images and ``(H, W)`` masks (nonzero = defect)."""
+        min_area = check_range("min_area", min_area, 1, None, integer=True)
+        types = list(types) if types is not None else ["defect"] * len(images)
+        names = list(names) if names is not None else [f"array{i}" for i in range(len(images))]
+        if not len(images) == len(masks) == len(types) == len(names):
+            raise ValueError("images, masks, types and names must have the same length")
+        entries = []
+        for image, mask, t, name in zip(images, masks, types, names):
+            image = np.asarray(image)
+            if image.ndim == 2:
+                image = image[..., None]
+            if image.dtype != np.uint8 or image.shape[2] not in (1, 3):
+                raise ValueError(f"{name}: images must be (H, W, 1 or 3) uint8, got {image.shape} {image.dtype}")
+            if image.shape[2] == 1:
+                image = np.repeat(image, 3, 2)
+            mask = np.asarray(mask)
+            if mask.ndim == 3:
+                mask = mask[..., 0]
+            if mask.shape != image.shape[:2]:
+                raise ValueError(f"{name}: mask shape {mask.shape} differs from its image {image.shape[:2]}")
+            entries += _components(image, mask, str(t), str(name), min_area, margin)
+        return cls(entries)
+
+    @classmethod
+    def from_folder(cls, root, few_shot=None, split_file=None, defect_types=None, min_area: int = DEFAULT_MIN_AREA,
+                    split_seed: int = 0, margin: float = 0.25) -> "DefectBank":
+        """A bank from an MVTec-AD category or a folder of image/mask pairs.
+
+        Parameters
+        ----------
+        root : path-like
+            The category (its ``test/<type>`` + ``ground_truth/<type>``) or a folder of pairs.
+        few_shot : str or int, optional
+            ``"1/3"`` (the papers' protocol), any fraction, or a count per type: only that part of
+            each type's images feeds the bank; ``None`` uses every defect (zero-shot transfer to
+            other categories, or plain augmentation).
+        split_file : path-like, optional
+            Where the split is recorded: reused when it exists (and checked against the data and
+            spec), written otherwise. Ignored without ``few_shot``.
+        defect_types : list of str, optional
+            Only these types (default all).
+        min_area : int
+            Smallest component kept, in source pixels (default :data:`DEFAULT_MIN_AREA`).
+        split_seed : int
+            Seed of the split permutation (default 0).
+        margin : float
+            Surface kept around each component, as a share of its larger side (at least 4 px).
+        """
+        min_area = check_range("min_area", min_area, 1, None, integer=True)
+        margin = float(check_range("margin", margin, 0.0, 4.0))
+        root = Path(root).expanduser()
+        pairs = find_defect_pairs(root)
+        if defect_types:
+            wanted = [t.strip() for t in (defect_types.split(",") if isinstance(defect_types, str) else defect_types)]
+            unknown = [t for t in wanted if t not in pairs]
+            if unknown:
+                raise ValueError(f"defect_types {unknown} are not in {root}; it holds {sorted(pairs)}")
+            pairs = {t: pairs[t] for t in wanted}
+        split = None
+        use = pairs
+        if few_shot is not None:
+            files = {t: [img for img, _ in v] for t, v in pairs.items()}
+            if split_file is not None and Path(split_file).is_file():
+                split = FewShotSplit.load(split_file)
+                split.check_matches(files, few_shot, split_seed, split_file)
+            else:
+                split = FewShotSplit.make(root, files, few_shot, split_seed)
+                if split_file is not None:
+                    split.save(split_file)
+            use = {t: [(img, m) for img, m in v if img in set(split.train[t])] for t, v in pairs.items()}
+        entries, skipped = [], {}
+        for t, items in sorted(use.items()):
+            for image_rel, mask_rel in items:
+                image = read_image(root / image_rel, channels=3)
+                mask = read_image(root / mask_rel, channels=1)[..., 0]
+                if mask.shape != image.shape[:2]:
+                    raise ValueError(f"{root / mask_rel}: size {mask.shape[::-1]} differs from its image "
+                                     f"{root / image_rel} {image.shape[1::-1]}")
+                found = _components(image, mask, t, image_rel, min_area, margin)
+                if not found:
+                    skipped[t] = skipped.get(t, 0) + 1
+                entries += found
+        identity = os.fspath(root) + (f" (few-shot {few_shot}, split seed {split_seed})" if few_shot is not None else "")
+        return cls(entries, identity, split, skipped)
