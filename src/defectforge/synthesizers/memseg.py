@@ -31,7 +31,7 @@ from ..core.validation import check_interval, check_probability, check_range
 from ..functional.augment import DRAEM_OPS, augment_uint8, sample_pipeline
 from ..functional.perlin import sample_perlin_params
 from ..sources.textures import resolve_textures
-from ._common import masked_source_blend, perlin_mask_np, to_uint8_hwc, usable_region
+from ._common import masked_source_blend, perlin_mask_np, to_uint8_hwc
 
 __all__ = ["MemSegSynthesizer", "shuffle_tiles"]
 
@@ -109,7 +109,6 @@ class MemSegSynthesizer(Synthesizer):
 
     def sample_params(self, rng: np.random.Generator, shape: ImageShape, foreground=None) -> dict[str, Any]:
         params: dict[str, Any] = {}
-        usable_region(foreground, params)
         self._draw_mask(rng, params)
         if rng.random() < self.structure_probability:
             params["kind"] = "structure"
