@@ -52,7 +52,7 @@ def time_callable(fn, min_time: float, max_iterations: int) -> tuple[float, int]
 
 def bench_method(name: str, batch_images, min_time: float = 2.0, max_iterations: int = 1000) -> dict:
     """Throughput of registry method ``name`` (every sample anomalous) on ``batch_images``, textures preloaded."""
-    from ..io.generate import build_synthesizer
+    from ..pipelines.generate import build_synthesizer
 
     from ..core.registry import method_info
     from ..sources.textures import TextureSource

@@ -18,7 +18,7 @@ __all__ = ["resolve_synthesizer", "TrainingBatches", "TrainingRecord", "focal_l1
            "DETECTION_SIGMA"]
 
 #: Other normal images handed to methods that cut from another image (NSA, DefectMaker), per
-#: step; the same pool size as ``defectforge generate`` (io.generate.DONOR_POOL).
+#: step; the same pool size as ``defectforge generate`` (pipelines.generate.DONOR_POOL).
 DONOR_POOL = 4
 
 #: Gaussian smoothing of upsampled score maps, sigma 4 px (PatchCore, Roth et al. CVPR 2022, and
@@ -30,7 +30,7 @@ def resolve_synthesizer(synthesizer):
     """A synthesizer object, or a registry name built for training: every synthesised sample
     anomalous and empty masks redrawn where the method allows (as ``defectforge generate``)."""
     if isinstance(synthesizer, str):
-        from ..io.generate import build_synthesizer
+        from ..pipelines.generate import build_synthesizer
 
         return build_synthesizer(synthesizer)
     if not callable(synthesizer):

@@ -10,10 +10,8 @@ import torch
 
 from ..functional.color import to_gray
 from ..core.parallel import map_samples
-from ..functional.perlin import perlin_mask_sample
 
-__all__ = ["blend_masked_uint8", "to_uint8_hwc",
-           "perlin_mask_np", "masks_per_sample", "clone_batch", "masked_source_blend"]
+__all__ = ["blend_masked_uint8", "to_uint8_hwc", "masks_per_sample", "clone_batch", "masked_source_blend"]
 
 def clone_batch(images: torch.Tensor) -> torch.Tensor:
     """A copy of the batch; on the CPU made by numpy (torch's threaded copy stalls on a busy machine)."""
@@ -88,12 +86,6 @@ def _blend_masked_numpy(target: np.ndarray, selected: np.ndarray, source: np.nda
         else:
             pixels += (t / np.float32(255.0) - pixels) * np.float32(opacity)
             view[ch, flat] = pixels.astype(target.dtype)
-
-
-def perlin_mask_np(perlin: dict, height: int, width: int, threshold: float) -> np.ndarray:
-    """One Perlin mask ``(H, W)`` bool, as :func:`defectforge.functional.perlin.perlin_masks` makes it
-    (:func:`~defectforge.functional.perlin.perlin_mask_sample`, for use inside the per-sample pool)."""
-    return perlin_mask_sample(perlin, height, width, threshold)
 
 
 def masks_per_sample(params: list[dict], rngs, region: np.ndarray | None, make: Callable, redraw: Callable,

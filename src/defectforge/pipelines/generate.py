@@ -35,8 +35,8 @@ from .. import __version__
 from ..core.registry import _accepted_kwargs, create, method_info
 from ..core.seeding import MAX_SEED, sample_rng
 from ..core.validation import check_probability, check_range
-from .images import atomic_write_bytes, encode_png
-from .inputs import NormalImages, load_normal_images
+from ..io.images import atomic_write_bytes, encode_png
+from ..io.inputs import NormalImages, load_normal_images
 
 __all__ = ["GenerateConfig", "generate", "build_synthesizer", "build_from_config", "OutputExistsError"]
 
