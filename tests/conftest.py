@@ -19,22 +19,58 @@ def surface_batch():
     return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
 
 
+_TINY_BANK_DIR = None
+
+
 def tiny_defect_bank():
-    """A bank of 3 real-looking defects (2 types) drawn in code, for methods that need one."""
+    """A bank of 3 real-looking defects (2 types: blob, scratch), written once to a temporary folder.
+
+    A folder bank (not in-memory arrays) so that configs holding it round-trip through
+    ``defectforge.from_config``.
+    """
+    import atexit
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
     from defectforge.sources.defects import DefectBank
 
-    images, masks = [], []
-    for k in range(3):
-        g = np.random.default_rng(k)
-        image = (110 + g.normal(0, 6, (48, 48, 3))).clip(0, 255).astype(np.uint8)
-        mask = np.zeros((48, 48), np.uint8)
-        if k < 2:  # dark blob
-            yy, xx = np.mgrid[:48, :48]
-            mask[(yy - 24) ** 2 / 64 + (xx - 20 - 4 * k) ** 2 / 25 <= 1] = 255
-            image[mask > 0] = (image[mask > 0] * 0.3).astype(np.uint8)
-        else:  # bright scratch
-            mask[10:38, 22:25] = 255
-            image[mask > 0] = 230
-        images.append(image)
-        masks.append(mask)
-    return DefectBank.from_arrays(images, masks, ["blob", "blob", "scratch"], names=["b0", "b1", "s0"])
+    global _TINY_BANK_DIR
+    if _TINY_BANK_DIR is None:
+        root = Path(tempfile.mkdtemp(prefix="defectforge-bank-"))
+        atexit.register(shutil.rmtree, root, True)
+        for k in range(3):
+            g = np.random.default_rng(k)
+            image = (110 + g.normal(0, 6, (48, 48, 3))).clip(0, 255).astype(np.uint8)
+            mask = np.zeros((48, 48), np.uint8)
+            if k < 2:  # dark blob
+                yy, xx = np.mgrid[:48, :48]
+                mask[(yy - 24) ** 2 / 64 + (xx - 20 - 4 * k) ** 2 / 25 <= 1] = 255
+                image[mask > 0] = (image[mask > 0] * 0.3).astype(np.uint8)
+            else:  # bright scratch
+                mask[10:38, 22:25] = 255
+                image[mask > 0] = 230
+            folder = root / ("blob" if k < 2 else "scratch")
+            folder.mkdir(exist_ok=True)
+            Image.fromarray(image).save(folder / f"d{k}.png")
+            Image.fromarray(mask).save(folder / f"d{k}_mask.png")
+        _TINY_BANK_DIR = root
+    return DefectBank.from_folder(_TINY_BANK_DIR)
+
+
+def method_for_tests(name, **kwargs):
+    """``defectforge.create(name, **kwargs)``; methods that need real defects get the tiny bank."""
+    import defectforge
+
+    if getattr(defectforge.method_info(name).cls, "needs_bank", False):
+        kwargs.setdefault("bank", tiny_defect_bank())
+    return defectforge.create(name, **kwargs)
+
+
+def method_or_name(name):
+    """The registry name, or (for methods that need real defects) the method made with the tiny bank."""
+    import defectforge
+
+    return method_for_tests(name) if getattr(defectforge.method_info(name).cls, "needs_bank", False) else name

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from defectforge.io import generate as gen
-from defectforge.io.generate import OutputExistsError, generate
+from defectforge.pipelines import generate as gen
+from defectforge.pipelines.generate import OutputExistsError, generate
 from defectforge.io.images import ImageReadError, read_image
 from defectforge.sources.procedural import surface
 

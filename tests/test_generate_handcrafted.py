@@ -8,7 +8,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from defectforge.io.generate import generate
+from defectforge.pipelines.generate import generate
 from defectforge.io.images import read_image, write_image
 from defectforge.sources.procedural import surface
 
@@ -84,7 +84,7 @@ def test_controls_are_recorded_and_resume_identically(object_folder, tmp_path, m
     for r in _manifest(full):
         assert 1 <= len(r["params"]["defects"]) <= 2
     # interrupted after a few samples, then resumed: the same files
-    from defectforge.io import generate as gen
+    from defectforge.pipelines import generate as gen
 
     part = tmp_path / "part"
     original = gen._Worker._write

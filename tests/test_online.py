@@ -4,7 +4,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import defectforge
-from defectforge.io.online import SyntheticAnomalyDataset
+from defectforge.pipelines.online import SyntheticAnomalyDataset
 
 
 def test_dataloader_workers_match_batched_call(surface_batch):
@@ -30,7 +30,7 @@ def test_epochs_draw_new_anomalies(surface_batch):
 def test_online_foreground_donors_and_extras():
     import torch
 
-    from defectforge.io.online import SyntheticAnomalyDataset
+    from defectforge.pipelines.online import SyntheticAnomalyDataset
 
     g = torch.Generator().manual_seed(0)
     items = [(torch.rand(3, 48, 48, generator=g) * 40).to(torch.uint8) for _ in range(4)]

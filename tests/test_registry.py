@@ -27,11 +27,9 @@ def _synth(name):
     cls = defectforge.method_info(name).cls
     for module in getattr(cls, "requires", ()):
         pytest.importorskip(module)  # optional dependency (e.g. scikit-image for sami)
-    if getattr(cls, "needs_bank", False):  # real-defect methods: a tiny bank made in code
-        from conftest import tiny_defect_bank
+    from conftest import method_for_tests  # real-defect methods get a tiny bank made in code
 
-        return defectforge.create(name, anomaly_probability=1.0, bank=tiny_defect_bank())
-    return defectforge.create(name, anomaly_probability=1.0)
+    return method_for_tests(name, anomaly_probability=1.0)
 
 
 @pytest.mark.parametrize("name", IMAGE_METHODS)

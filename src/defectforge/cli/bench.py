@@ -55,7 +55,7 @@ def bench_method(name: str, batch_images, min_time: float = 2.0, max_iterations:
 
     Methods that place real defects get ``bank`` (a loaded :class:`~defectforge.sources.defects.DefectBank`).
     """
-    from ..io.generate import build_synthesizer
+    from ..pipelines.generate import build_synthesizer
 
     from ..core.registry import method_info
     from ..realdefect import needs_bank

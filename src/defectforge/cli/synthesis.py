@@ -139,7 +139,7 @@ def generate_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Turn a folder of good images into a labelled synthetic-defect dataset."""
-    from ..io.generate import generate
+    from ..pipelines.generate import generate
 
     if (method is None) == (mix is None):
         fail("give a method (--method NAME) or a mixture (--mix 'a:0.5,b:0.5'), not both and not neither")
@@ -159,11 +159,11 @@ def generate_command(
 
 
 def _pick_inputs(input: Path, count: int, seed: int, size: int) -> np.ndarray:
-    from ..core.seeding import sample_rng
+    from ..core.seeding import Stream, sample_rng
     from ..io.inputs import load_normal_images
 
     images = load_normal_images(input, size)
-    rng = sample_rng(seed, 0, stream=9)
+    rng = sample_rng(seed, 0, stream=Stream.PREVIEW_PICK)
     order = rng.permutation(len(images))[:count] if len(images) >= count else rng.integers(len(images), size=count)
     picked = [images.images[i] for i in order]
     channels = max(p.shape[2] for p in picked)
@@ -195,7 +195,7 @@ def preview_command(
     """Write a PNG grid of normal | synthetic | mask | overlay rows (every method on the same inputs)."""
     import defectforge
 
-    from ..io.preview import preview_grid
+    from ..pipelines.preview import preview_grid
     from ..sources.foreground import parse_foreground
 
     names = [m.strip() for item in method for m in item.split(",") if m.strip()]
@@ -227,7 +227,7 @@ def demo_command(
     seed: int = typer.Option(0, "--seed", "-s"),
 ):
     """Run the whole pipeline on built-in surfaces (metal, fabric, wood, tiles): no input needed."""
-    from ..io.generate import generate
+    from ..pipelines.generate import generate
     from ..io.images import write_image
     from ..sources.procedural import SURFACE_KINDS, surface
 
@@ -247,7 +247,7 @@ def demo_command(
         typer.echo(f"    {name:<14} {summary['written']} image/mask pairs -> {datasets / name}")
     typer.echo("3/3 writing the preview")
     picks = np.stack([surface(kind, 128, seed=100 + i) for i, kind in enumerate(SURFACE_KINDS * 2)])
-    from ..io.preview import preview_grid
+    from ..pipelines.preview import preview_grid
 
     methods = available_image_methods()
     write_png(output / "preview.png", preview_grid(picks, methods, seed=seed, rows="compact"))

@@ -11,14 +11,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..core.seeding import sample_rng, torch_generator
+from ..core.seeding import Stream, sample_rng, torch_generator
 from ..core.types import SynthesisContext
 
 __all__ = ["resolve_synthesizer", "TrainingBatches", "TrainingRecord", "focal_l1_loss", "gaussian_smooth",
            "DETECTION_SIGMA"]
 
 #: Other normal images handed to methods that cut from another image (NSA, DefectMaker), per
-#: step; the same pool size as ``defectforge generate`` (io.generate.DONOR_POOL).
+#: step; the same pool size as ``defectforge generate`` (pipelines.generate.DONOR_POOL).
 DONOR_POOL = 4
 
 #: Gaussian smoothing of upsampled score maps, sigma 4 px (PatchCore, Roth et al. CVPR 2022, and
@@ -30,7 +30,7 @@ def resolve_synthesizer(synthesizer):
     """A synthesizer object, or a registry name built for training: every synthesised sample
     anomalous and empty masks redrawn where the method allows (as ``defectforge generate``)."""
     if isinstance(synthesizer, str):
-        from ..io.generate import build_synthesizer
+        from ..pipelines.generate import build_synthesizer
 
         return build_synthesizer(synthesizer)
     if not callable(synthesizer):
@@ -111,7 +111,7 @@ class TrainingBatches:
         sample_ids = [step * self.batch_size + j for j in range(index.shape[0])]
         donors = None
         if getattr(self.synthesizer, "uses_donors", False):
-            rng = sample_rng(self.seed, step, stream=2)
+            rng = sample_rng(self.seed, step, stream=Stream.DONORS)
             n = self.images.shape[0]
             picks = rng.choice(n, size=min(DONOR_POOL, n), replace=False)
             donors = self.images[torch.from_numpy(picks)].to(self.device)

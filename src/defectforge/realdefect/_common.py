@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..core.base import ImageShape, Synthesizer
+from ..core.base import ApplyResult, ImageShape, Synthesizer
 from ..core.types import to_jsonable
 from ..core.validation import check_interval, check_probability, check_range
 from ..functional.paste import place_box
@@ -39,7 +39,9 @@ def resolve_bank(bank, method: str) -> DefectBank:
                          f"few_shot='1/3') or a folder path (CLI: --defects CATEGORY_OR_FOLDER)")
     if isinstance(bank, (str, bytes)) or hasattr(bank, "__fspath__"):
         return DefectBank.from_folder(bank)
-    raise TypeError(f"bank must be a DefectBank or a folder path, got {type(bank).__name__}")
+    if isinstance(bank, dict):  # a config's record (DefectBank.describe), e.g. from defectforge.from_config
+        return DefectBank.from_description(bank)
+    raise TypeError(f"bank must be a DefectBank, a folder path or a bank description, got {type(bank).__name__}")
 
 
 def to_target_channels(patch: np.ndarray, channels: int) -> np.ndarray:
@@ -171,6 +173,7 @@ class RealDefectSynthesizer(Synthesizer):
         self.max_attempts = check_range("max_attempts", max_attempts, 1, 1000, integer=True)
 
     def config(self) -> dict[str, Any]:
+        """Constructor arguments; the bank as its summary (:meth:`DefectBank.describe`: source, split, entries)."""
         kwargs = dict(self.method_kwargs)
         kwargs["bank"] = self.bank.describe()
         return to_jsonable({"method": self.method_name, **kwargs})
@@ -263,4 +266,4 @@ class RealDefectSynthesizer(Synthesizer):
         done = [make(i) for i in range(b)] if serial else map_samples(make, range(b))
         labels = torch.tensor([int(d) for d in done], dtype=torch.long) * self.anomaly_label
         dev = images.device
-        return out.to(dev), torch.from_numpy(masks).to(dev), labels.to(dev)
+        return ApplyResult(out.to(dev), torch.from_numpy(masks).to(dev), labels.to(dev))

@@ -306,7 +306,7 @@ class DefectBank:
     """
 
     def __init__(self, entries: list[DefectEntry], identity: str = "arrays", split: FewShotSplit | None = None,
-                 skipped: dict[str, int] | None = None):
+                 skipped: dict[str, int] | None = None, source: dict[str, Any] | None = None):
         if not entries:
             raise ValueError(f"the defect bank ({identity}) holds no defect: no mask component reaches the "
                              "minimum area; lower min_area or check the masks")
@@ -314,6 +314,8 @@ class DefectBank:
         self.identity = identity
         self.split = split
         self.skipped = dict(skipped or {})
+        #: The arguments of :meth:`from_folder` that rebuild this bank (``None`` for in-memory banks).
+        self.source = source
         self._by_key = {e.key: e for e in self.entries}
         if len(self._by_key) != len(self.entries):
             raise ValueError("defect bank entries must have unique keys")
@@ -348,8 +350,11 @@ class DefectBank:
                            "needs the bank (and split) the sample was made with") from None
 
     def describe(self) -> dict[str, Any]:
-        """JSON summary for configs: identity, split spec, entries per type."""
-        out: dict[str, Any] = {"bank": self.identity,
+        """JSON summary for configs: identity, how to rebuild it (``source``), split spec, entries per type.
+
+        :meth:`from_description` rebuilds a folder bank from it (``defectforge.from_config``).
+        """
+        out: dict[str, Any] = {"bank": self.identity, "source": self.source,
                                "entries": {t: len(v) for t, v in sorted(self._by_type.items())}}
         if self.split is not None:
             out["few_shot"] = self.split.spec
@@ -359,6 +364,15 @@ class DefectBank:
         return out
 
     # --- constructors ---------------------------------------------------------------------
+    @classmethod
+    def from_description(cls, description: dict[str, Any]) -> "DefectBank":
+        """Rebuild a bank from :meth:`describe`'s output (folder banks only)."""
+        source = description.get("source") if isinstance(description, dict) else None
+        if not source:
+            raise ValueError(f"this bank description cannot be rebuilt ({description.get('bank') if isinstance(description, dict) else description!r}): "
+                             "only banks read from a folder (DefectBank.from_folder) record their source; pass the bank itself")
+        return cls.from_folder(**source)
+
     @classmethod
     def from_arrays(cls, images, masks, types=None, names=None, min_area: int = DEFAULT_MIN_AREA,
                     margin: float = 0.25) -> "DefectBank":
@@ -445,4 +459,8 @@ class DefectBank:
                     skipped[t] = skipped.get(t, 0) + 1
                 entries += found
         identity = os.fspath(root) + (f" (few-shot {few_shot}, split seed {split_seed})" if few_shot is not None else "")
-        return cls(entries, identity, split, skipped)
+        # how to rebuild it (the split file is an output: a rebuild makes the same split from spec and seed)
+        source = {"root": os.fspath(root), "few_shot": None if few_shot is None else str(few_shot),
+                  "defect_types": sorted(pairs) if defect_types else None, "min_area": min_area,
+                  "split_seed": int(split_seed), "margin": margin}
+        return cls(entries, identity, split, skipped, source)

@@ -10,36 +10,8 @@ import torch
 
 from ..functional.color import to_gray
 from ..core.parallel import map_samples
-from ..functional.perlin import perlin_mask_sample
 
-__all__ = ["usable_region", "EMPTY_REGION_NOTE", "blend_masked_uint8", "to_uint8_hwc", "region_masks",
-           "perlin_mask_np", "masks_per_sample", "clone_batch", "masked_source_blend"]
-
-EMPTY_REGION_NOTE = "empty foreground: the defect was placed on the whole image"
-
-
-def usable_region(foreground: np.ndarray | None, params: dict) -> np.ndarray | None:
-    """``foreground`` for drawing, or ``None`` (whole image) with a note in ``params`` when it is empty."""
-    if foreground is None:
-        return None
-    if not foreground.any():
-        params["region_fallback"] = EMPTY_REGION_NOTE
-        return None
-    return foreground
-
-
-def region_masks(context, params: list[dict], like: torch.Tensor) -> torch.Tensor | None:
-    """The batch's region ``(B, 1, H, W)`` as float, whole image where a sample's params say it fell back."""
-    fg = context.foreground
-    if fg is None:
-        return None
-    fg = fg.to(like.device, torch.float32)
-    fallback = [i for i, p in enumerate(params) if p.get("region_fallback")]
-    if fallback:
-        fg = fg.clone()
-        fg[fallback] = 1.0
-    return fg
-
+__all__ = ["blend_masked_uint8", "to_uint8_hwc", "masks_per_sample", "clone_batch", "masked_source_blend"]
 
 def clone_batch(images: torch.Tensor) -> torch.Tensor:
     """A copy of the batch; on the CPU made by numpy (torch's threaded copy stalls on a busy machine)."""
@@ -116,12 +88,6 @@ def _blend_masked_numpy(target: np.ndarray, selected: np.ndarray, source: np.nda
             view[ch, flat] = pixels.astype(target.dtype)
 
 
-def perlin_mask_np(perlin: dict, height: int, width: int, threshold: float) -> np.ndarray:
-    """One Perlin mask ``(H, W)`` bool, as :func:`defectforge.functional.perlin.perlin_masks` makes it
-    (:func:`~defectforge.functional.perlin.perlin_mask_sample`, for use inside the per-sample pool)."""
-    return perlin_mask_sample(perlin, height, width, threshold)
-
-
 def masks_per_sample(params: list[dict], rngs, region: np.ndarray | None, make: Callable, redraw: Callable,
                      max_attempts: int, what: str, i: int) -> np.ndarray:
     """Sample ``i``'s mask ``make(params[i])`` x its region, redrawn from ``rngs[i]`` while empty.
@@ -132,7 +98,7 @@ def masks_per_sample(params: list[dict], rngs, region: np.ndarray | None, make: 
     p = params[i]
     while True:
         mask = make(p)
-        if region is not None and not p.get("region_fallback"):
+        if region is not None:
             mask &= region[i]
         if mask.any() or rngs is None:
             return mask
@@ -164,7 +130,7 @@ def masked_source_blend(synth, images: torch.Tensor, params: list[dict], context
     def make(i: int) -> None:
         p = params[i]
         if shapes is not None:  # a user-supplied shape is the mask
-            mask = shapes[i] & region[i] if region is not None and not p.get("region_fallback") else shapes[i]
+            mask = shapes[i] & region[i] if region is not None else shapes[i]
         else:
             mask = masks_per_sample(params, rngs, region, make_mask, redraw, synth.max_attempts, what, i)
         if not mask.any():

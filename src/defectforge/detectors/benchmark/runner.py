@@ -1,0 +1,271 @@
+"""The benchmark runner: train and evaluate each ``(method, seed)`` and keep the caches.
+
+For every synthesis method and seed, a reference detector is trained on the category's normal
+images plus online synthetic anomalies and tested on its real defects; the synthesis-free
+baseline (``patchcore``) runs on the same backbone. Results are written as one JSON per
+finished ``(method, seed)`` run (atomic), so an interrupted benchmark resumes where it stopped,
+and then aggregated by :mod:`.leaderboard` (markdown + JSON) and drawn by :mod:`.figures`.
+
+Cost. The backbone is frozen, so the features of the training and test images are computed once
+per (backbone weights, size, data) and cached on disk under ``OUT/cache``; a ``seghead`` run
+then passes only its synthetic images through the backbone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ...io.images import atomic_write_bytes
+from ...metrics.detection import detection_metrics, image_ap, image_auroc
+from ..backbones import Backbone, load_backbone
+from ..data import MVTecCategory, check_mvtec_category, load_mvtec_category
+from .figures import example_indices, example_maps
+from .leaderboard import write_json, write_leaderboard
+
+__all__ = ["DETECTORS", "BASELINE", "BenchmarkConfig", "make_detector", "run_benchmark", "run_one",
+           "image_scores_of", "evaluate_detector", "load_data_cached", "features_cached", "data_fingerprint"]
+
+DETECTORS = ("seghead", "draem_seg")
+#: The synthesis-free baseline, always on the leaderboard.
+BASELINE = "patchcore"
+
+
+@dataclass
+class BenchmarkConfig:
+    """Everything a run depends on (the run folder is named after it)."""
+
+    detector: str = "seghead"
+    backbone: str = "mobilenet_v2"
+    backbone_weights: str | None = None
+    size: int = 256
+    steps: int = 500
+    batch_size: int = 8
+    width: int = 0  # 0: the detector's default
+    checkpoint_every: int = 0
+    device: str = "cpu"
+
+    def run_folder_name(self, backbone_identity: str) -> str:
+        width = f"-w{self.width}" if self.width else ""
+        return f"{self.detector}-{backbone_identity}-s{self.size}-n{self.steps}-b{self.batch_size}{width}"
+
+
+def make_detector(name: str, backbone: Backbone | None, width: int = 0, device: str = "cpu"):
+    """A fresh detector: ``seghead``, ``draem_seg`` or the baseline ``patchcore``."""
+    from ..draem_seg import DraemSegDetector
+    from ..patchcore import PatchCoreBaseline
+    from ..seghead import SegHeadDetector
+
+    if name == "seghead":
+        return SegHeadDetector(backbone, **({"width": width} if width else {}))
+    if name == "draem_seg":
+        return DraemSegDetector(device=device, **({"width": width} if width else {}))
+    if name == BASELINE:
+        return PatchCoreBaseline(backbone)
+    from ...core.validation import suggest
+
+    raise ValueError(f"unknown detector {name!r}.{suggest(name, DETECTORS)} Detectors: {', '.join(DETECTORS)}")
+
+
+def image_scores_of(detector, maps: torch.Tensor) -> torch.Tensor:
+    """The detector's image scores from its maps (maximum, or DRAEM's windowed maximum)."""
+    if hasattr(detector, "image_scores"):
+        return detector.image_scores(maps)
+    return maps.amax(dim=(1, 2))
+
+
+def evaluate_detector(detector, data: MVTecCategory, test_features: torch.Tensor | None,
+                      pixel: bool = True) -> tuple[dict[str, float], torch.Tensor]:
+    """Detection metrics of a fitted detector on the test split, and its maps."""
+    maps = detector.score_maps(data.test, features=test_features, size=data.size)
+    scores = image_scores_of(detector, maps)
+    if pixel:
+        metrics = detection_metrics(scores.numpy(), data.test_labels.numpy(), maps.numpy(), data.test_masks.numpy())
+    else:
+        metrics = {"image_auroc": image_auroc(scores.numpy(), data.test_labels.numpy()),
+                   "image_ap": image_ap(scores.numpy(), data.test_labels.numpy())}
+    return metrics, maps
+
+
+# ---------------------------------------------------------------------------------------------
+# caches
+
+
+def data_fingerprint(root: Path) -> str:
+    """Hash of the category's file list, sizes and modification times."""
+    layout = check_mvtec_category(root)
+    files = list(layout["train"]) + [p for p, _, _ in layout["test"]] + [m for _, _, m in layout["test"] if m]
+    h = hashlib.sha256()
+    for path in files:
+        st = path.stat()
+        h.update(f"{path.relative_to(root).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _cached(path: Path, make: Callable[[], Any], log) -> Any:
+    if path.is_file():
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt
+            log(f"cache {path} unreadable ({exc}); rebuilding it")
+    value = make()
+    _atomic_torch_save(value, path)
+    return value
+
+
+def load_data_cached(root: Path, size: int, cache_dir: Path, log=print) -> tuple[MVTecCategory, str]:
+    fingerprint = data_fingerprint(root)
+    path = cache_dir / f"data-{fingerprint}-s{size}.pt"
+    data = _cached(path, lambda: load_mvtec_category(root, size).__dict__, log)
+    return MVTecCategory(**data), fingerprint
+
+
+def features_cached(backbone: Backbone, data: MVTecCategory, fingerprint: str, cache_dir: Path,
+                    log=print) -> dict[str, torch.Tensor]:
+    path = cache_dir / f"features-{backbone.identity}-{fingerprint}-s{data.size}.pt"
+
+    def make():
+        start = time.perf_counter()
+        out = {"train": backbone.extract(data.train, progress=True), "test": backbone.extract(data.test, progress=True)}
+        log(f"backbone features of {data.train.shape[0] + data.test.shape[0]} images: {time.perf_counter() - start:.1f} s "
+            f"(cached in {path})")
+        return out
+
+    return _cached(path, make, log)
+
+
+# ---------------------------------------------------------------------------------------------
+# one run
+
+
+def run_one(method: str, seed: int, cfg: BenchmarkConfig, data: MVTecCategory, backbone: Backbone | None,
+            features: dict[str, torch.Tensor] | None, run_dir: Path, log=print) -> dict[str, Any]:
+    """Train and evaluate one ``(method, seed)``; write ``run_dir/<method>/seed<seed>.json``."""
+    is_baseline = method == BASELINE
+    detector = make_detector(BASELINE if is_baseline else cfg.detector, backbone, cfg.width, cfg.device)
+    train_features = features["train"] if features is not None and detector.uses_features else None
+    test_features = features["test"] if features is not None and detector.uses_features else None
+    evaluate = None
+    if cfg.checkpoint_every and not is_baseline:
+        evaluate = lambda det: evaluate_detector(det, data, test_features, pixel=False)[0]  # noqa: E731
+    record = detector.fit(data.train, None if is_baseline else method, steps=cfg.steps, batch_size=cfg.batch_size,
+                          seed=seed, features=train_features, checkpoint_every=cfg.checkpoint_every,
+                          evaluate=evaluate)
+    start = time.perf_counter()
+    metrics, maps = evaluate_detector(detector, data, test_features)
+    eval_seconds = time.perf_counter() - start
+    examples = example_indices(data)
+    out_dir = run_dir / method
+    out_dir.mkdir(parents=True, exist_ok=True)
+    buffer_path = out_dir / f"seed{seed}.examples.npy"
+    buffer = io.BytesIO()
+    np.save(buffer, example_maps(maps, examples))
+    atomic_write_bytes(buffer_path, buffer.getvalue())
+    training = record.as_dict()
+    if is_baseline:
+        training.update(steps=0, batch_size=0, synthesis_share=0.0)
+    result = {
+        "method": method, "seed": int(seed), "detector": detector.name, "baseline": is_baseline,
+        "metrics": metrics, "eval_seconds": eval_seconds, **training,
+        "config": {**cfg.__dict__, "backbone_identity": getattr(backbone, "identity", None)},
+        "examples": [data.test_names[i] for i in examples],
+        "torch_threads": torch.get_num_threads(), "device": cfg.device,
+    }
+    write_json(out_dir / f"seed{seed}.json", result)
+    log(f"{method:<18} seed {seed}: image AUROC {metrics['image_auroc']:.3f}  pixel AUROC {metrics['pixel_auroc']:.3f}  "
+        f"AUPRO {metrics['aupro']:.3f}  train {training['train_seconds']:.0f} s (synthesis "
+        f"{100 * training['synthesis_share']:.0f}%)  eval {eval_seconds:.0f} s")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole benchmark
+
+
+def _check_methods(methods: list[str]) -> list[str]:
+    from ...core.registry import method_info
+
+    out = []
+    for name in methods:
+        if name == BASELINE:
+            raise ValueError(f"{BASELINE!r} is the synthesis-free baseline, always included; do not list it in --methods")
+        info = method_info(name)  # unknown names raise with suggestions
+        if info.level != "image":
+            raise ValueError(f"method {name!r} synthesises at {info.level} level; the benchmark trains on images "
+                             "(use image-level methods: defectforge list --level image)")
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None, seeds: list[int] = (0, 1, 2),
+                  out: str | os.PathLike = "benchmark_out", config: BenchmarkConfig | None = None,
+                  baseline: bool = True, log=print) -> dict[str, Any]:
+    """Run every missing ``(method, seed)`` and write the leaderboard.
+
+    Parameters
+    ----------
+    data_dir : path-like
+        An MVTec-AD category.
+    methods : list of str, optional
+        Registry names (default: every image-level method).
+    seeds : list of int
+        Seeds of each method.
+    out : path-like
+        Output folder; runs already there are kept (resume).
+    config : BenchmarkConfig
+        Detector, backbone, size, steps, batch size.
+    baseline : bool
+        Also run the synthesis-free ``patchcore`` baseline.
+
+    Returns
+    -------
+    dict
+        The leaderboard (see :func:`write_leaderboard`).
+    """
+    import defectforge
+
+    cfg = config or BenchmarkConfig()
+    if cfg.detector not in DETECTORS:
+        make_detector(cfg.detector, None)  # raises with suggestions
+    from ...realdefect import needs_bank
+
+    names = _check_methods(list(methods) if methods else
+                           [n for n in defectforge.list_methods(level="image") if not needs_bank(n)])
+    seeds = [int(s) for s in seeds]
+    if not seeds or any(s < 0 for s in seeds):
+        raise ValueError(f"seeds must be non-negative integers, got {seeds}")
+    root = Path(data_dir).expanduser()
+    check_mvtec_category(root)  # layout errors before anything else
+    backbone = None
+    if cfg.detector == "seghead" or baseline:
+        backbone = load_backbone(cfg.backbone, cfg.backbone_weights).to(cfg.device)  # weight errors before training
+    out = Path(out)
+    cache_dir = out / "cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    data, fingerprint = load_data_cached(root, cfg.size, cache_dir, log)
+    features = features_cached(backbone, data, fingerprint, cache_dir, log) if backbone is not None else None
+    run_dir = out / cfg.run_folder_name(backbone.identity if backbone is not None else "nobackbone")
+    # seed-major order: an interrupted benchmark has every method at the first seeds
+    todo = [(m, s) for s in seeds for m in ([BASELINE] if baseline else []) + names]
+    for method, seed in todo:
+        if (run_dir / method / f"seed{seed}.json").is_file():
+            continue
+        run_one(method, seed, cfg, data, backbone, features, run_dir, log)
+        # the table after every run, so an interrupted benchmark always has one
+        write_leaderboard(run_dir, data, methods=([BASELINE] if baseline else []) + names, seeds=seeds)
+    return write_leaderboard(run_dir, data, methods=([BASELINE] if baseline else []) + names, seeds=seeds)
