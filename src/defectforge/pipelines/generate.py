@@ -43,7 +43,8 @@ __all__ = ["GenerateConfig", "generate", "build_synthesizer", "build_from_config
 #: Tries of a sample whose synthesis left it normal (an empty mask, a foreground with no room).
 MAX_ATTEMPTS = MAX_RETRIES + 1
 #: Other normal images given to methods that cut from another image (NSA, DefectMaker), per sample.
-_GENERATED = ("test", "ground_truth", "manifest.jsonl", "config.yaml", ".records", "skipped.jsonl")
+_GENERATED = ("test", "ground_truth", "manifest.jsonl", "config.yaml", ".records", "skipped.jsonl",
+              "fewshot_split.json")
 
 
 class OutputExistsError(FileExistsError):
@@ -73,6 +74,10 @@ class GenerateConfig:
     area_range: list[float] | None = None
     mask_bank: str | None = None
     donor_pool: int = DONOR_POOL
+    # real defects for the methods that need a bank (copy_paste, defect_transplant)
+    defects: str | None = None
+    defect_types: list[str] | None = None
+    few_shot: str | None = None
 
     def validate(self) -> None:
         check_range("count", self.count, 1, 10**8, integer=True)
@@ -87,6 +92,12 @@ class GenerateConfig:
             raise ValueError("give either --foreground or --foreground-masks, not both")
         if self.mix is not None and self.overrides:
             raise ValueError("--set applies to a single method; drop it when using --mix")
+        if self.defects is None and (self.defect_types or self.few_shot is not None):
+            raise ValueError("--defect-types and --few-shot choose among real defects: give --defects CATEGORY_OR_FOLDER")
+        if self.few_shot is not None:
+            from ..sources.defects import parse_few_shot
+
+            parse_few_shot(self.few_shot)
 
 
 def build_synthesizer(method: str, overrides: dict[str, Any] | None = None, textures: str | None = None,
@@ -128,16 +139,48 @@ def _defines_preset(info, key: str) -> bool:
     return parameter is None or parameter.default is inspect.Parameter.empty or parameter.default != info.defaults[key]
 
 
-def build_from_config(cfg: GenerateConfig):
-    """The synthesizer of a run: one method or a ``--mix``, wrapped by the count/area/shape controls."""
+def defect_bank(cfg: GenerateConfig, split_file: str | os.PathLike | None = None):
+    """The run's bank of real defects (``cfg.defects``), its few-shot split reused from ``split_file`` when there."""
+    from ..sources.defects import DefectBank
+
+    if cfg.defects is None:
+        return None
+    reuse = split_file if split_file is not None and Path(split_file).is_file() else None
+    return DefectBank.from_folder(cfg.defects, few_shot=cfg.few_shot, split_file=reuse, defect_types=cfg.defect_types)
+
+
+def build_from_config(cfg: GenerateConfig, bank=None):
+    """The synthesizer of a run: one method or a ``--mix``, wrapped by the count/area/shape controls.
+
+    Methods that place real defects get ``bank`` (see :func:`defect_bank`).
+    """
+    from ..realdefect import needs_bank
+
+    names = [cfg.method] if cfg.mix is None else None
     if cfg.mix is not None:
         from ..cli.parsing import parse_mix
-        from ..synthesizers.compose import mix
 
         names, probs = parse_mix(cfg.mix)
-        synth = mix([build_synthesizer(n, None, cfg.textures) for n in names], probs)
+    wanted = [n for n in names if needs_bank(n)]
+    if wanted and bank is None:
+        raise ValueError(f"{', '.join(wanted)} place real defects: give --defects CATEGORY_OR_FOLDER "
+                         "(an MVTec-AD category or a folder of image/mask pairs)")
+    if bank is not None and not wanted:
+        raise ValueError("--defects is for methods that place real defects (copy_paste, defect_transplant); "
+                         f"{', '.join(names)} do not take it")
+
+    def one(name, overrides):
+        overrides = dict(overrides or {})
+        if needs_bank(name):
+            overrides.setdefault("bank", bank)
+        return build_synthesizer(name, overrides, cfg.textures)
+
+    if cfg.mix is not None:
+        from ..synthesizers.compose import mix
+
+        synth = mix([one(n, None) for n in names], probs)
     else:
-        synth = build_synthesizer(cfg.method, cfg.overrides, cfg.textures)
+        synth = one(cfg.method, cfg.overrides)
     if cfg.defect_count is not None or cfg.area_range is not None or cfg.mask_bank is not None:
         from ..synthesizers.compose import control
 
@@ -177,7 +220,8 @@ class _Worker:
         from ..sources.foreground import parse_foreground
 
         self.cfg, self.output, self.images = cfg, Path(output), images
-        self.synth = build_from_config(cfg)
+        # the split was written next to the output before the workers started: reused here
+        self.synth = build_from_config(cfg, defect_bank(cfg, self.output / "fewshot_split.json"))
         self.name = cfg.method
         self.foreground = parse_foreground(cfg.foreground, cfg.foreground_threshold, cfg.foreground_invert,
                                            cfg.foreground_masks)
@@ -198,7 +242,8 @@ class _Worker:
     def _paths(self, index: int, normal: bool, params=None) -> tuple[str, str | None]:
         if normal:
             return f"test/good/{index:06d}.png", None
-        name = self._method_of(params)
+        # real defects go to one folder per defect type, as the category they come from
+        name = _real_defect(params).get("type") or self._method_of(params)
         return f"test/{name}/{index:06d}.png", f"ground_truth/{name}/{index:06d}_mask.png"
 
     def _context(self, batch: torch.Tensor, sources: list[int], indices: list[int]):
@@ -280,6 +325,8 @@ class _Worker:
         }
         if foreground_fallback:
             record["foreground_fallback"] = foreground_fallback
+        if not normal and _real_defect(params):
+            record["defect"] = _real_defect(params)
         if donors:
             record["donor_images"] = [self.images.relative(d) for d in donors]
         if attempt:
@@ -296,6 +343,19 @@ class _Worker:
         # the sample counts as done once its record exists: image and mask are already in place
         atomic_write_bytes(self.output / ".records" / f"{index:06d}.json", json.dumps(record, sort_keys=True).encode())
         return record
+
+
+def _real_defect(params) -> dict:
+    """The bank entry a sample was made from (type, entry key, source file), ``{}`` for other methods."""
+    inner = params or {}
+    for _ in range(3):
+        if "entry" in inner and "defect_type" in inner:
+            return {"type": inner["defect_type"], "entry": inner["entry"], "source": inner["entry"].rsplit("#", 1)[0]}
+        defects = inner.get("defects") or ([inner["params"]] if isinstance(inner.get("params"), dict) else None)
+        if not defects:
+            break
+        inner = defects[0].get("params", defects[0])
+    return {}
 
 
 def _match(image: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
@@ -396,7 +456,9 @@ def generate(input: str | os.PathLike, output: str | os.PathLike, method: str, c
              foreground_threshold: float | None = None, foreground_invert: bool = False,
              foreground_masks: str | os.PathLike | None = None, mix: str | None = None,
              defect_count: tuple[int, int] | int | None = None, area_range: tuple[float, float] | None = None,
-             mask_bank: str | os.PathLike | None = None, donor_pool: int = DONOR_POOL) -> dict:
+             mask_bank: str | os.PathLike | None = None, donor_pool: int = DONOR_POOL,
+             defects: str | os.PathLike | None = None, defect_types: Sequence[str] | str | None = None,
+             few_shot: str | None = None) -> dict:
     """Write a synthetic defect dataset (see the module docstring); returns a summary dict.
 
     Examples
@@ -417,14 +479,21 @@ def generate(input: str | os.PathLike, output: str | os.PathLike, method: str, c
                          foreground_masks=None if foreground_masks is None else str(foreground_masks),
                          mix=mix, defect_count=None if defect_count is None else [int(v) for v in defect_count],
                          area_range=None if area_range is None else [float(v) for v in area_range],
-                         mask_bank=None if mask_bank is None else str(mask_bank), donor_pool=donor_pool)
+                         mask_bank=None if mask_bank is None else str(mask_bank), donor_pool=donor_pool,
+                         defects=None if defects is None else str(defects),
+                         defect_types=[t.strip() for t in defect_types.split(",")] if isinstance(defect_types, str)
+                         else (list(defect_types) if defect_types else None),
+                         few_shot=None if few_shot is None else str(few_shot))
     cfg.validate()
     check_range("workers", workers, 1, 256, integer=True)
-    synth = build_from_config(cfg)  # fails fast on bad names/values
-    images = load_normal_images(cfg.input, cfg.size, progress=progress)
     output = Path(output)
+    bank = defect_bank(cfg, output / "fewshot_split.json" if resume else None)
+    synth = build_from_config(cfg, bank)  # fails fast on bad names/values
+    images = load_normal_images(cfg.input, cfg.size, progress=progress)
     config = _config_dict(cfg, synth, images)
     _prepare_output(output, config, resume, overwrite)
+    if bank is not None and bank.split is not None:  # next to the output: which real defects fed synthesis
+        bank.split.save(output / "fewshot_split.json")
 
     done = _done_indices(output) if resume else {}
     pending = [i for i in range(cfg.count) if i not in done]

@@ -153,8 +153,13 @@ def features_cached(backbone: Backbone, data: MVTecCategory, fingerprint: str, c
 
 
 def run_one(method: str, seed: int, cfg: BenchmarkConfig, data: MVTecCategory, backbone: Backbone | None,
-            features: dict[str, torch.Tensor] | None, run_dir: Path, log=print) -> dict[str, Any]:
-    """Train and evaluate one ``(method, seed)``; write ``run_dir/<method>/seed<seed>.json``."""
+            features: dict[str, torch.Tensor] | None, run_dir: Path, log=print, synthesizer=None,
+            per_type: bool = False) -> dict[str, Any]:
+    """Train and evaluate one ``(method, seed)``; write ``run_dir/<method>/seed<seed>.json``.
+
+    ``synthesizer`` replaces the registry method ``method`` (a method built with a defect bank,
+    or the few-shot ``real_only`` source); ``per_type`` adds metrics per defect type.
+    """
     is_baseline = method == BASELINE
     detector = make_detector(BASELINE if is_baseline else cfg.detector, backbone, cfg.width, cfg.device)
     train_features = features["train"] if features is not None and detector.uses_features else None
@@ -162,7 +167,7 @@ def run_one(method: str, seed: int, cfg: BenchmarkConfig, data: MVTecCategory, b
     evaluate = None
     if cfg.checkpoint_every and not is_baseline:
         evaluate = lambda det: evaluate_detector(det, data, test_features, pixel=False)[0]  # noqa: E731
-    record = detector.fit(data.train, None if is_baseline else method, steps=cfg.steps, batch_size=cfg.batch_size,
+    record = detector.fit(data.train, None if is_baseline else (synthesizer or method), steps=cfg.steps, batch_size=cfg.batch_size,
                           seed=seed, features=train_features, checkpoint_every=cfg.checkpoint_every,
                           evaluate=evaluate)
     start = time.perf_counter()
@@ -185,6 +190,10 @@ def run_one(method: str, seed: int, cfg: BenchmarkConfig, data: MVTecCategory, b
         "examples": [data.test_names[i] for i in examples],
         "torch_threads": torch.get_num_threads(), "device": cfg.device,
     }
+    if per_type:
+        from .fewshot import per_type_metrics
+
+        result["per_type"] = per_type_metrics(image_scores_of(detector, maps), maps, data)
     write_json(out_dir / f"seed{seed}.json", result)
     log(f"{method:<18} seed {seed}: image AUROC {metrics['image_auroc']:.3f}  pixel AUROC {metrics['pixel_auroc']:.3f}  "
         f"AUPRO {metrics['aupro']:.3f}  train {training['train_seconds']:.0f} s (synthesis "
