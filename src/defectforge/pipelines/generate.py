@@ -33,7 +33,7 @@ import yaml
 
 from .. import __version__
 from ..core.registry import _accepted_kwargs, create, method_info
-from ..core.seeding import MAX_RETRIES, MAX_SEED, Stream, retry_stream, sample_rng
+from ..core.seeding import DONOR_POOL, MAX_RETRIES, MAX_SEED, Stream, donor_indices, retry_stream, sample_rng
 from ..core.validation import check_probability, check_range
 from ..io.images import atomic_write_bytes, encode_png
 from ..io.inputs import NormalImages, load_normal_images
@@ -43,7 +43,6 @@ __all__ = ["GenerateConfig", "generate", "build_synthesizer", "build_from_config
 #: Tries of a sample whose synthesis left it normal (an empty mask, a foreground with no room).
 MAX_ATTEMPTS = MAX_RETRIES + 1
 #: Other normal images given to methods that cut from another image (NSA, DefectMaker), per sample.
-DONOR_POOL = 4
 _GENERATED = ("test", "ground_truth", "manifest.jsonl", "config.yaml", ".records", "skipped.jsonl")
 
 
@@ -150,12 +149,7 @@ def build_from_config(cfg: GenerateConfig):
 
 def _donor_indices(cfg: GenerateConfig, index: int, source: int, n_images: int) -> list[int]:
     # the donors of sample ``index``, other images than its source, drawn by its seed
-    others = n_images - 1
-    k = min(cfg.donor_pool, others)
-    if k <= 0:
-        return []
-    picks = sample_rng(cfg.seed, index, stream=Stream.DONORS).choice(others, size=k, replace=False)
-    return [int(p) + (1 if p >= source else 0) for p in picks]
+    return donor_indices(cfg.seed, index, n_images, exclude=source, pool_size=cfg.donor_pool)
 
 
 def _plan(cfg: GenerateConfig, index: int, n_images: int) -> tuple[int, bool]:
