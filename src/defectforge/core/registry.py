@@ -102,7 +102,7 @@ def _check_kwargs(cls, kwargs: dict[str, Any], method: str) -> None:
 
 def _ensure_loaded() -> None:
     # Importing the package registers the built-in methods.
-    from .. import synthesizers  # noqa: F401
+    from .. import features, synthesizers  # noqa: F401
 
 
 def method_info(name: str) -> MethodInfo:
