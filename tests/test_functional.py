@@ -9,7 +9,6 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from defectforge.core.seeding import sample_rng
 from defectforge.functional import uint8ops as u8
-from defectforge.functional.blend import blend
 from defectforge.functional.geometry import rotate
 from defectforge.functional.perlin import perlin_masks, perlin_noise, sample_perlin_params
 
@@ -94,14 +93,6 @@ def test_rotate_opencv_and_grid_sample_agree():
     grid = F.affine_grid(rotation_matrices(angles, 40, 56), [3, 1, 40, 56], align_corners=False)
     expected = F.grid_sample(x, grid, align_corners=False)
     assert (rotate(x, angles) - expected).abs().max() < 1e-3
-
-
-def test_blend_keeps_outside_pixels_bit_exact():
-    img, src = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
-    m = (torch.rand(2, 1, 16, 16) > 0.5).float()
-    out = blend(img, src, m, torch.tensor([0.3, 1.0]))
-    assert torch.equal(out[m.expand_as(out) == 0], img[m.expand_as(img) == 0])
-    assert torch.allclose(out[1][m[1].expand(3, -1, -1) == 1], src[1][m[1].expand(3, -1, -1) == 1])
 
 
 @pytest.fixture

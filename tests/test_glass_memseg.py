@@ -6,7 +6,7 @@ import defectforge
 from defectforge.core.base import ImageShape
 from defectforge.core.seeding import sample_rng
 from defectforge.functional.perlin import perlin_masks
-from defectforge.synthesizers.memseg import shuffle_tiles
+from defectforge.functional.paste import shuffle_tiles
 
 
 def _draws(name, n=400, **kw):

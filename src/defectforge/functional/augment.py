@@ -4,7 +4,7 @@ An :class:`Op` draws its parameters for one sample (``sample``) and applies them
 ``(H, W, 3)`` uint8 image (``apply``), with the uint8 semantics of the libraries the reference
 code calls (imgaug / PIL / torchvision; see :mod:`defectforge.functional.uint8ops`).
 :func:`sample_pipeline` picks ``k`` ops without replacement, in the drawn order, and records
-``[[name, params], ...]``; :func:`apply_pipelines` replays recorded pipelines on a batch.
+``[[name, params], ...]``; :func:`augment_uint8` replays a recorded pipeline on one image.
 
 Texture augmentation runs on the CPU (the textures live there); masks and blending run on the
 batch's device.
@@ -16,12 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-
 from . import uint8ops as u8
 
-__all__ = ["Op", "sample_pipeline", "apply_pipelines", "augment_uint8", "DRAEM_OPS", "ANOMALIB_OPS",
-           "op_set", "register_op_set"]
+__all__ = ["Op", "sample_pipeline", "augment_uint8", "DRAEM_OPS", "ANOMALIB_OPS", "op_set"]
 
 
 @dataclass(frozen=True)
@@ -109,15 +106,10 @@ _OP_SETS: dict[str, dict[str, Op]] = {"draem": DRAEM_OPS, "anomalib": ANOMALIB_O
 
 
 def op_set(name: str) -> dict[str, Op]:
-    """The named op set (``"draem"``, ``"anomalib"``, or one added by :func:`register_op_set`)."""
+    """The named op set: ``"draem"`` or ``"anomalib"``."""
     if name not in _OP_SETS:
         raise ValueError(f"unknown augmentation set {name!r}; known: {sorted(_OP_SETS)}")
     return _OP_SETS[name]
-
-
-def register_op_set(name: str, ops: dict[str, Op]) -> None:
-    """Add an op set (for methods with their own list, e.g. GLASS)."""
-    _OP_SETS[name] = ops
 
 
 def sample_pipeline(rng: np.random.Generator, ops: dict[str, Op], k: int) -> list[list]:
@@ -158,10 +150,3 @@ def augment_uint8(image: np.ndarray, pipeline: Sequence, ops: dict[str, Op]) -> 
         step = op.lut(params, current_hists)
         table = step if table is None else u8.compose_luts(table, step)
     return image if table is None else u8.apply_lut(image, table)
-
-
-def apply_pipelines(images: Sequence[np.ndarray], pipelines: Sequence[Sequence], ops: dict[str, Op],
-                    device=None) -> torch.Tensor:
-    """Augment ``(H, W, 3)`` uint8 images by their pipelines; return ``(B, 3, H, W)`` float in [0, 1]."""
-    out = np.stack([augment_uint8(img, pipe, ops) for img, pipe in zip(images, pipelines)])
-    return torch.from_numpy(out).to(device).permute(0, 3, 1, 2).float().div_(255.0)

@@ -1,4 +1,4 @@
-"""Cutting, rotating and placing patches (CutPaste, its scar, and later shape-based methods)."""
+"""Cutting, rotating, placing and rearranging patches (CutPaste, its scar, DefectMaker, MemSeg)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import cv2
 import numpy as np
 
-__all__ = ["rotated_size", "rotate_expand", "place_box"]
+__all__ = ["rotated_size", "rotate_expand", "rotate_expand_within", "place_box", "sample_box", "shuffle_tiles"]
 
 
 def rotated_size(height: int, width: int, angle: float) -> tuple[int, int]:
@@ -40,6 +40,61 @@ def rotate_expand(patch: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarr
     if rotated.ndim == 2:
         rotated = rotated[..., None]
     return rotated, outline
+
+
+def rotate_expand_within(patch: np.ndarray, angle: float, target, image_hw) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`rotate_expand`, cropped where the rotated patch at ``target`` (top, left) leaves an
+    image of size ``image_hw`` (H, W)."""
+    rotated, outline = rotate_expand(patch, angle)
+    ty, tx = target
+    hh, ww = min(rotated.shape[0], image_hw[0] - ty), min(rotated.shape[1], image_hw[1] - tx)
+    return rotated[:hh, :ww], outline[:hh, :ww]
+
+
+def sample_box(rng: np.random.Generator, height: int, width: int, area_ratio_range: tuple[float, float],
+               aspect_ratio: float, min_side: int = 1) -> tuple[int, int]:
+    """Draw a box ``(h, w)``: area ``U(area_ratio_range)`` of the image, aspect ratio ``w / h``
+    log-uniform in ``[aspect_ratio, 1/aspect_ratio]`` (CutPaste's rectangle; DefectMaker's box).
+
+    Sides are rounded to the nearest pixel and kept in ``[min_side, image side]``.
+
+    Examples
+    --------
+    >>> h, w = sample_box(np.random.default_rng(0), 256, 256, (0.02, 0.15), 0.3)
+    >>> 0.01 < h * w / 256 ** 2 < 0.16
+    True
+    """
+    area = rng.uniform(*area_ratio_range) * height * width
+    log_ratio = math.log(aspect_ratio)
+    aspect = math.exp(rng.uniform(log_ratio, -log_ratio))
+    box_h = int(round(math.sqrt(area / aspect)))
+    box_w = int(round(math.sqrt(area * aspect)))
+    return min(max(box_h, min_side), height), min(max(box_w, min_side), width)
+
+
+def shuffle_tiles(image: np.ndarray, grid: int, permutation) -> np.ndarray:
+    """``image`` (H, W, C) with its ``grid x grid`` tiles rearranged: tile ``k`` of the output is
+    tile ``permutation[k]`` of the input (row-major). Pixels beyond ``grid * (H // grid)`` rows or
+    columns are kept (MemSeg's structure anomaly source).
+
+    Examples
+    --------
+    >>> img = np.arange(16, dtype=np.uint8).reshape(4, 4, 1)
+    >>> shuffle_tiles(img, 2, [3, 2, 1, 0])[..., 0]
+    array([[10, 11,  8,  9],
+           [14, 15, 12, 13],
+           [ 2,  3,  0,  1],
+           [ 6,  7,  4,  5]], dtype=uint8)
+    """
+    h, w, c = image.shape
+    th, tw = h // grid, w // grid
+    if th == 0 or tw == 0:
+        return image
+    body = image[:grid * th, :grid * tw].reshape(grid, th, grid, tw, c).transpose(0, 2, 1, 3, 4).reshape(grid * grid, th, tw, c)
+    shuffled = body[np.asarray(permutation)].reshape(grid, grid, th, tw, c).transpose(0, 2, 1, 3, 4).reshape(grid * th, grid * tw, c)
+    out = image.copy()
+    out[:grid * th, :grid * tw] = shuffled
+    return out
 
 
 def place_box(rng: np.random.Generator, height: int, width: int, box_h: int, box_w: int,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import cv2
@@ -21,9 +22,11 @@ import torch
 
 from ..core.parallel import map_samples
 from ..core.seeding import child_seed
+from ..core.validation import check_interval, check_range
 from .geometry import rotate
 
-__all__ = ["perlin_noise", "sample_perlin_params", "perlin_masks", "perlin_mask_sample", "PERLIN_EXPONENT_RANGE"]
+__all__ = ["perlin_noise", "sample_perlin_params", "perlin_masks", "perlin_mask_sample", "PerlinMaskSpec",
+           "PERLIN_EXPONENT_RANGE"]
 
 #: Lattice cells per axis are ``2**a``, ``a`` uniform in ``[0, 6)`` (DRAEM, anomalib, GLASS, MemSeg).
 PERLIN_EXPONENT_RANGE = (0, 6)
@@ -164,3 +167,45 @@ def _perlin_masks_cpu(params, height, width, threshold, rescale_empty):
 
     map_samples(one, range(len(params)))
     return torch.from_numpy(masks), torch.from_numpy(noise)
+
+
+@dataclass(frozen=True)
+class PerlinMaskSpec:
+    """The Perlin mask of DRAEM, GLASS and MemSeg: how it is drawn and made.
+
+    ``exponent_range`` (lattice ``2**a x 2**b``, ``a, b`` uniform, upper bound exclusive),
+    ``rotation_range`` (degrees) and ``threshold``: ``(0, 6)``, ``(-90, 90)`` and 0.5 in DRAEM,
+    anomalib, GLASS and MemSeg. :meth:`checked` validates them under the synthesizers' argument
+    names (``perlin_exponent_range``, ``rotation_range``, ``threshold``).
+
+    Examples
+    --------
+    >>> spec = PerlinMaskSpec.checked((0, 6), (-90.0, 90.0), 0.5)
+    >>> params = spec.sample(np.random.default_rng(0))
+    >>> spec.mask(params, 32, 48).shape
+    (32, 48)
+    """
+
+    exponent_range: tuple[int, int] = PERLIN_EXPONENT_RANGE
+    rotation_range: tuple[float, float] = (-90.0, 90.0)
+    threshold: float = 0.5
+
+    @classmethod
+    def checked(cls, exponent_range, rotation_range, threshold) -> PerlinMaskSpec:
+        """A spec from user arguments, with errors naming the synthesizer's argument."""
+        exponent_range = check_interval("perlin_exponent_range", exponent_range, 0, 12, integer=True)
+        if exponent_range[1] <= exponent_range[0]:
+            raise ValueError(f"perlin_exponent_range={tuple(exponent_range)}: the upper bound is exclusive, "
+                             "so it must exceed the lower bound")
+        rotation_range = check_interval("rotation_range", rotation_range, -360, 360)
+        threshold = float(check_range("threshold", threshold, -1.5, 1.5))
+        return cls(exponent_range, rotation_range, threshold)
+
+    def sample(self, rng: np.random.Generator) -> dict:
+        """One mask's parameters (:func:`sample_perlin_params`)."""
+        return sample_perlin_params(rng, self.exponent_range, self.rotation_range)
+
+    def mask(self, perlin: dict, height: int, width: int, rescale_empty: bool = False,
+             noise_out: np.ndarray | None = None) -> np.ndarray:
+        """One mask ``(H, W)`` bool (:func:`perlin_mask_sample` at this threshold)."""
+        return perlin_mask_sample(perlin, height, width, self.threshold, rescale_empty, noise_out)

@@ -10,10 +10,9 @@ import torch
 
 from ..functional.color import to_gray
 from ..core.parallel import map_samples
-from ..functional.perlin import perlin_mask_sample
 
-__all__ = ["usable_region", "EMPTY_REGION_NOTE", "blend_masked_uint8", "to_uint8_hwc", "region_masks",
-           "perlin_mask_np", "masks_per_sample", "clone_batch", "masked_source_blend"]
+__all__ = ["usable_region", "EMPTY_REGION_NOTE", "blend_masked_uint8", "to_uint8_hwc", "masks_per_sample",
+           "clone_batch", "masked_source_blend"]
 
 EMPTY_REGION_NOTE = "empty foreground: the defect was placed on the whole image"
 
@@ -26,19 +25,6 @@ def usable_region(foreground: np.ndarray | None, params: dict) -> np.ndarray | N
         params["region_fallback"] = EMPTY_REGION_NOTE
         return None
     return foreground
-
-
-def region_masks(context, params: list[dict], like: torch.Tensor) -> torch.Tensor | None:
-    """The batch's region ``(B, 1, H, W)`` as float, whole image where a sample's params say it fell back."""
-    fg = context.foreground
-    if fg is None:
-        return None
-    fg = fg.to(like.device, torch.float32)
-    fallback = [i for i, p in enumerate(params) if p.get("region_fallback")]
-    if fallback:
-        fg = fg.clone()
-        fg[fallback] = 1.0
-    return fg
 
 
 def clone_batch(images: torch.Tensor) -> torch.Tensor:
@@ -114,12 +100,6 @@ def _blend_masked_numpy(target: np.ndarray, selected: np.ndarray, source: np.nda
         else:
             pixels += (t / np.float32(255.0) - pixels) * np.float32(opacity)
             view[ch, flat] = pixels.astype(target.dtype)
-
-
-def perlin_mask_np(perlin: dict, height: int, width: int, threshold: float) -> np.ndarray:
-    """One Perlin mask ``(H, W)`` bool, as :func:`defectforge.functional.perlin.perlin_masks` makes it
-    (:func:`~defectforge.functional.perlin.perlin_mask_sample`, for use inside the per-sample pool)."""
-    return perlin_mask_sample(perlin, height, width, threshold)
 
 
 def masks_per_sample(params: list[dict], rngs, region: np.ndarray | None, make: Callable, redraw: Callable,

@@ -23,7 +23,6 @@ the reference does.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -35,7 +34,7 @@ from ..core.registry import register_method
 from ..core.types import SynthesisContext
 from ..core.validation import check_choice, check_interval, check_range
 from ..functional import uint8ops as u8
-from ..functional.paste import place_box, rotate_expand, rotated_size
+from ..functional.paste import place_box, rotate_expand_within, rotated_size, sample_box
 from ._common import clone_batch
 
 __all__ = ["CutPasteSynthesizer", "VARIANTS"]
@@ -85,14 +84,6 @@ class CutPasteSynthesizer(Synthesizer):
         j = self.color_jitter
         return u8.sample_color_jitter(rng, j, j, j, j)
 
-    def _rectangle(self, rng, h: int, w: int) -> tuple[int, int]:
-        area = rng.uniform(*self.area_ratio_range) * h * w
-        log_lo, log_hi = math.log(self.aspect_ratio), math.log(1.0 / self.aspect_ratio)
-        aspect = math.exp(rng.uniform(log_lo, log_hi))
-        cut_w = int(round(math.sqrt(area * aspect)))
-        cut_h = int(round(math.sqrt(area / aspect)))
-        return min(max(cut_h, 1), h), min(max(cut_w, 1), w)
-
     def sample_params(self, rng: np.random.Generator, shape: ImageShape, foreground=None) -> dict[str, Any]:
         h, w = shape.height, shape.width
         kind = self.variant
@@ -102,7 +93,7 @@ class CutPasteSynthesizer(Synthesizer):
             kind = "normal" if rng.random() < 0.5 else "scar"
         p: dict[str, Any] = {"kind": kind}
         if kind in ("normal", "cutout"):
-            ph, pw = self._rectangle(rng, h, w)
+            ph, pw = sample_box(rng, h, w, self.area_ratio_range, self.aspect_ratio)
             p["size"] = [ph, pw]
             if kind == "normal":
                 p["source"] = [int(rng.uniform(0, h - ph)), int(rng.uniform(0, w - pw))]
@@ -203,15 +194,7 @@ class CutPasteSynthesizer(Synthesizer):
             patch = patch[..., None]
         if p["kind"] == "normal":
             return patch, np.ones((ph, pw), bool)
-        return _rotate_expand(patch, p["angle"], p["target"], image.shape[1:])
-
-
-def _rotate_expand(patch: np.ndarray, angle: float, target, image_hw) -> tuple[np.ndarray, np.ndarray]:
-    """The rotated scar and its outline, cropped where they leave the image."""
-    rotated, outline = rotate_expand(patch, angle)
-    ty, tx = target
-    hh, ww = min(rotated.shape[0], image_hw[0] - ty), min(rotated.shape[1], image_hw[1] - tx)
-    return rotated[:hh, :ww], outline[:hh, :ww]
+        return rotate_expand_within(patch, p["angle"], p["target"], image.shape[1:])
 
 
 _SOURCE = "Li et al., CVPR 2021 (paper); defaults as Runinho/pytorch-cutpaste"

@@ -47,7 +47,7 @@ from ..core.seeding import child_seed
 from ..core.types import SynthesisContext
 from ..core.validation import check_interval, check_probability, check_range
 from ..functional import uint8ops as u8
-from ..functional.paste import place_box
+from ..functional.paste import place_box, sample_box
 from ..functional.shapes import bezier_outline, fill_outline, poisson_paste, rotate_points
 from ._common import clone_batch, to_uint8_hwc, usable_region
 
@@ -145,12 +145,6 @@ class DefectMakerSynthesizer(Synthesizer):
         return values
 
     # --- parameters -------------------------------------------------------------------------
-    def _box(self, rng, h: int, w: int) -> tuple[int, int]:
-        area = rng.uniform(*self.area_ratio_range) * h * w
-        aspect = math.exp(rng.uniform(math.log(self.aspect_ratio), -math.log(self.aspect_ratio)))
-        return (min(max(int(round(math.sqrt(area / aspect))), 2), h),
-                min(max(int(round(math.sqrt(area * aspect))), 2), w))
-
     def sample_params(self, rng: np.random.Generator, shape: ImageShape, foreground=None) -> dict[str, Any]:
         h, w = shape.height, shape.width
         p: dict[str, Any] = {}
@@ -168,7 +162,7 @@ class DefectMakerSynthesizer(Synthesizer):
             p["angle"] = float(rng.uniform(*self.scar_rotation_range))
             bh, bw = self._scar_extent(p)
         else:
-            bh, bw = self._box(rng, h, w)
+            bh, bw = sample_box(rng, h, w, self.area_ratio_range, self.aspect_ratio, min_side=2)
         bh, bw = min(bh, h), min(bw, w)
         p["size"] = [bh, bw]
         if p["shape"] == "clump":

@@ -35,7 +35,7 @@ from ..core.registry import register_method
 from ..core.types import SynthesisContext
 from ..core.validation import check_choice, check_interval, check_range
 from ..functional.augment import augment_uint8, op_set, sample_pipeline
-from ..functional.perlin import perlin_masks, sample_perlin_params
+from ..functional.perlin import PerlinMaskSpec, perlin_masks
 from ..sources.textures import resolve_textures
 from ._common import blend_masked_uint8, clone_batch
 
@@ -97,12 +97,9 @@ class PerlinTextureSynthesizer(Synthesizer):
                  opacity_range=(0.2, 1.0), augmentations: str = "draem", augmentations_per_sample: int = 3,
                  empty_mask_policy: str = "keep_normal", dual_mask: bool = False, max_attempts: int = 100):
         super().__init__(anomaly_probability)
-        self.perlin_exponent_range = check_interval("perlin_exponent_range", perlin_exponent_range, 0, 12, integer=True)
-        if self.perlin_exponent_range[1] <= self.perlin_exponent_range[0]:
-            raise ValueError(f"perlin_exponent_range={perlin_exponent_range}: the upper bound is exclusive, "
-                             "so it must exceed the lower bound")
-        self.rotation_range = check_interval("rotation_range", rotation_range, -360, 360)
-        self.threshold = float(check_range("threshold", threshold, -1.5, 1.5))
+        self.perlin = PerlinMaskSpec.checked(perlin_exponent_range, rotation_range, threshold)
+        self.perlin_exponent_range, self.rotation_range, self.threshold = (
+            self.perlin.exponent_range, self.perlin.rotation_range, self.perlin.threshold)
         self.opacity_range = check_interval("opacity_range", opacity_range, 0.0, 1.0)
         self.augmentations = check_choice("augmentations", augmentations, ("draem", "anomalib", "none"))
         self._ops = op_set(augmentations) if augmentations != "none" else {}
@@ -115,9 +112,9 @@ class PerlinTextureSynthesizer(Synthesizer):
         self.textures = None if self.noise_texture else resolve_textures(textures)
 
     def _sample_masks(self, rng: np.random.Generator) -> dict[str, Any]:
-        out: dict[str, Any] = {"perlin": sample_perlin_params(rng, self.perlin_exponent_range, self.rotation_range)}
+        out: dict[str, Any] = {"perlin": self.perlin.sample(rng)}
         if self.dual_mask:
-            out["perlin2"] = sample_perlin_params(rng, self.perlin_exponent_range, self.rotation_range)
+            out["perlin2"] = self.perlin.sample(rng)
             out["union"] = bool(rng.random() > 0.5)
         return out
 

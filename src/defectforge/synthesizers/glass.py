@@ -30,10 +30,10 @@ from ..core.registry import register_method
 from ..core.types import SynthesisContext
 from ..core.validation import check_interval, check_range
 from ..functional import uint8ops as u8
-from ..functional.augment import Op, augment_uint8, register_op_set, sample_pipeline
-from ..functional.perlin import sample_perlin_params
+from ..functional.augment import Op, augment_uint8, sample_pipeline
+from ..functional.perlin import PerlinMaskSpec
 from ..sources.textures import resolve_textures
-from ._common import masked_source_blend, perlin_mask_np, usable_region
+from ._common import masked_source_blend, usable_region
 
 __all__ = ["GlassLASSynthesizer", "GLASS_OPS", "COMBINATIONS"]
 
@@ -72,7 +72,6 @@ GLASS_OPS: dict[str, Op] = {op.name: op for op in [
     # transforms.RandomAffine(degrees=(-45, 45)): nearest neighbour, zero fill (torchvision defaults)
     Op("rotate", lambda r: {"angle": _u(r, -45, 45)}, lambda x, p: u8.rotate(x, p["angle"], cv2.INTER_NEAREST)),
 ]}
-register_op_set("glass", GLASS_OPS)
 
 
 class GlassLASSynthesizer(Synthesizer):
@@ -106,11 +105,9 @@ class GlassLASSynthesizer(Synthesizer):
                  beta_std: float = 0.1, beta_range=(0.2, 0.8), augmentations_per_sample: int = 3,
                  max_attempts: int = 100):
         super().__init__(anomaly_probability)
-        self.perlin_exponent_range = check_interval("perlin_exponent_range", perlin_exponent_range, 0, 12, integer=True)
-        if self.perlin_exponent_range[1] <= self.perlin_exponent_range[0]:
-            raise ValueError(f"perlin_exponent_range={perlin_exponent_range}: the upper bound is exclusive")
-        self.rotation_range = check_interval("rotation_range", rotation_range, -360, 360)
-        self.threshold = float(check_range("threshold", threshold, -1.5, 1.5))
+        self.perlin = PerlinMaskSpec.checked(perlin_exponent_range, rotation_range, threshold)
+        self.perlin_exponent_range, self.rotation_range, self.threshold = (
+            self.perlin.exponent_range, self.perlin.rotation_range, self.perlin.threshold)
         self.beta_mean = float(check_range("beta_mean", beta_mean, 0.0, 1.0))
         self.beta_std = float(check_range("beta_std", beta_std, 0.0, 1.0))
         self.beta_range = check_interval("beta_range", beta_range, 0.0, 1.0)
@@ -120,8 +117,8 @@ class GlassLASSynthesizer(Synthesizer):
         self.textures = resolve_textures(textures)
 
     def _draw_masks(self, rng: np.random.Generator, params: dict) -> None:
-        params["perlin"] = sample_perlin_params(rng, self.perlin_exponent_range, self.rotation_range)
-        params["perlin2"] = sample_perlin_params(rng, self.perlin_exponent_range, self.rotation_range)
+        params["perlin"] = self.perlin.sample(rng)
+        params["perlin2"] = self.perlin.sample(rng)
         params["combine"] = COMBINATIONS[int(rng.integers(3))]
 
     def sample_params(self, rng: np.random.Generator, shape: ImageShape, foreground=None) -> dict[str, Any]:
@@ -136,10 +133,10 @@ class GlassLASSynthesizer(Synthesizer):
 
     def mask(self, p: dict, height: int, width: int) -> np.ndarray:
         """One sample's GLASS mask ``(H, W)`` bool (before the foreground)."""
-        first = perlin_mask_np(p["perlin"], height, width, self.threshold)
+        first = self.perlin.mask(p["perlin"], height, width)
         if p["combine"] == "single":
             return first
-        second = perlin_mask_np(p["perlin2"], height, width, self.threshold)
+        second = self.perlin.mask(p["perlin2"], height, width)
         return first | second if p["combine"] == "union" else first & second
 
     def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):

@@ -29,36 +29,12 @@ from ..core.registry import register_method
 from ..core.types import SynthesisContext
 from ..core.validation import check_interval, check_probability, check_range
 from ..functional.augment import DRAEM_OPS, augment_uint8, sample_pipeline
-from ..functional.perlin import sample_perlin_params
+from ..functional.paste import shuffle_tiles
+from ..functional.perlin import PerlinMaskSpec
 from ..sources.textures import resolve_textures
-from ._common import masked_source_blend, perlin_mask_np, to_uint8_hwc, usable_region
+from ._common import masked_source_blend, to_uint8_hwc, usable_region
 
-__all__ = ["MemSegSynthesizer", "shuffle_tiles"]
-
-
-def shuffle_tiles(image: np.ndarray, grid: int, permutation) -> np.ndarray:
-    """``image`` (H, W, C) with its ``grid x grid`` tiles rearranged: tile ``k`` of the output is
-    tile ``permutation[k]`` of the input (row-major). Pixels beyond ``grid * (H // grid)`` rows or
-    columns are kept.
-
-    Examples
-    --------
-    >>> img = np.arange(16, dtype=np.uint8).reshape(4, 4, 1)
-    >>> shuffle_tiles(img, 2, [3, 2, 1, 0])[..., 0]
-    array([[10, 11,  8,  9],
-           [14, 15, 12, 13],
-           [ 2,  3,  0,  1],
-           [ 6,  7,  4,  5]], dtype=uint8)
-    """
-    h, w, c = image.shape
-    th, tw = h // grid, w // grid
-    if th == 0 or tw == 0:
-        return image
-    body = image[:grid * th, :grid * tw].reshape(grid, th, grid, tw, c).transpose(0, 2, 1, 3, 4).reshape(grid * grid, th, tw, c)
-    shuffled = body[np.asarray(permutation)].reshape(grid, grid, th, tw, c).transpose(0, 2, 1, 3, 4).reshape(grid * th, grid * tw, c)
-    out = image.copy()
-    out[:grid * th, :grid * tw] = shuffled
-    return out
+__all__ = ["MemSegSynthesizer"]
 
 
 class MemSegSynthesizer(Synthesizer):
@@ -94,18 +70,16 @@ class MemSegSynthesizer(Synthesizer):
         self.structure_probability = check_probability("structure_probability", structure_probability)
         self.grid_size = check_range("grid_size", grid_size, 1, 256, integer=True)
         self.opacity_range = check_interval("opacity_range", opacity_range, 0.0, 1.0)
-        self.perlin_exponent_range = check_interval("perlin_exponent_range", perlin_exponent_range, 0, 12, integer=True)
-        if self.perlin_exponent_range[1] <= self.perlin_exponent_range[0]:
-            raise ValueError(f"perlin_exponent_range={perlin_exponent_range}: the upper bound is exclusive")
-        self.rotation_range = check_interval("rotation_range", rotation_range, -360, 360)
-        self.threshold = float(check_range("threshold", threshold, -1.5, 1.5))
+        self.perlin = PerlinMaskSpec.checked(perlin_exponent_range, rotation_range, threshold)
+        self.perlin_exponent_range, self.rotation_range, self.threshold = (
+            self.perlin.exponent_range, self.perlin.rotation_range, self.perlin.threshold)
         self.augmentations_per_sample = check_range("augmentations_per_sample", augmentations_per_sample,
                                                     0, len(DRAEM_OPS), integer=True)
         self.max_attempts = check_range("max_attempts", max_attempts, 1, 10_000, integer=True)
         self.textures = resolve_textures(textures)
 
     def _draw_mask(self, rng, params: dict) -> None:
-        params["perlin"] = sample_perlin_params(rng, self.perlin_exponent_range, self.rotation_range)
+        params["perlin"] = self.perlin.sample(rng)
 
     def sample_params(self, rng: np.random.Generator, shape: ImageShape, foreground=None) -> dict[str, Any]:
         params: dict[str, Any] = {}
@@ -135,7 +109,7 @@ class MemSegSynthesizer(Synthesizer):
     def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
         h, w = images.shape[-2:]
         return masked_source_blend(self, images, params, context, rngs,
-                                   lambda q: perlin_mask_np(q["perlin"], h, w, self.threshold), self._draw_mask,
+                                   lambda q: self.perlin.mask(q["perlin"], h, w), self._draw_mask,
                                    lambda i, p: (self.source(images[i], p, h, w), p["opacity"]), "memseg")
 
 
