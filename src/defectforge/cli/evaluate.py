@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -25,16 +23,9 @@ def _jsonable(value):
 
 
 def _write_json_atomic(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2)
-            stream.write("\n")
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    from ..io.files import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 @app.command("evaluate")
@@ -71,7 +62,7 @@ def evaluate(
             include_normal=include_normal, progress=not quiet,
             log=None if quiet else (lambda message: typer.echo(message, err=True)),
         )
-    except (MissingWeightsError, FileNotFoundError, ValueError) as exc:
+    except (MissingWeightsError, OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
     typer.echo(format_table(result))
@@ -94,7 +85,7 @@ def evaluate_detection(
     try:
         result = detection_metrics_from_folders(scores_dir, ground_truth, fpr_limit=fpr_limit,
                                                 resize_maps=not no_resize)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
     width = max(len(k) for k in result)

@@ -153,11 +153,11 @@ def generate_command(
 
 
 def _pick_inputs(input: Path, count: int, seed: int, size: int) -> np.ndarray:
-    from ..core.seeding import sample_rng
+    from ..core.seeding import Stream, sample_rng
     from ..io.inputs import load_normal_images
 
     images = load_normal_images(input, size)
-    rng = sample_rng(seed, 0, stream=9)
+    rng = sample_rng(seed, 0, stream=Stream.PREVIEW_PICK)
     order = rng.permutation(len(images))[:count] if len(images) >= count else rng.integers(len(images), size=count)
     picked = [images.images[i] for i in order]
     channels = max(p.shape[2] for p in picked)

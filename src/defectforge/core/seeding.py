@@ -8,12 +8,52 @@ Python's or torch's) is read or changed.
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 import numpy as np
 import torch
 
-__all__ = ["sample_rng", "child_seed", "torch_generator", "MAX_SEED"]
+__all__ = ["sample_rng", "child_seed", "torch_generator", "retry_stream", "Stream", "MAX_SEED", "MAX_RETRIES"]
 
 MAX_SEED = 2**63 - 1
+
+#: Redraws a pipeline may make of one sample (an empty mask, too little contrast): attempts 1..19.
+MAX_RETRIES = 19
+
+
+class Stream(IntEnum):
+    """Named sub-streams of :func:`sample_rng`: one per kind of random choice about a sample.
+
+    Two uses of the same ``(seed, index, stream)`` draw correlated numbers, so every consumer has
+    its own number here. The numbers are those existing outputs were made with: changing one
+    changes every dataset made since. Until version 0.1 the first redraw of a sample used stream
+    2, the donors' stream (``1 + attempt``); it now uses :attr:`RETRY_FIRST` and later redraws keep
+    ``1 + attempt`` (3..20), so outputs that needed no redraw, or none before the second, are
+    unchanged.
+    """
+
+    #: The synthesizer's own draws (every parameter in ``params``).
+    SYNTHESIS = 0
+    #: The generator's plan of a sample: its source image and whether it stays normal.
+    PLAN = 1
+    #: Donor images (other normal images cut from by NSA, DefectMaker) of a sample or step.
+    DONORS = 2
+    #: First redraw of a sample (the seed its synthesis uses instead of the run seed).
+    RETRY_FIRST = 21
+    #: The preview command's pick of input images (index 0 of the preview seed). Only the preview
+    #: draws from it, never a dataset, so it shares no sample with redraw 8 (also stream 9).
+    PREVIEW_PICK = 9
+
+
+def retry_stream(attempt: int) -> int:
+    """Stream of redraw ``attempt`` (1..:data:`MAX_RETRIES`) of a sample; never one of the streams a dataset's sample uses.
+
+    >>> [retry_stream(a) for a in (1, 2, 3, 19)]
+    [21, 3, 4, 20]
+    """
+    if not 1 <= attempt <= MAX_RETRIES:
+        raise ValueError(f"attempt must be in [1, {MAX_RETRIES}], got {attempt}")
+    return int(Stream.RETRY_FIRST) if attempt == 1 else 1 + attempt
 
 
 def _check_seed(name: str, value: int) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..core.seeding import sample_rng, torch_generator
+from ..core.seeding import Stream, sample_rng, torch_generator
 from ..core.types import SynthesisContext
 
 __all__ = ["resolve_synthesizer", "TrainingBatches", "TrainingRecord", "focal_l1_loss", "gaussian_smooth",
@@ -111,7 +111,7 @@ class TrainingBatches:
         sample_ids = [step * self.batch_size + j for j in range(index.shape[0])]
         donors = None
         if getattr(self.synthesizer, "uses_donors", False):
-            rng = sample_rng(self.seed, step, stream=2)
+            rng = sample_rng(self.seed, step, stream=Stream.DONORS)
             n = self.images.shape[0]
             picks = rng.choice(n, size=min(DONOR_POOL, n), replace=False)
             donors = self.images[torch.from_numpy(picks)].to(self.device)

@@ -3,35 +3,37 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from .files import atomic_write_bytes
+
 __all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "list_images", "read_image", "write_image", "atomic_write_bytes"]
 
-#: Extensions read by default (lower case); anything PIL decodes works when named explicitly.
+#: Extensions of the image files found in folders (lower case), the one list every command uses:
+#: generate's inputs, textures, masks, and evaluate's generated and real sets.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
 
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 class ImageReadError(ValueError):
     """An image file could not be read; the message names the file and the fix."""
 
 
-def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
-    """Image files under ``folder`` (sorted, so every machine lists them in the same order)."""
+def list_images(folder: str | os.PathLike, recursive: bool = True, what: str = "image folder") -> list[Path]:
+    """Image files under ``folder`` (sorted, so every machine lists them in the same order).
+
+    ``what`` names the folder in errors (``"--textures folder"``, say), so a message blames the
+    argument the user gave.
+    """
     folder = Path(folder)
     if not folder.exists():
-        raise FileNotFoundError(f"input folder {folder} does not exist")
+        raise FileNotFoundError(f"{what} {folder} does not exist")
     if not folder.is_dir():
-        raise NotADirectoryError(f"{folder} is not a folder of images")
+        raise NotADirectoryError(f"{what} {folder} is not a folder")
     pattern = "**/*" if recursive else "*"
     files = [p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
     return sorted(files, key=lambda p: p.as_posix())
@@ -92,24 +94,6 @@ def _to_uint8(im: Image.Image) -> np.ndarray:
         rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
         return (rgba[..., :3] * rgba[..., 3:4] / 255.0 + 0.5).astype(np.uint8)
     return np.asarray(im.convert("RGB"), dtype=np.uint8)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..io.files import atomic_write
+from ..io.images import IMAGE_EXTENSIONS, list_images
 from .weights import file_digest, resolve_weights
 
 __all__ = [
@@ -41,19 +42,8 @@ __all__ = [
     "default_cache_dir",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
 #: Input side of InceptionV3 in every FID/IS implementation (Szegedy et al. 2016; TF-slim).
 INCEPTION_SIZE = 299
-
-
-def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
-    """Image files under ``folder`` (sorted), by extension."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist")
-    pattern = "**/*" if recursive else "*"
-    return sorted(p for p in root.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def load_image(path: str | os.PathLike) -> torch.Tensor:
@@ -263,16 +253,7 @@ class FeatureCache:
             return None
 
     def put(self, image_path: Path, extractor_id: str, value: np.ndarray) -> None:
-        file = self._file(image_path, extractor_id)
-        file.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=file.parent, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.save(stream, value)
-            os.replace(temp, file)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        atomic_write(self._file(image_path, extractor_id), lambda stream: np.save(stream, value))
 
 
 def extract_features(images: Sequence[str | os.PathLike] | torch.Tensor, network: ImageNetwork, *,

@@ -33,15 +33,15 @@ import yaml
 
 from .. import __version__
 from ..core.registry import _accepted_kwargs, create, method_info
-from ..core.seeding import MAX_SEED, sample_rng
+from ..core.seeding import MAX_RETRIES, MAX_SEED, Stream, retry_stream, sample_rng
 from ..core.validation import check_probability, check_range
 from ..io.images import atomic_write_bytes, encode_png
 from ..io.inputs import NormalImages, load_normal_images
 
 __all__ = ["GenerateConfig", "generate", "build_synthesizer", "build_from_config", "OutputExistsError"]
 
-#: Redraws of a sample whose synthesis left it normal (an empty mask, a foreground with no room).
-MAX_ATTEMPTS = 20
+#: Tries of a sample whose synthesis left it normal (an empty mask, a foreground with no room).
+MAX_ATTEMPTS = MAX_RETRIES + 1
 #: Other normal images given to methods that cut from another image (NSA, DefectMaker), per sample.
 DONOR_POOL = 4
 _GENERATED = ("test", "ground_truth", "manifest.jsonl", "config.yaml", ".records", "skipped.jsonl")
@@ -92,18 +92,41 @@ class GenerateConfig:
 
 def build_synthesizer(method: str, overrides: dict[str, Any] | None = None, textures: str | None = None,
                       for_dataset: bool = True):
-    """The synthesizer of a run: every sample anomalous, empty masks redrawn (unless overridden)."""
+    """The synthesizer of a run: every sample anomalous, empty masks redrawn (unless overridden).
+
+    The dataset overlay (``anomaly_probability=1``: normals come from ``normal_ratio`` instead;
+    ``empty_mask_policy="retry"``) never replaces what the user sets, nor a preset value that
+    defines the preset: one that differs from its class's own default (``cutpaste_3way``'s 2/3,
+    whose normal samples are class 0 of its 3-way classifier; ``draem_anomalib``'s rescaled
+    empty masks). A preset value equal to the class default (DRAEM's loader mix of 0.5, which
+    ``normal_ratio`` replaces) is the class's and is overlaid.
+    """
     overrides = dict(overrides or {})
-    accepted = _accepted_kwargs(method_info(method).cls)
+    info = method_info(method)
+    accepted = _accepted_kwargs(info.cls)
     if textures is not None:
         if "textures" not in accepted:
             raise ValueError(f"method {method!r} takes no texture source; drop --textures")
         overrides.setdefault("textures", str(textures))
     if for_dataset:
-        overrides.setdefault("anomaly_probability", 1.0)
-        if "empty_mask_policy" in accepted:
-            overrides.setdefault("empty_mask_policy", "retry")
+        for key, value in _DATASET_OVERLAY.items():
+            if key in accepted and not _defines_preset(info, key):
+                overrides.setdefault(key, value)
     return create(method, **overrides)
+
+
+#: What a dataset (or a training batch's synthetic half) asks of every method, where it may.
+_DATASET_OVERLAY = {"anomaly_probability": 1.0, "empty_mask_policy": "retry"}
+
+
+def _defines_preset(info, key: str) -> bool:
+    """``key`` is set by the preset to another value than its class's constructor default."""
+    import inspect
+
+    if key not in info.defaults:
+        return False
+    parameter = inspect.signature(info.cls.__init__).parameters.get(key)
+    return parameter is None or parameter.default is inspect.Parameter.empty or parameter.default != info.defaults[key]
 
 
 def build_from_config(cfg: GenerateConfig):
@@ -125,25 +148,31 @@ def build_from_config(cfg: GenerateConfig):
 
 
 def _donor_indices(cfg: GenerateConfig, index: int, source: int, n_images: int) -> list[int]:
-    # stream 2: the donors of sample ``index``, other images than its source, drawn by its seed
+    # the donors of sample ``index``, other images than its source, drawn by its seed
     others = n_images - 1
     k = min(cfg.donor_pool, others)
     if k <= 0:
         return []
-    picks = sample_rng(cfg.seed, index, stream=2).choice(others, size=k, replace=False)
+    picks = sample_rng(cfg.seed, index, stream=Stream.DONORS).choice(others, size=k, replace=False)
     return [int(p) + (1 if p >= source else 0) for p in picks]
 
 
 def _plan(cfg: GenerateConfig, index: int, n_images: int) -> tuple[int, bool]:
-    # stream 1: the generator's own draws, independent of the synthesizer's (stream 0)
-    rng = sample_rng(cfg.seed, index, stream=1)
+    # the generator's own draws, independent of the synthesizer's (Stream.SYNTHESIS)
+    rng = sample_rng(cfg.seed, index, stream=Stream.PLAN)
     return int(rng.integers(n_images)), bool(rng.random() < cfg.normal_ratio)
+
+
+def _drawn_normal(params: dict | None) -> bool:
+    """The synthesizer chose to leave this sample normal (its ``anomaly_probability``), as opposed
+    to an anomaly whose mask came out empty: only the latter is redrawn."""
+    return bool(params) and params.get("anomalous") is False and set(params) <= {"anomalous"}
 
 
 def _attempt_seed(cfg: GenerateConfig, index: int, attempt: int) -> int:
     if attempt == 0:
         return cfg.seed
-    return int(sample_rng(cfg.seed, index, stream=1 + attempt).integers(0, MAX_SEED))
+    return int(sample_rng(cfg.seed, index, stream=retry_stream(attempt)).integers(0, MAX_SEED))
 
 
 class _Worker:
@@ -222,16 +251,16 @@ class _Worker:
         results = {}
         for k, i in enumerate(chunk):
             results[i] = (out.images[k], out.masks[k], int(out.labels[k]), out.params[k], 0)
-        for i, (img, _, label, _, _) in list(results.items()):
+        for i, (img, _, label, params, _) in list(results.items()):
             attempt = 0
             k = chunk.index(i)
-            while label == 0 and attempt < MAX_ATTEMPTS - 1:
+            while label == 0 and not _drawn_normal(params) and attempt < MAX_ATTEMPTS - 1:
                 attempt += 1
                 single = batch[k][None]
                 sub_context = context if len(chunk) == 1 else context.select(torch.tensor([k]))
                 redo = self.synth(single, seed=_attempt_seed(self.cfg, i, attempt), indices=[i], context=sub_context)
-                label = int(redo.labels[0])
-                results[i] = (redo.images[0], redo.masks[0], label, redo.params[0], attempt)
+                label, params = int(redo.labels[0]), redo.params[0]
+                results[i] = (redo.images[0], redo.masks[0], label, params, attempt)
         records = []
         for k, i in enumerate(chunk):
             img, mask, label, params, attempt = results[i]
@@ -267,7 +296,7 @@ class _Worker:
             record["mask_path"] = mask_path
             record["area_fraction"] = float(mask.mean())
             record["bbox"] = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
-        elif mask is not None:
+        elif mask is not None and not _drawn_normal(params):
             record["failed"] = f"synthesis left the sample normal after {MAX_ATTEMPTS} attempts"
         # the sample counts as done once its record exists: image and mask are already in place
         atomic_write_bytes(self.output / ".records" / f"{index:06d}.json", json.dumps(record, sort_keys=True).encode())

@@ -67,13 +67,13 @@ class SyntheticAnomalyDataset(Dataset):
         return item["image"] if isinstance(item, dict) else item[0] if isinstance(item, (tuple, list)) else item
 
     def _donors(self, index: int, i: int, like: torch.Tensor) -> torch.Tensor | None:
-        from ..core.seeding import sample_rng
+        from ..core.seeding import Stream, sample_rng
 
         others = len(self) - 1
         k = min(self.donor_pool, others)
         if k <= 0 or not getattr(self.synthesizer, "uses_donors", False):
             return None
-        picks = sample_rng(self.seed, index, stream=2).choice(others, size=k, replace=False)
+        picks = sample_rng(self.seed, index, stream=Stream.DONORS).choice(others, size=k, replace=False)
         donors = []
         for p in picks:
             d = self._image(int(p) + (1 if p >= i else 0))

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..io.images import ImageReadError, list_images, read_image
+from ..io.images import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
 from .procedural import procedural_texture
 
 __all__ = ["TextureSource", "FolderTextures", "ProceduralTextures", "SkimageTextures", "resolve_textures"]
@@ -115,10 +115,10 @@ class FolderTextures(TextureSource):
     def __init__(self, folder: str | os.PathLike, recursive: bool = True):
         super().__init__()
         self.folder = Path(folder)
-        self.files = list_images(self.folder, recursive=recursive)
+        self.files = list_images(self.folder, recursive=recursive, what="--textures folder")
         if not self.files:
             raise ValueError(f"texture folder {self.folder} holds no images "
-                             "(looked for .png/.jpg/.jpeg/.bmp/.tif/.webp, recursively); "
+                             f"(looked for {'/'.join(IMAGE_EXTENSIONS)}, recursively); "
                              "point --textures at a folder of texture images such as DTD's images/")
         self.identity = str(self.folder)
 
