@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -63,12 +64,85 @@ def test_generate_preview_and_errors(tmp_path):
 
 def test_bench_json():
     result = runner.invoke(app, ["bench", "-m", "cutpaste", "--size", "64", "--batch", "4", "--min-time", "0.05",
-                                 "--json", "--compare", "anomalib"])
+                                 "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert rows[0]["method"] == "cutpaste" and rows[0]["images_per_second"] > 0
-    assert {"ms_per_image", "threads"} <= set(rows[0])
-    assert rows[1]["method"].startswith("anomalib")
+    assert {"ms_per_image", "threads"} <= set(rows[0]) and rows[0]["size"] == 64
+
+
+def _fake_anomalib(monkeypatch, make_output):
+    """Install a stand-in ``anomalib`` package whose generator returns ``make_output(x)``."""
+    import sys
+    import types
+
+    calls = []
+
+    class Generator:
+        def __init__(self, probability):
+            calls.append(probability)
+
+        def __call__(self, x):
+            return make_output(x)
+
+    modules = {"anomalib": types.ModuleType("anomalib")}
+    modules["anomalib"].__version__ = "0.0-test"
+    for name in ["anomalib.data", "anomalib.data.utils", "anomalib.data.utils.generators"]:
+        modules[name] = types.ModuleType(name)
+    modules["anomalib.data.utils.generators.perlin"] = types.ModuleType("perlin")
+    modules["anomalib.data.utils.generators.perlin"].PerlinAnomalyGenerator = Generator
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    return calls
+
+
+def test_bench_compare_reports_what_the_peer_returned(monkeypatch):
+    from defectforge.cli.bench import bench_anomalib
+
+    x = torch.randint(0, 256, (4, 3, 16, 24), dtype=torch.uint8)
+
+    def half_masked(images):  # masks for the first half of the batch only
+        masks = torch.zeros(images.shape[0], 1, *images.shape[2:])
+        masks[: images.shape[0] // 2, :, 2:5, 3:7] = 1
+        return images, masks
+
+    calls = _fake_anomalib(monkeypatch, half_masked)
+    row = bench_anomalib(x, 0.01, 3)
+    assert calls == [1.0] and row["version"] == "0.0-test" and row["images_per_second"] > 0
+    assert row["masks"] is True and row["anomalous_fraction"] == 0.5
+
+    _fake_anomalib(monkeypatch, lambda images: images)  # images only: no masks were timed
+    assert bench_anomalib(x, 0.01, 3)["masks"] is False
+    _fake_anomalib(monkeypatch, lambda images: (images, torch.rand(images.shape[0], 1, 16, 24)))  # not binary
+    assert bench_anomalib(x, 0.01, 3)["masks"] is False
+
+    monkeypatch.setitem(__import__("sys").modules, "anomalib", None)  # not installed
+    row = bench_anomalib(x, 0.01, 3)
+    assert row["available"] is False and "anomalib" in row["reason"]
+
+
+def test_bench_compare_line_says_whether_masks_came_back(monkeypatch):
+    _fake_anomalib(monkeypatch, lambda images: images)
+    result = runner.invoke(app, ["bench", "-m", "cutpaste", "--size", "32", "--batch", "2", "--min-time", "0.01",
+                                 "--compare", "anomalib"])
+    assert result.exit_code == 0, result.output
+    assert "NO masks returned" in result.output and "0.0-test" in result.output
+
+
+def test_bench_sizes_print_the_scaling():
+    result = runner.invoke(app, ["bench", "-m", "cutout,draem", "--size", "32,64", "--batch", "2",
+                                 "--min-time", "0.01"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("scaling:"))
+    assert "32x32, 64x64" in lines[start]
+    table = {line.split()[0]: line.split() for line in lines[start + 1:start + 3]}
+    assert set(table) == {"cutout", "draem"} and len(table["draem"]) == 5  # name + 2 x (ms, ns/px)
+    rows = json.loads(runner.invoke(app, ["bench", "-m", "cutout", "--size", "32,48", "--batch", "2",
+                                          "--min-time", "0.01", "--json"]).stdout)
+    assert [r["size"] for r in rows] == [32, 48]
+    bad = runner.invoke(app, ["bench", "-m", "cutout", "--size", "32,x"])
+    assert bad.exit_code == 2 and "--size" in bad.output
 
 
 def test_demo(tmp_path):

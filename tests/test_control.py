@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import defectforge
-from defectforge.control import MaskBank, parse_mix
+from defectforge.cli.parsing import parse_mix
+from defectforge.sources.mask_bank import MaskBank
 from defectforge.io.images import write_image
 
 

@@ -146,3 +146,20 @@ def test_cutout_fills_one_colour(surface_batch):
         region = out.images[i, :, ty:ty + h, tx:tx + w].flatten(1)
         assert torch.equal(region[:, 0], torch.tensor(p["color"], dtype=torch.uint8))
         assert (region == region[:, :1]).all()
+
+
+@pytest.mark.parametrize("kw", [{"empty_mask_policy": "retry"}, {"empty_mask_policy": "rescale", "dual_mask": True},
+                                {"empty_mask_policy": "keep_normal"}])
+def test_per_sample_masks_equal_the_batched_redraws(kw):
+    # threshold 0.8 empties many masks, so the redraw loops run; both paths must draw alike
+    synth = defectforge.create("draem", anomaly_probability=1.0, threshold=0.8, max_attempts=3, **kw)
+    shape = ImageShape((3, 40, 56))
+    batched_params, batched_rngs = synth.draw(3, range(48), shape, None)
+    batched, noise = synth.masks(batched_params, 40, 56, "cpu", batched_rngs)
+    params, rngs = synth.draw(3, range(48), shape, None)
+    out = np.empty((40, 56), np.float32)
+    for i, (p, rng) in enumerate(zip(params, rngs)):
+        assert np.array_equal(synth.mask_sample(p, 40, 56, rng, out), batched[i, 0].numpy() > 0)
+        assert np.array_equal(out, noise[i, 0].numpy())
+    assert params == batched_params
+    assert any(p.get("attempts", 1) > 1 for p in params) == (kw["empty_mask_policy"] != "keep_normal")

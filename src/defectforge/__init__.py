@@ -12,15 +12,19 @@ from .core import (
     SynthesisResult,
     Synthesizer,
     create,
+    from_config,
     list_methods,
     method_info,
     register_method,
 )
-from .control import MaskBank, control, mix  # noqa: E402  (after core: it builds on the registry)
+# Importing the method packages registers their methods (the registry itself imports nothing).
+from . import synthesizers  # noqa: E402,F401
+from .sources.mask_bank import MaskBank  # noqa: E402
+from .synthesizers.compose import control, mix  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SynthesisContext", "SynthesisResult", "Synthesizer", "create", "list_methods", "method_info",
-    "register_method", "__version__", "control", "mix", "MaskBank",
+    "register_method", "from_config", "__version__", "control", "mix", "MaskBank",
 ]

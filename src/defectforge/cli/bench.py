@@ -69,8 +69,25 @@ def bench_method(name: str, batch_images, min_time: float = 2.0, max_iterations:
             "iterations": iterations, "cpu_bound": method_info(name).cpu_bound}
 
 
+def _measured_masks(out, images) -> dict:
+    """What a peer's output holds, measured on one call: ``masks`` is true only when it returned
+    ``(images, masks)`` with one binary ``(B, 1, H, W)`` mask per input; ``anomalous_fraction`` is
+    the share of samples whose mask is not empty."""
+    b, _, h, w = images.shape
+    masks = out[1] if isinstance(out, (tuple, list)) and len(out) == 2 else None
+    if masks is None or tuple(masks.shape) != (b, 1, h, w):
+        return {"masks": False}
+    flat = masks.detach().float().flatten(1)
+    binary = bool(((flat == 0) | (flat == 1)).all())
+    return {"masks": binary, "anomalous_fraction": float((flat.amax(1) > 0).float().mean())}
+
+
 def bench_anomalib(batch_images, min_time: float, max_iterations: int) -> dict:
-    """anomalib's ``PerlinAnomalyGenerator`` (probability 1, no texture folder) on the same batch."""
+    """anomalib's ``PerlinAnomalyGenerator`` (probability 1, no texture folder) on the same batch.
+
+    The row says what was timed: ``masks`` and ``anomalous_fraction`` are measured on the
+    generator's output for the batch (see :func:`_measured_masks`), not assumed.
+    """
     name = "anomalib.PerlinAnomalyGenerator"
     try:
         import anomalib
@@ -79,21 +96,57 @@ def bench_anomalib(batch_images, min_time: float, max_iterations: int) -> dict:
         return {"method": name, "available": False, "reason": f"{type(exc).__name__}: {exc}"}
     generator = PerlinAnomalyGenerator(probability=1.0)
     x = batch_images.float() / 255.0
+    checked = _measured_masks(generator(x), x)
     per_call, iterations = time_callable(lambda k: generator(x), min_time, max_iterations)
     b = x.shape[0]
-    return {"method": name, "version": anomalib.__version__, "images_per_second": b / per_call,
-            "ms_per_image": per_call / b * 1e3, "iterations": iterations, "masks": True}
+    return {"method": name, "version": getattr(anomalib, "__version__", "unknown"), "images_per_second": b / per_call,
+            "ms_per_image": per_call / b * 1e3, "iterations": iterations, **checked}
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``"128,256"`` -> ``[128, 256]``; each size an integer in [8, 8192]."""
+    sizes = []
+    for item in str(text).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if not item.isdigit() or not 8 <= int(item) <= 8192:
+            raise typer.BadParameter(f"--size takes image sizes in [8, 8192], comma-separated (e.g. 128,256,512), "
+                                     f"got {item!r}")
+        sizes.append(int(item))
+    if not sizes:
+        raise typer.BadParameter("--size needs at least one size, e.g. --size 256")
+    return sizes
+
+
+def _row_line(row: dict) -> str:
+    return f"{row['method']:<22} {row['images_per_second']:9.1f} img/s  {row['ms_per_image']:7.3f} ms/img"
+
+
+def scaling_table(rows: list[dict], sizes: list[int]) -> list[str]:
+    """Lines showing how each method's cost scales with the image size: ms per image and ns per
+    pixel at every size (a cost proportional to the work keeps ns/px flat)."""
+    lines = ["scaling: ms/img (ns/px) at " + ", ".join(f"{s}x{s}" for s in sizes)]
+    for name in dict.fromkeys(r["method"] for r in rows if "ms_per_image" in r):
+        cells = []
+        for size in sizes:
+            row = next((r for r in rows if r["method"] == name and r["size"] == size and "ms_per_image" in r), None)
+            cells.append("-" if row is None else
+                         f"{row['ms_per_image']:8.3f} ({row['ms_per_image'] * 1e6 / size ** 2:5.1f})")
+        lines.append(f"{name:<22} " + "  ".join(f"{c:>16}" for c in cells))
+    return lines
 
 
 @app.command("bench")
 def bench_command(
     methods: Optional[list[str]] = typer.Option(None, "--methods", "-m",
                                                 help="Methods (repeatable or comma-separated); default: every image-level method."),
-    size: int = typer.Option(256, "--size"),
+    size: str = typer.Option("256", "--size", help="Image size; several comma-separated (128,256,512,1024) "
+                                                   "also print how the cost scales with the size."),
     batch: int = typer.Option(32, "--batch"),
     threads: int = typer.Option(2, "--threads", help="torch and OpenCV threads."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
-    min_time: float = typer.Option(2.0, "--min-time", help="Seconds timed per method (after a warm-up call)."),
+    min_time: float = typer.Option(2.0, "--min-time", help="Seconds timed per method and size (after a warm-up call)."),
     compare: Optional[str] = typer.Option(None, "--compare", help="Also time a peer in the same run: 'anomalib'."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
 ):
@@ -103,11 +156,14 @@ def bench_command(
 
     import defectforge
 
+    sizes = parse_sizes(size)
+    if compare and compare != "anomalib":
+        typer.secho(f"error: --compare knows 'anomalib' only, got {compare!r}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     names = [m.strip() for item in (methods or []) for m in item.split(",") if m.strip()]
     names = names or defectforge.list_methods(level="image")
-    x = _inputs(size, batch).to(device)
     rows = []
     # Poisson-blending methods are bound by per-sample CPU work: timed after the batched ones,
     # listed apart (they do not use an accelerator)
@@ -116,39 +172,46 @@ def bench_command(
     load_before = _load()
     if not as_json and load_before is not None:
         typer.echo(f"load average before: {load_before:.2f} (on {_cpus()} CPUs)")
-    header_done = False
-    for name in names:
-        try:
-            row = bench_method(name, x, min_time)
-        except (ValueError, TypeError) as exc:
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2)
-        rows.append(row)
-        if not as_json:
-            if row["cpu_bound"] and not header_done:
-                typer.echo("CPU-bound (Poisson blending, per-sample OpenCV work):")
-                header_done = True
-            typer.echo(f"{name:<22} {row['images_per_second']:9.1f} img/s  {row['ms_per_image']:7.3f} ms/img", err=False)
-    if compare:
-        if compare != "anomalib":
-            typer.secho(f"error: --compare knows 'anomalib' only, got {compare!r}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2)
-        row = bench_anomalib(x, min_time, 1000)
-        rows.append(row)
-        if not as_json:
-            if row.get("available", True):
-                typer.echo(f"{row['method']:<22} {row['images_per_second']:9.1f} img/s  {row['ms_per_image']:7.3f} ms/img"
-                           f"  (anomalib {row['version']}, same inputs)")
-                ours = {r["method"]: r for r in rows}
-                if "draem" in ours:
-                    typer.echo(f"draem / anomalib speed-up: {ours['draem']['images_per_second'] / row['images_per_second']:.1f}x")
-            else:
-                typer.echo(f"anomalib not comparable here: {row['reason']}")
+    for side in sizes:
+        x = _inputs(side, batch).to(device)
+        if not as_json and len(sizes) > 1:
+            typer.echo(f"-- {side}x{side}, batch {batch}")
+        header_done = False
+        for name in names:
+            try:
+                row = bench_method(name, x, min_time)
+            except (ValueError, TypeError) as exc:
+                typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+                raise typer.Exit(2)
+            row["size"] = side
+            rows.append(row)
+            if not as_json:
+                if row["cpu_bound"] and not header_done:
+                    typer.echo("CPU-bound (Poisson blending, per-sample OpenCV work):")
+                    header_done = True
+                typer.echo(_row_line(row))
+        if compare:
+            row = bench_anomalib(x, min_time, 1000)
+            row["size"] = side
+            rows.append(row)
+            if not as_json:
+                if row.get("available", True):
+                    masks = "with masks" if row["masks"] else "NO masks returned"
+                    typer.echo(f"{_row_line(row)}  (anomalib {row['version']}, same inputs, {masks})")
+                    ours = {r["method"]: r for r in rows if r["size"] == side}
+                    if "draem" in ours:
+                        typer.echo(f"draem / anomalib speed-up: "
+                                   f"{ours['draem']['images_per_second'] / row['images_per_second']:.1f}x")
+                else:
+                    typer.echo(f"anomalib not comparable here: {row['reason']}")
+    if not as_json and len(sizes) > 1:
+        for line in scaling_table(rows, sizes):
+            typer.echo(line)
     load_after = _load()
     if not as_json and load_after is not None:
         typer.echo(f"load average after: {load_after:.2f}")
     for row in rows:
-        row.update({"threads": threads, "batch": batch, "size": size, "device": str(x.device),
+        row.update({"threads": threads, "batch": batch, "device": device,
                     "load_before": load_before, "load_after": load_after})
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

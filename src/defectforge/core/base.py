@@ -9,20 +9,33 @@ A subclass implements two methods:
     the same parameters on any device and in any batch.
 ``apply(images, params, context, rngs)``
     Makes the anomalies of a float batch from the drawn parameters, batched on the batch's
-    device. It returns ``(images, masks, labels)``. It may redraw a sample's parameters from
-    ``rngs[i]`` (an empty-mask retry, say) by replacing ``params[i]`` in place; ``rngs`` is
-    ``None`` on replay, when the recorded parameters are final.
+    device. It returns an :class:`ApplyResult` ``(images, masks, labels, extras)``. It may
+    redraw a sample's parameters from ``rngs[i]`` (an empty-mask retry, say) by replacing
+    ``params[i]`` in place; ``rngs`` is ``None`` on replay, when the recorded parameters are final.
 
-The base class converts uint8 / float inputs, decides per sample whether it stays normal
-(``anomaly_probability``), derives each sample's generator from ``(seed, index)`` and records
-the parameters, so ``replay(images, result.params)`` remakes the batch exactly.
+The base class owns the rules every method shares, so no method implements them for itself:
+
+- it converts uint8 / float inputs, decides per sample whether it stays normal
+  (``anomaly_probability``), derives each sample's generator from ``(seed, index)`` and records
+  the parameters, so ``replay(images, result.params)`` remakes the batch exactly;
+- the usable region: a sample whose foreground is empty falls back to the whole image, recorded
+  as ``params["region_fallback"]`` (one note for every method), and ``apply`` sees the region
+  with that fallback already applied;
+- masks are confined to the region unless the class declares the foreground a hint
+  (:attr:`Synthesizer.foreground_is_hint`: NSA places a patch that only has to overlap it);
+- a sample whose mask came out empty is labelled normal (label 0, ``params["anomalous"] = False``);
+- :func:`apply_subset` runs ``apply`` on a sub-batch and scatters the results back (used here,
+  by :func:`~defectforge.synthesizers.compose.control` and by mixtures).
+
+Capabilities are typed class attributes (:attr:`Synthesizer.any_dtype`, ``changes_outside_mask``,
+``uses_donors``, ``requires``, ``foreground_is_hint``), read by the pipelines and exposed by
+:func:`defectforge.method_info` (``capabilities``).
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -31,7 +44,30 @@ from .seeding import sample_rng
 from .types import SynthesisContext, SynthesisResult, to_jsonable
 from .validation import check_probability
 
-__all__ = ["Synthesizer", "as_float_images", "validate_images", "restore_dtype", "ImageShape"]
+__all__ = ["Synthesizer", "ApplyResult", "apply_subset", "as_float_images", "validate_images", "restore_dtype",
+           "ImageShape", "EMPTY_REGION_NOTE", "CAPABILITIES"]
+
+#: The note recorded in ``params["region_fallback"]`` when a sample's foreground is empty.
+EMPTY_REGION_NOTE = "empty foreground: the defect was placed on the whole image"
+
+#: The capability attributes every synthesizer class declares (see :class:`Synthesizer`).
+CAPABILITIES = ("any_dtype", "changes_outside_mask", "uses_donors", "requires", "foreground_is_hint")
+
+
+class ApplyResult(NamedTuple):
+    """What :meth:`Synthesizer.apply` returns for a (sub-)batch."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    labels: torch.Tensor
+    extras: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def of(cls, result) -> "ApplyResult":
+        """An ``ApplyResult`` from one, or from a plain ``(images, masks, labels[, extras])`` tuple."""
+        if isinstance(result, cls):
+            return result
+        return cls(result[0], result[1], result[2], dict(result[3]) if len(result) > 3 else {})
 
 
 class ImageShape(tuple):
@@ -85,16 +121,30 @@ class Synthesizer:
     method_name: str = ""
     #: Label given to anomalous samples by default.
     anomaly_label: int = 1
+
+    # --- capabilities (typed class attributes; an instance may narrow them in __init__) -----
     #: ``True`` when ``apply`` accepts the batch in its own dtype (uint8 or float) and returns the
     #: same dtype; methods that only touch small regions then skip whole-image conversions.
-    any_dtype: bool = False
+    any_dtype: ClassVar[bool] = False
     #: ``True`` for methods that may change pixels outside the returned mask (Poisson blending,
     #: inpainting targets); the registry-wide tests check the others leave them bit-identical.
-    changes_outside_mask: bool = False
+    changes_outside_mask: ClassVar[bool] = False
+    #: ``True`` for methods that cut from other normal images (``SynthesisContext.donors``).
+    uses_donors: ClassVar[bool] = False
+    #: Importable modules the method needs beyond the core install (e.g. ``("skimage",)``).
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: ``True`` when the foreground only guides placement (NSA: a patch must overlap it), so the
+    #: base class does not cut the mask to it; a user's mask-bank shape still confines it.
+    foreground_is_hint: ClassVar[bool] = False
 
     def __init__(self, anomaly_probability: float = 1.0):
         self.anomaly_probability = check_probability("anomaly_probability", anomaly_probability)
         self.method_kwargs: dict[str, Any] = {}
+
+    def capabilities(self) -> dict[str, Any]:
+        """This synthesizer's capabilities (see :data:`CAPABILITIES`) as plain values."""
+        return {name: (list(getattr(self, name)) if name == "requires" else bool(getattr(self, name)))
+                for name in CAPABILITIES}
 
     # --- to implement -------------------------------------------------------------------
     def sample_params(self, rng: np.random.Generator, shape: ImageShape,
@@ -103,17 +153,20 @@ class Synthesizer:
         raise NotImplementedError
 
     def apply(self, images: torch.Tensor, params: list[dict[str, Any]], context: SynthesisContext,
-              rngs: list[np.random.Generator] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              rngs: list[np.random.Generator] | None) -> ApplyResult:
+        """Make the anomalies of ``images`` from ``params`` (see the module docstring)."""
         raise NotImplementedError
 
     # --- public API ---------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
-        """Constructor arguments (preset defaults plus overrides), for writing to YAML."""
-        kwargs = dict(self.method_kwargs)
-        if not kwargs:
-            sig = inspect.signature(type(self).__init__)
-            kwargs = {k: getattr(self, k) for k in sig.parameters if k != "self" and hasattr(self, k)}
-        return to_jsonable({"method": self.method_name, **kwargs})
+        """Every constructor argument, resolved (preset defaults, overrides and class defaults).
+
+        ``defectforge.from_config(synth.config())`` rebuilds an identical synthesizer.
+        """
+        if not self.method_name:
+            raise ValueError(f"{type(self).__name__} was not made by defectforge.create, so it has no "
+                             "registry name to record; build it with defectforge.create(name, ...)")
+        return to_jsonable({"method": self.method_name, **{k: _config_value(v) for k, v in self.method_kwargs.items()}})
 
     def draw(self, seed: int, indices: Sequence[int], shape: ImageShape,
              foreground: torch.Tensor | None = None) -> tuple[list[dict], list]:
@@ -125,7 +178,11 @@ class Synthesizer:
             anomalous = bool(rng.random() < self.anomaly_probability)
             record: dict[str, Any] = {"anomalous": anomalous}
             if anomalous:
-                record.update(self.sample_params(rng, shape, None if fg is None else fg[k]))
+                region = None if fg is None else fg[k]
+                if region is not None and not region.any():
+                    record["region_fallback"] = EMPTY_REGION_NOTE
+                    region = None
+                record.update(self.sample_params(rng, shape, region))
             params.append(record)
             rngs.append(rng)
         return params, rngs
@@ -178,32 +235,16 @@ class Synthesizer:
         b, _, h, w = x.shape
         if ctx.foreground is not None and tuple(ctx.foreground.shape) != (b, 1, h, w):
             raise ValueError(f"foreground must have shape {(b, 1, h, w)}, got {tuple(ctx.foreground.shape)}")
+        ctx = effective_region(ctx, params, x.device)
         sel = [i for i, p in enumerate(params) if p.get("anomalous")]
-        extras: dict[str, torch.Tensor] = {}
         if len(sel) == b:  # the whole batch: apply's outputs are the results, no copies
-            result = self.apply(x, params, ctx, rngs)
-            out, masks, labels = result[:3]
-            extras = dict(result[3]) if len(result) > 3 else {}
+            result = ApplyResult.of(self.apply(x, params, ctx, rngs))
+            out, masks, labels, extras = result.images, result.masks, result.labels, dict(result.extras)
         else:
-            out = x.clone()
-            masks = torch.zeros((b, 1, h, w), device=x.device)
-            labels = torch.zeros(b, dtype=torch.long, device=x.device)
-            if sel:
-                idx = torch.tensor(sel, device=x.device)
-                sub_params = [params[i] for i in sel]
-                result = self.apply(x[idx], sub_params, ctx.select(idx),
-                                    [rngs[i] for i in sel] if rngs is not None else None)
-                for j, i in enumerate(sel):
-                    params[i] = sub_params[j]
-                out[idx], masks[idx], labels[idx] = result[0], result[1], result[2].to(labels.dtype)
-                for key, value in (result[3] if len(result) > 3 else {}).items():
-                    full = value.new_zeros((b, *value.shape[1:]))
-                    full[idx] = value
-                    extras[key] = full
-        # A sample whose apply left it normal (an empty mask kept as normal) reports so.
-        for p, label in zip(params, labels.tolist()):
-            if p.get("anomalous") and label == 0:
-                p["anomalous"] = False
+            out, masks, labels, extras = apply_subset(self.apply, x, params, ctx, rngs, sel)
+        if ctx.foreground is not None and not self.foreground_is_hint:
+            masks = confine_masks(masks, ctx.foreground)
+        labels = label_empty_masks_normal(masks, labels, params)
         return SynthesisResult(
             images=out if out.dtype == original.dtype else restore_dtype(out, original),
             masks=masks,
@@ -211,3 +252,87 @@ class Synthesizer:
             params=params,
             extras=extras,
         )
+
+
+def _config_value(value: Any) -> Any:
+    """A constructor argument as the config records it (sources and banks by their identity)."""
+    identity = getattr(value, "identity", None)
+    return identity if isinstance(identity, str) else value
+
+
+def effective_region(ctx: SynthesisContext, params: list[dict], device) -> SynthesisContext:
+    """``ctx`` with the foreground set to the whole image for samples that fell back (empty region)."""
+    if ctx.foreground is None:
+        return ctx
+    fallback = [i for i, p in enumerate(params) if p.get("region_fallback")]
+    if not fallback:
+        return ctx
+    fg = ctx.foreground.to(device, torch.float32).clone()
+    fg[fallback] = 1.0
+    return SynthesisContext(foreground=fg, donors=ctx.donors, shapes=ctx.shapes)
+
+
+def confine_masks(masks: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """``masks`` cut to ``region`` (both ``(B, 1, H, W)``); the same tensor when nothing lies outside."""
+    outside = (masks > 0) & (region.to(masks.device) <= 0.5)
+    if not bool(outside.any()):
+        return masks
+    return masks.masked_fill(outside, 0.0)
+
+
+def confine_result(original: torch.Tensor, out: torch.Tensor, masks: torch.Tensor, region: torch.Tensor,
+                   extras: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Restore every pixel outside ``region`` from ``original`` and cut masks and soft masks to it.
+
+    For methods whose foreground is only a hint (NSA) when a user's shape must bound the defect.
+    """
+    inside = region.to(out.device) > 0.5
+    out = torch.where(inside, out, original.to(out.dtype))
+    masks = masks * inside.to(masks.dtype)
+    for key, value in extras.items():
+        if key == "soft_mask" and value.shape == masks.shape:
+            extras[key] = value * inside.to(value.dtype)
+    return out, masks
+
+
+def label_empty_masks_normal(masks: torch.Tensor, labels: torch.Tensor, params: list[dict]) -> torch.Tensor:
+    """Label 0 (and ``params["anomalous"] = False``) for every sample whose mask is empty."""
+    empty = (masks.flatten(1).amax(1) <= 0).cpu().tolist()
+    if any(e and label != 0 for e, label in zip(empty, labels.tolist())):
+        labels = labels.masked_fill(torch.tensor(empty, device=labels.device), 0)
+    for p, e, label in zip(params, empty, labels.tolist()):
+        if p.get("anomalous") and (e or label == 0):
+            p["anomalous"] = False
+    return labels
+
+
+def apply_subset(apply: Callable, x: torch.Tensor, params: list, ctx: SynthesisContext, rngs,
+                 sel: Sequence[int], into: tuple | None = None):
+    """Run ``apply`` on the samples ``sel`` of ``x`` and scatter the results into full-batch tensors.
+
+    ``params`` and ``rngs`` are full-batch lists (entries outside ``sel`` are not read). Records
+    that ``apply`` replaced (redraws) are written back into ``params``. ``into`` is an
+    ``(images, masks, labels, extras)`` tuple to write into; by default a copy of ``x`` with empty
+    masks and label 0 for the samples outside ``sel``. Returns ``(images, masks, labels, extras)``.
+    """
+    b, _, h, w = x.shape
+    if into is None:
+        into = (x.clone(), torch.zeros((b, 1, h, w), device=x.device),
+                torch.zeros(b, dtype=torch.long, device=x.device), {})
+    out, masks, labels, extras = into
+    if not sel:
+        return out, masks, labels, extras
+    idx = torch.tensor(list(sel), device=x.device)
+    sub_params = [params[i] for i in sel]
+    result = ApplyResult.of(apply(x[idx], sub_params, ctx.select(idx),
+                                  [rngs[i] for i in sel] if rngs is not None else None))
+    for j, i in enumerate(sel):
+        params[i] = sub_params[j]
+    out[idx] = result.images.to(out.dtype)
+    masks[idx] = result.masks.to(masks.dtype)
+    labels[idx] = result.labels.to(labels.dtype)
+    for key, value in result.extras.items():
+        if key not in extras:
+            extras[key] = value.new_zeros((b, *value.shape[1:]))
+        extras[key][idx] = value
+    return out, masks, labels, extras

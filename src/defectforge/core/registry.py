@@ -1,7 +1,12 @@
-"""The method registry: ``create(name, **overrides)`` and ``list_methods()``.
+"""The method registry: ``create(name, **overrides)``, ``list_methods()`` and ``from_config``.
 
 A method is a synthesizer class plus a preset of constructor defaults, so one class can serve
 several named variants (``draem`` and ``draem_anomalib``) whose provenance the name states.
+
+The registry is a leaf: it imports nothing above ``core``. Importing the ``defectforge`` package
+imports the method packages, which register themselves (as timm's ``models/__init__`` does).
+Composite synthesizers (``control``, ``mix``) register a config builder with
+:func:`register_config_builder` so that :func:`from_config` rebuilds them too.
 """
 
 from __future__ import annotations
@@ -12,10 +17,13 @@ from typing import Any
 
 from .validation import check_choice, suggest
 
-__all__ = ["MethodInfo", "register_method", "create", "list_methods", "method_info", "FAMILIES", "LEVELS"]
+__all__ = ["MethodInfo", "register_method", "create", "list_methods", "method_info", "from_config",
+           "register_config_builder", "resolved_arguments", "FAMILIES", "LEVELS"]
 
-#: Families of the survey "A Survey on Industrial Anomalies Synthesis" (arXiv 2502.16412).
-FAMILIES = ("hand-crafted", "distribution-hypothesis", "generative", "diffusion")
+#: Families of the survey "A Survey on Industrial Anomalies Synthesis" (arXiv 2502.16412), plus
+#: ``real-defect``: methods that transplant a user's few real defects (Copy&Paste and its kin),
+#: which the survey counts as the baseline of its generative family rather than a family.
+FAMILIES = ("hand-crafted", "distribution-hypothesis", "generative", "diffusion", "real-defect")
 #: Where a method synthesises: in image pixels, in a feature map, or in a latent space.
 LEVELS = ("image", "feature", "latent")
 
@@ -46,7 +54,26 @@ class MethodInfo:
             "class": f"{self.cls.__module__}.{self.cls.__qualname__}",
             "defaults": dict(self.defaults),
             "cpu_bound": self.cpu_bound,
+            "capabilities": self.capabilities,
         }
+
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        """The class's declared capabilities (typed class attributes) plus the preset's ``cpu_bound``."""
+        from .base import CAPABILITIES
+
+        caps: dict[str, Any] = {}
+        for name in CAPABILITIES:
+            value = getattr(self.cls, name, False if name != "requires" else ())
+            caps[name] = list(value) if name == "requires" else bool(value)
+        caps["cpu_bound"] = self.cpu_bound
+        return caps
+
+    def missing_requirements(self) -> list[str]:
+        """The optional modules this method needs that are not installed."""
+        import importlib.util
+
+        return [m for m in self.capabilities["requires"] if importlib.util.find_spec(m) is None]
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
@@ -101,8 +128,26 @@ def _check_kwargs(cls, kwargs: dict[str, Any], method: str) -> None:
 
 
 def _ensure_loaded() -> None:
-    # Importing the package registers the built-in methods.
-    from .. import synthesizers  # noqa: F401
+    """Nothing to import: ``import defectforge`` imports the method packages, which register."""
+
+
+def resolved_arguments(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` completed with the constructor defaults of ``cls`` (along ``**kwargs`` chains)."""
+    full: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        has_var_kw = False
+        for p in list(inspect.signature(init).parameters.values())[1:]:
+            if p.kind is p.VAR_KEYWORD:
+                has_var_kw = True
+            elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty:
+                full.setdefault(p.name, p.default)
+        if not has_var_kw:
+            break
+    full.update(kwargs)
+    return full
 
 
 def method_info(name: str) -> MethodInfo:
@@ -150,5 +195,36 @@ def create(name: str, **overrides: Any):
     kwargs = {**info.defaults, **overrides}
     synth = info.cls(**kwargs)
     synth.method_name = name
-    synth.method_kwargs = kwargs
+    synth.method_kwargs = resolved_arguments(info.cls, kwargs)
     return synth
+
+
+_CONFIG_BUILDERS: dict[str, Any] = {}
+
+
+def register_config_builder(kind: str, build) -> None:
+    """Let :func:`from_config` rebuild configs whose ``"method"`` is ``kind`` (``control``, ``mix``)."""
+    _CONFIG_BUILDERS[kind] = build
+
+
+def from_config(config: dict[str, Any]):
+    """Rebuild a synthesizer from ``synth.config()`` (as albumentations' ``from_dict``).
+
+    Works for every registered method and for the composites ``control`` and ``mix``.
+
+    Examples
+    --------
+    >>> import defectforge
+    >>> synth = defectforge.create("cutpaste_scar", color_jitter=0.2)
+    >>> again = defectforge.from_config(synth.config())
+    >>> again.config() == synth.config()
+    True
+    """
+    if not isinstance(config, dict) or "method" not in config:
+        raise ValueError("a synthesizer config is a mapping with a 'method' key, as synth.config() writes it; "
+                         f"got {type(config).__name__}")
+    kwargs = dict(config)
+    kind = kwargs.pop("method")
+    if kind in _CONFIG_BUILDERS:
+        return _CONFIG_BUILDERS[kind](kwargs)
+    return create(kind, **kwargs)

@@ -213,14 +213,15 @@ def _defines_preset(info, key: str) -> bool:
 def build_from_config(cfg: GenerateConfig):
     """The synthesizer of a run: one method or a ``--mix``, wrapped by the count/area/shape controls."""
     if cfg.mix is not None:
-        from ..control import mix, parse_mix
+        from ..cli.parsing import parse_mix
+        from ..synthesizers.compose import mix
 
         names, probs = parse_mix(cfg.mix)
         synth = mix([build_synthesizer(n, None, cfg.textures) for n in names], probs)
     else:
         synth = build_synthesizer(cfg.method, cfg.overrides, cfg.textures)
     if cfg.defect_count is not None or cfg.area_range is not None or cfg.mask_bank is not None:
-        from ..control import control
+        from ..synthesizers.compose import control
 
         synth = control(synth, defect_count=tuple(cfg.defect_count) if cfg.defect_count else 1,
                         area_range=None if cfg.area_range is None else tuple(cfg.area_range),

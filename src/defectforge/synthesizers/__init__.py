@@ -1,3 +1,3 @@
 """Built-in synthesizers; importing this package registers them."""
 
-from . import cutpaste, defectmaker, draem, glass, inpainting, memseg, nsa  # noqa: F401
+from . import compose, cutpaste, defectmaker, draem, glass, inpainting, memseg, nsa  # noqa: F401

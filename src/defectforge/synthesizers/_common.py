@@ -11,21 +11,7 @@ import torch
 from ..functional.color import to_gray
 from ..core.parallel import map_samples
 
-__all__ = ["usable_region", "EMPTY_REGION_NOTE", "blend_masked_uint8", "to_uint8_hwc", "masks_per_sample",
-           "clone_batch", "masked_source_blend"]
-
-EMPTY_REGION_NOTE = "empty foreground: the defect was placed on the whole image"
-
-
-def usable_region(foreground: np.ndarray | None, params: dict) -> np.ndarray | None:
-    """``foreground`` for drawing, or ``None`` (whole image) with a note in ``params`` when it is empty."""
-    if foreground is None:
-        return None
-    if not foreground.any():
-        params["region_fallback"] = EMPTY_REGION_NOTE
-        return None
-    return foreground
-
+__all__ = ["blend_masked_uint8", "to_uint8_hwc", "masks_per_sample", "clone_batch", "masked_source_blend"]
 
 def clone_batch(images: torch.Tensor) -> torch.Tensor:
     """A copy of the batch; on the CPU made by numpy (torch's threaded copy stalls on a busy machine)."""
@@ -112,7 +98,7 @@ def masks_per_sample(params: list[dict], rngs, region: np.ndarray | None, make: 
     p = params[i]
     while True:
         mask = make(p)
-        if region is not None and not p.get("region_fallback"):
+        if region is not None:
             mask &= region[i]
         if mask.any() or rngs is None:
             return mask
@@ -144,7 +130,7 @@ def masked_source_blend(synth, images: torch.Tensor, params: list[dict], context
     def make(i: int) -> None:
         p = params[i]
         if shapes is not None:  # a user-supplied shape is the mask
-            mask = shapes[i] & region[i] if region is not None and not p.get("region_fallback") else shapes[i]
+            mask = shapes[i] & region[i] if region is not None else shapes[i]
         else:
             mask = masks_per_sample(params, rngs, region, make_mask, redraw, synth.max_attempts, what, i)
         if not mask.any():

@@ -49,7 +49,7 @@ from ..core.validation import check_interval, check_probability, check_range
 from ..functional import uint8ops as u8
 from ..functional.paste import place_box, sample_box
 from ..functional.shapes import bezier_outline, fill_outline, poisson_paste, rotate_points
-from ._common import clone_batch, to_uint8_hwc, usable_region
+from ._common import clone_batch, to_uint8_hwc
 
 __all__ = ["DefectMakerSynthesizer", "SHAPES", "FILLS", "LABELS"]
 
@@ -95,6 +95,7 @@ class DefectMakerSynthesizer(Synthesizer):
     """
 
     any_dtype = True
+    uses_donors = True  # with the default fills ("cut" among them); an instance without "cut" says False
 
     def __init__(self, anomaly_probability: float = 1.0, shapes=SHAPES, fills=FILLS,
                  area_ratio_range=(0.02, 0.15), aspect_ratio: float = 0.3,
@@ -130,12 +131,8 @@ class DefectMakerSynthesizer(Synthesizer):
         self.mixed_clone = bool(mixed_clone)
         self.reference_size = check_range("reference_size", reference_size, 1, 1 << 16, integer=True)
         self.max_attempts = check_range("max_attempts", max_attempts, 1, 10_000, integer=True)
-
-    @staticmethod
-    @property
-    def uses_donors(self) -> bool:
-        """Cut fills take their crops from other normal images when a donor pool is given."""
-        return "cut" in self.fills
+        # cut fills take their crops from other normal images when a donor pool is given
+        self.uses_donors = "cut" in self.fills
 
     @staticmethod
     def _subset(name, values, allowed) -> list[str]:
@@ -148,7 +145,7 @@ class DefectMakerSynthesizer(Synthesizer):
     def sample_params(self, rng: np.random.Generator, shape: ImageShape, foreground=None) -> dict[str, Any]:
         h, w = shape.height, shape.width
         p: dict[str, Any] = {}
-        region = usable_region(foreground, p)
+        region = foreground  # None, or a non-empty region (the base class handles empty ones)
         p["shape"] = self.shapes[int(rng.integers(len(self.shapes)))]
         p["fill"] = self.fills[int(rng.integers(len(self.fills)))]
         n = int(rng.integers(self.points_range[0], self.points_range[1] + 1))
@@ -276,7 +273,7 @@ class DefectMakerSynthesizer(Synthesizer):
                 mask = self.shape_mask(p)
                 ty, tx = p["target"]
             bh, bw = mask.shape
-            if region is not None and not p.get("region_fallback"):
+            if region is not None:
                 mask &= region[i, ty:ty + bh, tx:tx + bw]
             if not mask.any():
                 return

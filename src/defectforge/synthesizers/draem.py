@@ -148,42 +148,77 @@ class PerlinTextureSynthesizer(Synthesizer):
 
     any_dtype = True  # blends the masked pixels only, in the input's dtype
 
+    def mask_sample(self, p: dict, height: int, width: int, rng, noise_out: np.ndarray | None = None) -> np.ndarray:
+        """One sample's mask ``(H, W)`` bool, redrawn from ``rng`` while empty as the policy says.
+
+        The per-sample form of :meth:`masks` (same draws, same arithmetic, same bound on redraws),
+        so that the CPU path makes each sample whole in one task of the per-sample pool, with no
+        batch-wide op between (those cost a fixed ~1 ms per sample on a busy machine, which
+        dominated small images). The first mask's rotated noise goes to ``noise_out``.
+        """
+        rescale = self.empty_mask_policy == "rescale"
+        redraws = 0 if self.empty_mask_policy == "keep_normal" or rng is None else (10 if rescale else self.max_attempts)
+        while True:
+            mask = self.perlin.mask(p["perlin"], height, width, rescale, noise_out)
+            if p.get("union"):
+                mask |= self.perlin.mask(p["perlin2"], height, width, rescale)
+            if redraws == 0 or mask.any():
+                return mask
+            p.update(self._sample_masks(rng))
+            p["attempts"] = p.get("attempts", 1) + 1
+            redraws -= 1
+
+    def _source(self, p: dict, height: int, width: int, noise: np.ndarray | None) -> np.ndarray:
+        """The augmented texture ``(H, W, 3)`` uint8 of one sample."""
+        if self.noise_texture:
+            # anomalib: the rotated noise, scaled by 0.5 and shifted by 0.25, as a grey texture
+            grey = np.rint(np.clip(noise * 0.5 + 0.25, 0, 1) * 255.0).astype(np.uint8)
+            source = np.repeat(grey[..., None], 3, axis=2)
+        else:
+            source = self.textures.get_uint8(p["texture"], height, width)
+        return augment_uint8(source, p["augment"], self._ops) if self._ops else source
+
     def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
         b, c, h, w = images.shape
-        masks, noise = self.masks(params, h, w, images.device, rngs)
-        if context.foreground is not None:
-            masks = masks * context.foreground.to(masks.dtype)
+        out = clone_batch(images)
+        # The masks are binary, so only the masked pixels change, each by the same opacity:
+        # out = img + opacity * (tex - img), on those pixels alone (cost follows the defect area).
         if images.device.type == "cpu":
-            # numpy, not batch-wide torch ops: torch's intra-op threads stall on a busy machine
-            selected = masks.numpy()[:, 0] > 0
-            nonempty = selected.reshape(b, -1).any(1)
-            noise_np = noise.numpy()
+            # each sample whole (mask, redraws, texture, blend) in one task of the per-sample pool:
+            # numpy only, no batch-wide torch op (torch's intra-op threads stall on a busy machine)
+            masks_np = np.zeros((b, 1, h, w), np.float32)
+            noise_np = np.empty((b, h, w), np.float32) if self.noise_texture else None
+            fg = None if context.foreground is None else context.foreground.to(torch.float32).numpy()
+            nonempty = np.zeros(b, bool)
+
+            def make(i: int) -> None:
+                p = params[i]
+                noise = None if noise_np is None else noise_np[i]
+                mask = self.mask_sample(p, h, w, None if rngs is None else rngs[i], noise)
+                masks_np[i, 0] = mask if fg is None else mask * fg[i, 0]
+                selected = masks_np[i, 0] > 0
+                nonempty[i] = selected.any()
+                if nonempty[i]:
+                    blend_masked_uint8(out, i, selected, self._source(p, h, w, noise), p["opacity"])
+
+            map_samples(make, range(b))
+            masks = torch.from_numpy(masks_np)
         else:
+            masks, noise = self.masks(params, h, w, images.device, rngs)
+            if context.foreground is not None:
+                masks = masks * context.foreground.to(masks.dtype)
             selected = masks[:, 0] > 0
             nonempty = selected.flatten(1).any(1).cpu().numpy()
-            noise_np = noise.cpu().numpy() if self.noise_texture else None
-        out = clone_batch(images)
-
-        def blend_sample(i: int) -> None:
-            # The masks are binary, so only the masked pixels change, each by the same opacity:
-            # out = img + opacity * (tex - img), on those pixels alone (cost follows the defect area).
-            p = params[i]
-            if self.noise_texture:
-                # anomalib: the rotated noise, scaled by 0.5 and shifted by 0.25, as a grey texture
-                grey = np.rint(np.clip(noise_np[i, 0] * 0.5 + 0.25, 0, 1) * 255.0).astype(np.uint8)
-                source = np.repeat(grey[..., None], 3, axis=2)
-            else:
-                source = self.textures.get_uint8(p["texture"], h, w)
-            texture = augment_uint8(source, p["augment"], self._ops) if self._ops else source
-            blend_masked_uint8(out, i, selected[i], texture, p["opacity"])
-
+            noise_np = noise[:, 0].cpu().numpy() if self.noise_texture else None
+            map_samples(lambda i: blend_masked_uint8(
+                out, i, selected[i], self._source(params[i], h, w, None if noise_np is None else noise_np[i]),
+                params[i]["opacity"]), [i for i in range(b) if nonempty[i]])
         for i, p in enumerate(params):
             if not nonempty[i]:
                 p["empty_mask"] = True
                 if rngs is not None and self.empty_mask_policy != "keep_normal":
                     warnings.warn(f"{self.method_name or 'perlin'}: mask still empty after "
                                   f"{p.get('attempts', 1)} draws; the sample stays normal", stacklevel=4)
-        map_samples(blend_sample, [i for i in range(b) if nonempty[i]])
         labels = torch.from_numpy(nonempty).long().to(images.device) * self.anomaly_label
         return out, masks, labels
 

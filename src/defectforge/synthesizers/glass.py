@@ -33,7 +33,7 @@ from ..functional import uint8ops as u8
 from ..functional.augment import Op, augment_uint8, sample_pipeline
 from ..functional.perlin import PerlinMaskSpec
 from ..sources.textures import resolve_textures
-from ._common import masked_source_blend, usable_region
+from ._common import masked_source_blend
 
 __all__ = ["GlassLASSynthesizer", "GLASS_OPS", "COMBINATIONS"]
 
@@ -123,7 +123,6 @@ class GlassLASSynthesizer(Synthesizer):
 
     def sample_params(self, rng: np.random.Generator, shape: ImageShape, foreground=None) -> dict[str, Any]:
         params: dict[str, Any] = {}
-        usable_region(foreground, params)
         self._draw_masks(rng, params)
         params["texture"] = int(rng.integers(len(self.textures)))
         params["augment"] = sample_pipeline(rng, GLASS_OPS, self.augmentations_per_sample)

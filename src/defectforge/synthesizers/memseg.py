@@ -32,7 +32,7 @@ from ..functional.augment import DRAEM_OPS, augment_uint8, sample_pipeline
 from ..functional.paste import shuffle_tiles
 from ..functional.perlin import PerlinMaskSpec
 from ..sources.textures import resolve_textures
-from ._common import masked_source_blend, to_uint8_hwc, usable_region
+from ._common import masked_source_blend, to_uint8_hwc
 
 __all__ = ["MemSegSynthesizer"]
 
@@ -83,7 +83,6 @@ class MemSegSynthesizer(Synthesizer):
 
     def sample_params(self, rng: np.random.Generator, shape: ImageShape, foreground=None) -> dict[str, Any]:
         params: dict[str, Any] = {}
-        usable_region(foreground, params)
         self._draw_mask(rng, params)
         if rng.random() < self.structure_probability:
             params["kind"] = "structure"

@@ -42,7 +42,7 @@ from ..core.registry import register_method
 from ..core.types import SynthesisContext
 from ..core.validation import check_interval, check_range
 from ..functional.shapes import poisson_paste
-from ._common import clone_batch, to_uint8_hwc, usable_region
+from ._common import clone_batch, to_uint8_hwc
 
 __all__ = ["NSASynthesizer", "MIN_PATCH_PIXELS"]
 
@@ -80,6 +80,7 @@ class NSASynthesizer(Synthesizer):
     any_dtype = True
     changes_outside_mask = True  # pixels changed by at most ``tolerance`` are outside the mask
     uses_donors = True  # patches come from other normal images (``SynthesisContext.donors``)
+    foreground_is_hint = True  # NSA: a patch need only overlap the foreground by ``min_overlap``
 
     def __init__(self, anomaly_probability: float = 1.0, patches_range=(1, 4), half_width_bounds=(0.03, 0.4),
                  gamma_shape: float = 2.0, gamma_scale: float = 0.05, gamma_lower_bound: float = 0.03,
@@ -131,7 +132,7 @@ class NSASynthesizer(Synthesizer):
     def sample_params(self, rng: np.random.Generator, shape: ImageShape, foreground=None) -> dict[str, Any]:
         h, w = shape.height, shape.width
         p: dict[str, Any] = {}
-        region = usable_region(foreground, p)
+        region = foreground  # None, or a non-empty region (the base class handles empty ones)
         integral = None if region is None else cv2.integral(region.astype(np.uint8)).astype(np.int64)
         n = int(rng.integers(self.patches_range[0], self.patches_range[1] + 1))
         patches, failures = [], []

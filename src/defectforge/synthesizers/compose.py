@@ -24,108 +24,25 @@ Examples
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
-from .core.base import ImageShape, Synthesizer
-from .core.registry import create
-from .core.seeding import child_seed
-from .core.types import SynthesisContext, to_jsonable
-from .core.validation import check_interval, check_range
-from .functional.paste import place_box, rotate_expand
+from ..core.base import ApplyResult, ImageShape, Synthesizer, apply_subset, confine_result
+from ..core.registry import create, from_config, register_config_builder
+from ..core.seeding import child_seed
+from ..core.types import SynthesisContext, to_jsonable
+from ..core.validation import check_interval, check_range
+from ..sources.mask_bank import MaskBank
 
-__all__ = ["MaskBank", "ControlledSynthesizer", "MixtureSynthesizer", "control", "mix", "parse_mix"]
+__all__ = ["ControlledSynthesizer", "MixtureSynthesizer", "control", "mix"]
 
 
 def _generator(seed: int, stream: int = 0) -> np.random.Generator:
     return np.random.Generator(np.random.Philox(key=seed, counter=stream << 128))
-
-
-class MaskBank:
-    """A folder of user-drawn binary defect shapes (PNG or any image file, 0 = background).
-
-    Each shape is cropped to its bounding box when loaded. A file that is not binary (grey
-    levels other than two) or holds no foreground raises an error naming the file.
-
-    Parameters
-    ----------
-    folder : path
-        Folder of mask images (searched recursively).
-    scale_range : (float, float)
-        Longer side of a placed shape as a fraction of the image's shorter side.
-    rotation_range : (float, float)
-        Rotation in degrees.
-    """
-
-    def __init__(self, folder: str | os.PathLike, scale_range=(0.1, 0.4), rotation_range=(0.0, 360.0)):
-        from .io.images import list_images, read_image
-
-        self.folder = Path(folder)
-        if not self.folder.is_dir():
-            raise NotADirectoryError(f"mask bank {self.folder} is not a folder; pass a folder of binary mask PNGs")
-        files = list_images(self.folder)
-        if not files:
-            raise ValueError(f"mask bank {self.folder} holds no images; add binary PNG masks (0 background, 255 shape)")
-        self.scale_range = check_interval("scale_range", scale_range, 1e-3, 1.0)
-        self.rotation_range = check_interval("rotation_range", rotation_range, -360.0, 360.0)
-        self.files, self.shapes = [], []
-        for f in files:
-            m = read_image(f, channels=1)[..., 0]
-            values = np.unique(m)
-            if len(values) > 2 or (len(values) == 2 and values[0] != 0):
-                raise ValueError(f"mask bank file {f} is not binary (it has grey levels {values[:6].tolist()}"
-                                 f"{'...' if len(values) > 6 else ''}); save it with 0 for background and 255 "
-                                 "for the shape only")
-            if values.max() == 0:
-                raise ValueError(f"mask bank file {f} is empty (no shape pixel); remove it or draw the shape in white")
-            ys, xs = np.nonzero(m)
-            self.files.append(f)
-            self.shapes.append(np.ascontiguousarray(m[ys.min():ys.max() + 1, xs.min():xs.max() + 1] > 0))
-        self.identity = str(self.folder)
-
-    def __len__(self) -> int:
-        return len(self.shapes)
-
-    def sample(self, rng: np.random.Generator, height: int, width: int, region: np.ndarray | None) -> dict:
-        """Draw a shape, its scale, rotation and position (centred on a region pixel)."""
-        index = int(rng.integers(len(self)))
-        scale = float(rng.uniform(*self.scale_range))
-        angle = float(rng.uniform(*self.rotation_range))
-        p = {"index": index, "scale": scale, "angle": angle}
-        sh, sw = self._size(p, height, width)
-        p["target"] = list(place_box(rng, height, width, min(sh, height), min(sw, width), region))
-        return p
-
-    def _scaled(self, p: dict, height: int, width: int) -> np.ndarray:
-        shape = self.shapes[p["index"]]
-        factor = p["scale"] * min(height, width) / max(shape.shape)
-        h, w = max(1, int(round(shape.shape[0] * factor))), max(1, int(round(shape.shape[1] * factor)))
-        scaled = cv2.resize(shape.astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_NEAREST)
-        if not scaled.any():
-            scaled[h // 2, w // 2] = 255
-        return scaled
-
-    def _size(self, p: dict, height: int, width: int) -> tuple[int, int]:
-        scaled = self._scaled(p, height, width)
-        rotated, _ = rotate_expand(scaled[..., None], p["angle"])
-        return rotated.shape[:2]
-
-    def render(self, p: dict, height: int, width: int) -> np.ndarray:
-        """The placed shape as an ``(height, width)`` bool mask."""
-        rotated, _ = rotate_expand(self._scaled(p, height, width)[..., None], p["angle"])
-        shape = rotated[..., 0] > 0
-        ty, tx = p["target"]
-        out = np.zeros((height, width), bool)
-        hh, ww = min(shape.shape[0], height - ty), min(shape.shape[1], width - tx)
-        out[ty:ty + hh, tx:tx + ww] = shape[:hh, :ww]
-        return out
 
 
 def _as_synth(method) -> Synthesizer:
@@ -171,22 +88,31 @@ class ControlledSynthesizer(Synthesizer):
         self.max_attempts = check_range("max_attempts", max_attempts, 1, 10_000, integer=True)
         self.any_dtype = self.inner.any_dtype
         self.changes_outside_mask = self.inner.changes_outside_mask
-        self.uses_donors = bool(getattr(self.inner, "uses_donors", False))
+        self.uses_donors = self.inner.uses_donors
+        self.requires = self.inner.requires
+        self.foreground_is_hint = self.inner.foreground_is_hint
         self.method_name = self.inner.method_name
 
     def config(self) -> dict[str, Any]:
+        """``{"method": "control", "inner": <the method's config>, ...}``; :func:`defectforge.from_config` rebuilds it."""
         return to_jsonable({"method": "control", "inner": self.inner.config(), "defect_count": list(self.defect_count),
                             "area_range": None if self.area_range is None else list(self.area_range),
-                            "mask_bank": None if self.mask_bank is None else self.mask_bank.identity,
-                            "anomaly_probability": self.anomaly_probability})
+                            "mask_bank": None if self.mask_bank is None else self.mask_bank.config(),
+                            "anomaly_probability": self.anomaly_probability, "max_attempts": self.max_attempts})
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "ControlledSynthesizer":
+        kwargs = dict(config)
+        inner = from_config(kwargs.pop("inner"))
+        bank = kwargs.pop("mask_bank", None)
+        if isinstance(bank, dict):
+            bank = MaskBank(**bank)
+        return cls(inner, mask_bank=bank, **kwargs)
 
     def sample_params(self, rng: np.random.Generator, shape: ImageShape, foreground=None) -> dict[str, Any]:
         h, w = shape.height, shape.width
         n = int(rng.integers(self.defect_count[0], self.defect_count[1] + 1))
         p: dict[str, Any] = {"defects": []}
-        if foreground is not None and not foreground.any():
-            p["region_fallback"] = "empty foreground: defects were placed on the whole image"
-            foreground = None
         for _ in range(n):
             seed = child_seed(rng)
             sub = _generator(seed)
@@ -199,50 +125,66 @@ class ControlledSynthesizer(Synthesizer):
                     region = shape_mask if foreground is None else shape_mask & foreground
                     if region.any():
                         break
+                else:  # the user's shape never met the foreground: it alone bounds the defect
+                    region = shape_mask
+                    defect["region_fallback"] = "the placed shape missed the foreground in 20 draws; it alone bounds the defect"
                 defect["shape"] = placed
             defect["params"] = self.inner.sample_params(sub, shape, region)
             p["defects"].append(defect)
         return p
 
     def _shapes(self, params: list[dict], k: int, idx: list[int], h: int, w: int, device) -> torch.Tensor | None:
+        """Defect ``k``'s placed shapes for the whole batch (empty for samples with fewer defects)."""
         if self.mask_bank is None:
             return None
-        stack = np.stack([self.mask_bank.render(params[i]["defects"][k]["shape"], h, w) for i in idx])
+        stack = np.zeros((len(params), h, w), bool)
+        for i in idx:
+            stack[i] = self.mask_bank.render(params[i]["defects"][k]["shape"], h, w)
         return torch.from_numpy(stack)[:, None].float().to(device)
 
+    def _inner_apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs) -> ApplyResult:
+        """The inner method's ``apply``; a user's shape bounds the defect even where the foreground
+        is only a hint to the method (NSA places a patch that merely overlaps it)."""
+        result = ApplyResult.of(self.inner.apply(images, params, context, rngs))
+        if context.shapes is None or not self.inner.foreground_is_hint:
+            return result
+        extras = dict(result.extras)
+        out, masks = confine_result(images, result.images, result.masks, context.foreground, extras)
+        labels = result.labels.masked_fill(masks.flatten(1).amax(1) <= 0, 0)
+        return ApplyResult(out, masks, labels, extras)
+
     def _run_defects(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, redraw: bool):
+        """Apply each sample's defects one after the other; masks and labels are the union/maximum."""
         b, _, h, w = images.shape
         cur = images.clone()
         masks = torch.zeros((b, 1, h, w), device=images.device)
         labels = torch.zeros(b, dtype=torch.long, device=images.device)
         extras: dict[str, torch.Tensor] = {}
         fg = context.foreground
-        if fg is not None:
-            fallback = [i for i, p in enumerate(params) if p.get("region_fallback")]
-            if fallback:
-                fg = fg.clone()
-                fg[fallback] = 1.0
         for k in range(max((len(p["defects"]) for p in params), default=0)):
             idx = [i for i, p in enumerate(params) if len(p["defects"]) > k]
-            index = torch.tensor(idx, device=images.device)
-            sub_params = [params[i]["defects"][k]["params"] for i in idx]
+            inner = [p["defects"][k]["params"] if len(p["defects"]) > k else None for p in params]
             shapes = self._shapes(params, k, idx, h, w, images.device)
-            sub_fg = None if fg is None else fg[index]
-            if shapes is not None:
-                sub_fg = shapes if sub_fg is None else shapes * sub_fg
-            ctx = SynthesisContext(foreground=sub_fg, donors=context.donors, shapes=shapes)
-            rngs = [_generator(params[i]["defects"][k]["seed"], 1) for i in idx] if redraw else None
-            result = self.inner.apply(cur[index], sub_params, ctx, rngs)
-            out, m, lab = result[0], result[1], result[2]
-            cur[index] = out
-            masks[index] = torch.maximum(masks[index], m)
-            labels[index] = torch.maximum(labels[index], lab.to(labels.dtype))
-            for key, value in (result[3] if len(result) > 3 else {}).items():
-                if key not in extras:
-                    extras[key] = value.new_zeros((b, *value.shape[1:]))
-                    extras[key][index] = value
+            region = shapes if fg is None else (fg if shapes is None else shapes * fg)
+            missed = [i for i in idx if params[i]["defects"][k].get("region_fallback")]
+            if missed:
+                region = region.clone()
+                region[missed] = 1.0 if shapes is None else shapes[missed]
+            ctx = SynthesisContext(foreground=region, donors=context.donors, shapes=shapes)
+            rngs = ([_generator(p["defects"][k]["seed"], 1) if len(p["defects"]) > k else None for p in params]
+                    if redraw else None)
+            step = (cur.clone(), torch.zeros_like(masks), torch.zeros_like(labels), {})
+            out, m, lab, ext = apply_subset(self._inner_apply, cur, inner, ctx, rngs, idx, into=step)
+            for i in idx:
+                params[i]["defects"][k]["params"] = inner[i]
+            cur = out
+            masks = torch.maximum(masks, m)
+            labels = torch.maximum(labels, lab)
+            for key, value in ext.items():
+                if key not in extras:  # the first defect's extras (inpainting targets...)
+                    extras[key] = value
                 elif key == "soft_mask":
-                    extras[key][index] = torch.maximum(extras[key][index], value)
+                    extras[key] = torch.maximum(extras[key], value)
         return cur, masks, labels, extras
 
     def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
@@ -313,12 +255,20 @@ class MixtureSynthesizer(Synthesizer):
         self.probabilities = probs
         self.any_dtype = all(m.any_dtype for m in self.members)
         self.changes_outside_mask = any(m.changes_outside_mask for m in self.members)
-        self.uses_donors = any(getattr(m, "uses_donors", False) for m in self.members)
+        self.uses_donors = any(m.uses_donors for m in self.members)
+        self.requires = tuple(sorted({r for m in self.members for r in m.requires}))
+        self.foreground_is_hint = any(m.foreground_is_hint for m in self.members)
         self.method_name = "mix"
 
     def config(self) -> dict[str, Any]:
+        """``{"method": "mix", "members": [<configs>], ...}``; :func:`defectforge.from_config` rebuilds it."""
         return to_jsonable({"method": "mix", "members": [m.config() for m in self.members],
                             "probabilities": self.probabilities, "anomaly_probability": self.anomaly_probability})
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "MixtureSynthesizer":
+        kwargs = dict(config)
+        return cls([from_config(m) for m in kwargs.pop("members")], **kwargs)
 
     def sample_params(self, rng: np.random.Generator, shape: ImageShape, foreground=None) -> dict[str, Any]:
         j = int(rng.choice(len(self.members), p=np.asarray(self.probabilities) / sum(self.probabilities)))
@@ -326,24 +276,15 @@ class MixtureSynthesizer(Synthesizer):
 
     def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
         b, _, h, w = images.shape
-        out = images.clone()
-        masks = torch.zeros((b, 1, h, w), device=images.device)
-        labels = torch.zeros(b, dtype=torch.long, device=images.device)
-        extras: dict[str, torch.Tensor] = {}
+        results = (images.clone(), torch.zeros((b, 1, h, w), device=images.device),
+                   torch.zeros(b, dtype=torch.long, device=images.device), {})
         for j, member in enumerate(self.members):
             idx = [i for i, p in enumerate(params) if p["method"] == self.names[j]]
-            if not idx:
-                continue
-            index = torch.tensor(idx, device=images.device)
-            sub = [params[i]["params"] for i in idx]
-            result = member.apply(images[index], sub, context.select(index),
-                                  None if rngs is None else [rngs[i] for i in idx])
-            out[index], masks[index], labels[index] = result[0].to(out.dtype), result[1], result[2].to(labels.dtype)
-            for key, value in (result[3] if len(result) > 3 else {}).items():
-                if key not in extras:
-                    extras[key] = value.new_zeros((b, *value.shape[1:]))
-                extras[key][index] = value
-        return out, masks, labels, extras
+            inner = [p["params"] for p in params]
+            results = apply_subset(member.apply, images, inner, context, rngs, idx, into=results)
+            for i in idx:
+                params[i]["params"] = inner[i]
+        return ApplyResult(*results)
 
 
 def control(method, defect_count=1, area_range=None, mask_bank=None, anomaly_probability: float = 1.0,
@@ -362,26 +303,5 @@ def mix(methods: Sequence, probabilities: Sequence[float] | None = None,
     return MixtureSynthesizer(methods, probabilities, anomaly_probability)
 
 
-def parse_mix(text: str) -> tuple[list[str], list[float]]:
-    """``"draem:0.5,cutpaste:0.5"`` -> names and probabilities (``"a,b"`` means equal shares).
-
-    Examples
-    --------
-    >>> parse_mix("draem:0.25, cutpaste:0.75")
-    (['draem', 'cutpaste'], [0.25, 0.75])
-    """
-    names, probs = [], []
-    for item in [t.strip() for t in text.split(",") if t.strip()]:
-        name, _, weight = item.partition(":")
-        names.append(name.strip())
-        try:
-            probs.append(float(weight) if weight else float("nan"))
-        except ValueError:
-            raise ValueError(f"--mix entry {item!r}: the probability after ':' must be a number") from None
-    if not names:
-        raise ValueError("--mix needs entries like 'draem:0.5,cutpaste:0.5'")
-    if all(math.isnan(p) for p in probs):
-        probs = [1.0 / len(names)] * len(names)
-    elif any(math.isnan(p) for p in probs):
-        raise ValueError("--mix: give a probability for every method or for none")
-    return names, probs
+register_config_builder("control", ControlledSynthesizer.from_config)
+register_config_builder("mix", MixtureSynthesizer.from_config)

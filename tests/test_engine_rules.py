@@ -1,0 +1,220 @@
+"""The rules the base class owns, checked for every registered image-level method.
+
+The registry matrix: foreground (a random region, an empty one), a user's mask bank, donors,
+``control`` / ``mix`` wrapping, and config round-trips. A method is checked the moment it
+registers; no method implements these rules for itself.
+"""
+
+import ast
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import defectforge
+from defectforge.core.base import EMPTY_REGION_NOTE, CAPABILITIES
+from defectforge.io.images import write_image
+
+IMAGE_METHODS = defectforge.list_methods(level="image")
+
+
+def _synth(name, **kw):
+    missing = defectforge.method_info(name).missing_requirements()
+    if missing:
+        pytest.skip(f"{name} needs {missing}")
+    return defectforge.create(name, anomaly_probability=1.0, **kw)
+
+
+def _blob_region(b, h, w):
+    """A random-looking region per sample: an off-centre disc plus a bar (never the whole image)."""
+    fg = np.zeros((b, h, w), np.uint8)
+    rng = np.random.default_rng(5)
+    for k in range(b):
+        cy, cx = rng.integers(h // 3, 2 * h // 3), rng.integers(w // 3, 2 * w // 3)
+        cv2.circle(fg[k], (int(cx), int(cy)), h // 4, 1, -1)
+        fg[k, h // 8:h // 8 + h // 10, :] = 1
+    return torch.from_numpy(fg)[:, None].float()
+
+
+@pytest.fixture
+def bank_dir(tmp_path):
+    disc = np.zeros((40, 40), np.uint8)
+    cv2.circle(disc, (20, 20), 15, 255, -1)
+    bar = np.zeros((12, 40), np.uint8)
+    bar[2:10, :] = 255
+    write_image(tmp_path / "disc.png", disc)
+    write_image(tmp_path / "bar.png", bar)
+    return tmp_path
+
+
+def _labels_agree_with_masks(out):
+    nonempty = out.masks.flatten(1).amax(1) > 0
+    assert torch.equal(out.labels > 0, nonempty), "label must be 0 exactly where the mask is empty"
+    for p, anomalous in zip(out.params, nonempty.tolist()):
+        assert p["anomalous"] == anomalous
+
+
+@pytest.mark.parametrize("name", IMAGE_METHODS)
+def test_masks_stay_inside_a_random_region(name, surface_batch):
+    synth = _synth(name)
+    fg = _blob_region(*surface_batch.shape[:1], *surface_batch.shape[2:])
+    out = synth(surface_batch, seed=2, foreground=fg)
+    _labels_agree_with_masks(out)
+    if not synth.foreground_is_hint:
+        assert not ((out.masks > 0) & (fg == 0)).any(), "mask outside the region"
+    else:  # a hint: the defect must still touch the region
+        for k in range(len(out)):
+            if out.labels[k] > 0:
+                assert (out.masks[k] * fg[k]).sum() > 0
+    again = synth.replay(surface_batch, out.params, foreground=fg)
+    assert torch.equal(again.images, out.images) and torch.equal(again.masks, out.masks)
+
+
+@pytest.mark.parametrize("name", IMAGE_METHODS)
+def test_empty_region_falls_back_to_the_whole_image_the_same_way(name, surface_batch):
+    """One rule for all: an empty foreground is recorded and the defect placed anywhere."""
+    synth = _synth(name)
+    fg = torch.zeros(surface_batch.shape[0], 1, *surface_batch.shape[2:])
+    out = synth(surface_batch, seed=4, foreground=fg)
+    _labels_agree_with_masks(out)
+    for p in out.params:
+        assert p.get("region_fallback") == EMPTY_REGION_NOTE
+    # every method makes a visible anomaly on most samples (DRAEM keeps ~5% of empty Perlin masks normal)
+    assert int((out.labels > 0).sum()) >= len(out) - 1
+    changed = (out.images != surface_batch).flatten(1).any(1)
+    assert bool(changed[out.labels > 0].all()), "a sample labelled anomalous must differ from its input"
+    again = synth.replay(surface_batch, out.params, foreground=fg)
+    assert torch.equal(again.images, out.images)
+
+
+def test_cutpaste_with_an_empty_foreground_is_anomalous_not_an_unchanged_label_1(surface_batch):
+    # before: label 1, an empty mask and an unchanged image
+    out = defectforge.create("cutpaste")(surface_batch, seed=0, foreground=torch.zeros(4, 1, 96, 96))
+    assert (out.labels == 1).all() and (out.masks.flatten(1).sum(1) > 0).all()
+    assert (out.images != surface_batch).flatten(1).any(1).all()
+
+
+@pytest.mark.parametrize("name", IMAGE_METHODS)
+def test_mask_bank_bounds_every_method(name, bank_dir, surface_batch):
+    """``control(..., mask_bank=)`` confines the defect to the placed shapes, NSA included."""
+    if defectforge.method_info(name).missing_requirements():
+        pytest.skip("optional dependency missing")
+    synth = defectforge.control(name, mask_bank=bank_dir)
+    out = synth(surface_batch, seed=9)
+    _labels_agree_with_masks(out)
+    h, w = surface_batch.shape[2:]
+    for k, p in enumerate(out.params):
+        if not p["anomalous"]:
+            continue
+        shape = torch.from_numpy(synth.mask_bank.render(p["defects"][0]["shape"], h, w))
+        assert not ((out.masks[k, 0] > 0) & ~shape).any(), "mask outside the user's shape"
+        changed = (out.images[k] != surface_batch[k]).any(0)
+        assert not (changed & ~shape).any(), "pixels changed outside the user's shape"
+
+
+def test_nsa_with_a_mask_bank_stays_inside_the_shapes(bank_dir, surface_batch):
+    # before: NSA treated the shape as a placement hint and pasted outside it
+    synth = defectforge.control("nsa", mask_bank=bank_dir)
+    out = synth(surface_batch, seed=1, donors=surface_batch)
+    for k, p in enumerate(out.params):
+        shape = torch.from_numpy(synth.mask_bank.render(p["defects"][0]["shape"], 96, 96))
+        assert not ((out.masks[k, 0] > 0) & ~shape).any()
+        assert not ((out.images[k] != surface_batch[k]).any(0) & ~shape).any()
+        soft = out.extras["soft_mask"][k, 0]
+        assert not ((soft > 0) & ~shape).any()
+
+
+@pytest.mark.parametrize("name", [n for n in IMAGE_METHODS if defectforge.method_info(n).capabilities["uses_donors"]])
+def test_donor_methods_use_the_pool_and_replay_with_it(name, surface_batch):
+    synth = _synth(name)
+    images = surface_batch.repeat(3, 1, 1, 1)  # 12 samples: some draw a fill that cuts from a donor
+    donors = torch.flip(surface_batch, dims=[0])
+    out = synth(images, seed=3, donors=donors)
+    _labels_agree_with_masks(out)
+    again = synth.replay(images, out.params, donors=donors)
+    assert torch.equal(again.images, out.images)
+    assert "donor" in json.dumps(out.params), "no sample recorded which donor it cut from"
+    if not defectforge.method_info(name).cpu_bound:  # Poisson blending may hide a donor's pixels
+        alone = synth(images, seed=3)
+        assert not torch.equal(alone.images, out.images), "the donor pool made no difference"
+
+
+@pytest.mark.parametrize("name", IMAGE_METHODS)
+@pytest.mark.parametrize("wrap", ["control", "mix"])
+def test_wrapped_methods_replay_and_are_batch_independent(name, wrap, surface_batch):
+    if defectforge.method_info(name).missing_requirements():
+        pytest.skip("optional dependency missing")
+    synth = (defectforge.control(name, defect_count=(1, 2)) if wrap == "control"
+             else defectforge.mix([name, "cutout" if name != "cutout" else "riad"], [0.5, 0.5]))
+    out = synth(surface_batch, seed=6)
+    _labels_agree_with_masks(out)
+    again = synth.replay(surface_batch, out.params)
+    assert torch.equal(again.images, out.images) and torch.equal(again.masks, out.masks)
+    part = synth(surface_batch[1:3], seed=6, indices=[1, 2])
+    assert torch.equal(part.images, out.images[1:3]) and part.params == out.params[1:3]
+    assert json.loads(json.dumps(out.params)) == out.params
+
+
+def _same_outputs(a, b, images, **kw):
+    x, y = a(images, seed=8, **kw), b(images, seed=8, **kw)
+    assert torch.equal(x.images, y.images) and torch.equal(x.masks, y.masks) and x.params == y.params
+
+
+@pytest.mark.parametrize("name", defectforge.list_methods(level="image"))
+def test_config_round_trips_and_holds_every_default(name, surface_batch):
+    synth = _synth(name)
+    cfg = synth.config()
+    assert json.loads(json.dumps(cfg)) == cfg
+    import inspect
+
+    init = inspect.signature(type(synth).__init__)
+    for p in list(init.parameters.values())[1:]:
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            assert p.name in cfg, f"config() misses the resolved default of {p.name!r}"
+    again = defectforge.from_config(cfg)
+    assert again.config() == cfg
+    _same_outputs(synth, again, surface_batch)
+
+
+def test_control_and_mix_configs_round_trip(bank_dir, surface_batch):
+    synth = defectforge.mix([defectforge.control("cutpaste", defect_count=(1, 3), area_range=(0.01, 0.3),
+                                                 mask_bank=bank_dir),
+                             defectforge.create("draem", opacity_range=(0.5, 1.0))], [0.25, 0.75])
+    cfg = synth.config()
+    again = defectforge.from_config(json.loads(json.dumps(cfg)))
+    assert again.config() == cfg
+    _same_outputs(synth, again, surface_batch)
+    with pytest.raises(ValueError, match="'method' key"):
+        defectforge.from_config({"defect_count": 2})
+
+
+@pytest.mark.parametrize("name", defectforge.list_methods())
+def test_capabilities_are_typed_and_exposed(name):
+    caps = defectforge.method_info(name).capabilities
+    assert set(CAPABILITIES) <= set(caps) and "cpu_bound" in caps
+    for key, value in caps.items():
+        assert isinstance(value, list) if key == "requires" else isinstance(value, bool)
+    assert json.loads(json.dumps(defectforge.method_info(name).as_dict()))["capabilities"] == caps
+
+
+def test_defectmaker_without_cut_fills_uses_no_donors():
+    # before: a @staticmethod @property made ``uses_donors`` a truthy property object
+    assert defectforge.create("defectmaker").uses_donors is True
+    assert defectforge.create("defectmaker", fills=["noise"]).uses_donors is False
+
+
+def test_core_never_imports_upward():
+    core = Path(defectforge.__file__).parent / "core"
+    upper = {"synthesizers", "io", "pipelines", "detectors", "cli", "sources", "metrics", "features",
+             "realdefect", "generative", "integrations"}
+    for path in core.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level >= 2:
+                top = (node.module or "").split(".")[0]
+                assert top not in upper, f"{path.name} imports ..{node.module}"
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("defectforge."):
+                assert node.module.split(".")[1] == "core", f"{path.name} imports {node.module}"
