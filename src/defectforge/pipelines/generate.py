@@ -42,7 +42,7 @@ import yaml
 
 from .. import __version__
 from ..core.registry import _accepted_kwargs, create, method_info
-from ..core.seeding import MAX_RETRIES, MAX_SEED, Stream, retry_stream, sample_rng
+from ..core.seeding import DONOR_POOL, MAX_RETRIES, MAX_SEED, Stream, donor_indices, retry_stream, sample_rng
 from ..core.validation import check_probability, check_range
 from ..io.files import atomic_write_bytes
 from ..io.images import BIT_DEPTHS, encode_png
@@ -54,8 +54,6 @@ __all__ = ["GenerateConfig", "generate", "build_synthesizer", "build_from_config
 #: Tries of a sample whose synthesis left it normal (an empty mask, a foreground with no room) or,
 #: with ``min_contrast``, changed its masked pixels too little.
 MAX_ATTEMPTS = MAX_RETRIES + 1
-#: Other normal images given to methods that cut from another image (NSA, DefectMaker), per sample.
-DONOR_POOL = 4
 #: Optional packages of methods and texture sources: import name -> the pip extra that installs it.
 EXTRAS = {"skimage": "pip install 'defectforge[textures]' (scikit-image)"}
 
@@ -165,7 +163,7 @@ class GenerateConfig:
     def methods(self) -> list[str]:
         """Registry names this run uses (the members of a mixture)."""
         if self.mix is not None:
-            from ..control import parse_mix
+            from ..cli.parsing import parse_mix
 
             return parse_mix(self.mix)[0]
         return [self.method] if self.method else []
@@ -271,12 +269,7 @@ def check_requirements(cfg: GenerateConfig) -> None:
 
 def _donor_indices(cfg: GenerateConfig, index: int, source: int, n_images: int) -> list[int]:
     # the donors of sample ``index``, other images than its source, drawn by its seed
-    others = n_images - 1
-    k = min(cfg.donor_pool, others)
-    if k <= 0:
-        return []
-    picks = sample_rng(cfg.seed, index, stream=Stream.DONORS).choice(others, size=k, replace=False)
-    return [int(p) + (1 if p >= source else 0) for p in picks]
+    return donor_indices(cfg.seed, index, n_images, exclude=source, pool_size=cfg.donor_pool)
 
 
 def _plan(cfg: GenerateConfig, index: int, n_images: int) -> tuple[int, bool]:
