@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .mvtec import is_mvtec_category
 from .images import IMAGE_EXTENSIONS, ImageReadError, bit_depth_of, list_images, read_image_raw, to_uint8
 
 __all__ = ["NormalImages", "load_normal_images", "resolve_input_folder", "is_run_folder", "MIN_IMAGE_SIZE"]
@@ -63,11 +64,10 @@ def resolve_input_folder(path: str | os.PathLike) -> Path:
                                 "or an MVTec-AD category (with train/good)")
     if not path.is_dir():
         raise NotADirectoryError(f"input {path} is not a folder; pass a folder of normal images")
-    mvtec = path / "train" / "good"
-    if mvtec.is_dir():
-        return mvtec
+    if is_mvtec_category(path):
+        return path / "train" / "good"
     try:
-        categories = sorted(d.name for d in path.iterdir() if (d / "train" / "good").is_dir())
+        categories = sorted(d.name for d in path.iterdir() if is_mvtec_category(d))
     except OSError:
         categories = []
     if categories:
