@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from ..io.files import write_json
 from .main import app
-
-
-def _jsonable(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None  # JSON has no nan; null means "undefined" (see the notes)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _write_json_atomic(path: Path, data) -> None:
-    from ..io.files import atomic_write_text
-
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 @app.command("evaluate")
@@ -67,7 +50,7 @@ def evaluate(
         raise typer.Exit(code=2) from exc
     typer.echo(format_table(result))
     if json_out is not None:
-        _write_json_atomic(json_out, _jsonable(result))
+        write_json(json_out, result)
         typer.echo(f"wrote {json_out}")
 
 
@@ -94,5 +77,5 @@ def evaluate_detection(
     typer.echo(f"protocol: MVTec AD (AUPRO up to FPR {fpr_limit}, 8-connected regions); "
                "image score = image_scores.csv or max of the map")
     if json_out is not None:
-        _write_json_atomic(json_out, _jsonable({**result, "fpr_limit": fpr_limit}))
+        write_json(json_out, {**result, "fpr_limit": fpr_limit})
         typer.echo(f"wrote {json_out}")

@@ -13,7 +13,7 @@ from enum import IntEnum
 import numpy as np
 import torch
 
-__all__ = ["sample_rng", "child_seed", "torch_generator", "retry_stream", "Stream", "MAX_SEED", "MAX_RETRIES"]
+__all__ = ["sample_rng", "child_seed", "torch_generator", "retry_stream", "Stream", "MAX_SEED", "MAX_RETRIES", "donor_indices", "DONOR_POOL"]
 
 MAX_SEED = 2**63 - 1
 
@@ -104,3 +104,31 @@ def torch_generator(seed: int) -> torch.Generator:
     gen = torch.Generator(device="cpu")
     gen.manual_seed(_check_seed("seed", seed))
     return gen
+
+
+#: Donor images per sample (or per training step) for methods that cut from other normal images:
+#: the one pool size of ``generate``, the online dataset and the benchmark's training batches.
+DONOR_POOL = 4
+
+
+def donor_indices(seed: int, key: int, n_images: int, exclude: int | None = None,
+                  pool_size: int = DONOR_POOL) -> list[int]:
+    """Indices of the donor images of sample (or training step) ``key``, drawn from :attr:`Stream.DONORS`.
+
+    ``min(pool_size, candidates)`` distinct images among ``range(n_images)`` other than ``exclude``
+    (the sample's own source image), the same for a given ``(seed, key)`` wherever it is drawn.
+
+    Examples
+    --------
+    >>> d = donor_indices(0, 5, n_images=10, exclude=3)
+    >>> len(d), 3 in d, d == donor_indices(0, 5, n_images=10, exclude=3)
+    (4, False, True)
+    """
+    candidates = n_images - (1 if exclude is not None else 0)
+    k = min(int(pool_size), candidates)
+    if k <= 0:
+        return []
+    picks = sample_rng(seed, key, stream=Stream.DONORS).choice(candidates, size=k, replace=False)
+    if exclude is None:
+        return [int(p) for p in picks]
+    return [int(p) + (1 if p >= exclude else 0) for p in picks]

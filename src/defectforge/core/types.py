@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -73,7 +75,20 @@ class SynthesisContext:
 
 
 def to_jsonable(value: Any) -> Any:
-    """Convert numpy/torch scalars and arrays inside ``value`` to plain Python types."""
+    """Convert ``value`` to plain JSON types: the one sanitiser every record and report goes through.
+
+    numpy/torch scalars and arrays become Python numbers and lists, tuples lists, paths strings,
+    and non-finite floats ``None`` (JSON has no nan: ``null`` means "undefined", e.g. an AUROC
+    without positives).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> to_jsonable({"a": np.float32(0.5), "b": (1, float("nan")), "c": np.arange(2)})
+    {'a': 0.5, 'b': [1, None], 'c': [0, 1]}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -87,5 +102,7 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating):
-        return float(value)
+        return to_jsonable(float(value))
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     return value

@@ -21,15 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io.images import list_images, read_image
+from ..io.images import read_image
+from ..io.mvtec import MVTecLayoutError, check_mvtec_category
 
 __all__ = ["MVTecCategory", "MVTecLayoutError", "check_mvtec_category", "load_mvtec_category"]
-
-_MASK_SUFFIX = "_mask"
-
-
-class MVTecLayoutError(ValueError):
-    """A data folder is not an MVTec-AD-shaped category."""
 
 
 @dataclass
@@ -64,80 +59,6 @@ class MVTecCategory:
     @property
     def defect_types(self) -> list[str]:
         return sorted({n.split("/")[0] for n in self.test_names} - {"good"})
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (OSError, ValueError) as exc:
-        raise MVTecLayoutError(f"{path}: cannot read this image ({exc}); replace or remove it") from exc
-
-
-def check_mvtec_category(root: str | os.PathLike) -> dict[str, list]:
-    """Check the layout of an MVTec-AD category without decoding the images.
-
-    Returns ``{"train": [paths], "test": [(path, defect, mask_path or None)]}``.
-
-    Raises
-    ------
-    MVTecLayoutError
-        Naming the path and what was expected.
-    """
-    root = Path(root).expanduser()
-    hint = ("an MVTec-AD category holds train/good/, test/good/, test/<defect>/ and "
-            "ground_truth/<defect>/<stem>_mask.png")
-    if not root.is_dir():
-        raise MVTecLayoutError(f"data folder {root} does not exist or is not a folder; {hint}")
-    train_dir = root / "train" / "good"
-    if not train_dir.is_dir():
-        raise MVTecLayoutError(f"{root} is not MVTec-shaped: missing {train_dir}; {hint}")
-    train = list_images(train_dir, recursive=False)
-    if not train:
-        raise MVTecLayoutError(f"{train_dir} holds no images (png/jpg/bmp/tif); {hint}")
-    test_dir = root / "test"
-    if not test_dir.is_dir():
-        raise MVTecLayoutError(f"{root} is not MVTec-shaped: missing {test_dir}; {hint}")
-    defects = sorted(p.name for p in test_dir.iterdir() if p.is_dir())
-    if "good" not in defects:
-        raise MVTecLayoutError(f"{root} is not MVTec-shaped: missing {test_dir / 'good'} (normal test images); {hint}")
-    if len(defects) < 2:
-        raise MVTecLayoutError(f"{test_dir} has no defect folder besides good/; {hint}")
-    gt_dir = root / "ground_truth"
-    test: list[tuple[Path, str, Path | None]] = []
-    problems: list[str] = []
-    for defect in defects:
-        images = list_images(test_dir / defect, recursive=False)
-        if not images:
-            problems.append(f"{test_dir / defect} holds no images")
-        for path in images:
-            mask = None
-            if defect != "good":
-                folder = gt_dir / defect
-                candidates = sorted(folder.glob(f"{path.stem}{_MASK_SUFFIX}.*")) if folder.is_dir() else []
-                if not candidates:
-                    problems.append(f"{path}: no mask {folder / (path.stem + _MASK_SUFFIX + '.png')}")
-                    continue
-                mask = candidates[0]
-                if _image_size(mask) != _image_size(path):
-                    problems.append(f"{mask}: size {_image_size(mask)} does not match its image {path} "
-                                    f"{_image_size(path)}")
-                    continue
-            test.append((path, defect, mask))
-        if defect != "good" and (gt_dir / defect).is_dir():
-            stems = {p.stem for p in images}
-            for mask in list_images(gt_dir / defect, recursive=False):
-                stem = mask.stem.removesuffix(_MASK_SUFFIX)
-                if stem not in stems:
-                    problems.append(f"{mask}: mask without an image {test_dir / defect / stem}.*")
-    if problems:
-        shown = "\n  ".join(problems[:10])
-        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
-        raise MVTecLayoutError(f"{root} is not a valid MVTec-AD category ({len(problems)} problems):\n  {shown}{more}\n"
-                               f"Expected: {hint} (same size as its image)")
-    return {"train": train, "test": test}
 
 
 def _load_resized(path: Path, size: int) -> np.ndarray:

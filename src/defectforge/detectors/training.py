@@ -11,15 +11,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..core.seeding import Stream, sample_rng, torch_generator
+from ..core.seeding import DONOR_POOL, donor_indices, torch_generator
 from ..core.types import SynthesisContext
 
 __all__ = ["resolve_synthesizer", "TrainingBatches", "TrainingRecord", "focal_l1_loss", "gaussian_smooth",
            "DETECTION_SIGMA"]
-
-#: Other normal images handed to methods that cut from another image (NSA, DefectMaker), per
-#: step; the same pool size as ``defectforge generate`` (pipelines.generate.DONOR_POOL).
-DONOR_POOL = 4
 
 #: Gaussian smoothing of upsampled score maps, sigma 4 px (PatchCore, Roth et al. CVPR 2022, and
 #: anomalib's anomaly-map generators).
@@ -110,11 +106,9 @@ class TrainingBatches:
         start = time.perf_counter()
         sample_ids = [step * self.batch_size + j for j in range(index.shape[0])]
         donors = None
-        if getattr(self.synthesizer, "uses_donors", False):
-            rng = sample_rng(self.seed, step, stream=Stream.DONORS)
-            n = self.images.shape[0]
-            picks = rng.choice(n, size=min(DONOR_POOL, n), replace=False)
-            donors = self.images[torch.from_numpy(picks)].to(self.device)
+        if self.synthesizer.uses_donors:  # one pool per step, shared by its samples
+            picks = donor_indices(self.seed, step, self.images.shape[0], pool_size=DONOR_POOL)
+            donors = self.images[torch.tensor(picks)].to(self.device)
         out = self.synthesizer(self.images[index].to(self.device), seed=self.seed, indices=sample_ids,
                                context=SynthesisContext(donors=donors))
         images = out.images

@@ -13,9 +13,9 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "write_json"]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -59,3 +59,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """``atomic_write`` of UTF-8 text."""
     atomic_write(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, data: Any, indent: int | None = 2) -> None:
+    """Write ``data`` as JSON to ``path`` atomically, sanitised by :func:`~defectforge.core.types.to_jsonable`."""
+    import json
+
+    from ..core.types import to_jsonable
+
+    atomic_write_text(path, json.dumps(to_jsonable(data), indent=indent) + "\n")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..io.mvtec import mask_path
 from .detection import MVTEC_FPR_LIMIT, detection_metrics
 from .features import IMAGE_EXTENSIONS
 
@@ -117,7 +118,8 @@ def read_detection_folder(scores_dir: str | os.PathLike, category_dir: str | os.
                 raise FileNotFoundError(f"no score map for {image}: expected {scores_dir / defect_dir.name / image.stem}"
                                         f"{{{','.join(SCORE_MAP_EXTENSIONS)}}}")
             score_map = load_score_map(found)
-            mask_file = category_dir / "ground_truth" / defect_dir.name / f"{image.stem}_mask.png"
+            mask_file = mask_path(category_dir, defect_dir.name, image) or \
+                category_dir / "ground_truth" / defect_dir.name / f"{image.stem}_mask.png"
             if defect_dir.name == "good":
                 with Image.open(image) as im:
                     mask = np.zeros((im.size[1], im.size[0]), dtype=bool)

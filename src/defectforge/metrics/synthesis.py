@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..core.validation import check_choice, suggest
+from ..io.mvtec import defect_folders, mask_path
 from .features import FeatureCache, extract_features, list_images, load_fid_inception, load_is_inception
 from .realism import (
     IS_NUM_SPLITS,
@@ -102,10 +103,9 @@ def read_real(root: str | os.PathLike) -> list[ImageRecord]:
             raise FileNotFoundError(f"{root} has no test/ folder (MVTec layout) and no image file")
         return [ImageRecord(p, "all", 1) for p in paths]
     records = []
-    for defect in sorted(d for d in test.iterdir() if d.is_dir() and d.name != "good"):
+    for defect in defect_folders(root):
         for path in list_images(defect, recursive=False):
-            mask = root / "ground_truth" / defect.name / f"{path.stem}_mask.png"
-            records.append(ImageRecord(path, defect.name, 1, mask if mask.is_file() else None))
+            records.append(ImageRecord(path, defect.name, 1, mask_path(root, defect.name, path)))
     if not records:
         raise FileNotFoundError(f"{test} holds no anomalous images (only test/good or nothing)")
     return records

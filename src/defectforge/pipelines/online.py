@@ -67,16 +67,14 @@ class SyntheticAnomalyDataset(Dataset):
         return item["image"] if isinstance(item, dict) else item[0] if isinstance(item, (tuple, list)) else item
 
     def _donors(self, index: int, i: int, like: torch.Tensor) -> torch.Tensor | None:
-        from ..core.seeding import Stream, sample_rng
+        from ..core.seeding import donor_indices
 
-        others = len(self) - 1
-        k = min(self.donor_pool, others)
-        if k <= 0 or not getattr(self.synthesizer, "uses_donors", False):
+        picks = donor_indices(self.seed, index, len(self), exclude=i, pool_size=self.donor_pool)
+        if not picks or not self.synthesizer.uses_donors:
             return None
-        picks = sample_rng(self.seed, index, stream=Stream.DONORS).choice(others, size=k, replace=False)
         donors = []
         for p in picks:
-            d = self._image(int(p) + (1 if p >= i else 0))
+            d = self._image(p)
             if d.dtype == torch.uint8 and like.dtype != torch.uint8:
                 d = d.float().div(255.0).to(like.dtype)
             elif like.dtype == torch.uint8 and d.dtype != torch.uint8:

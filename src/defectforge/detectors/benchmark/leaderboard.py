@@ -22,20 +22,11 @@ _LABELS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "image_ap
            "pixel_ap": "pixel AP", "image_f1_max": "image F1-max", "aupro": "AUPRO"}
 
 
-def jsonable(value):
-    """JSON has no nan: undefined metrics are written as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
-
-
 def write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(jsonable(data), indent=1) + "\n").encode())
+    """``data`` as JSON (undefined metrics as null), written atomically."""
+    from ...io.files import write_json as _write
 
+    _write(path, data, indent=1)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
