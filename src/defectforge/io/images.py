@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..core.dtype import LUMA_WEIGHTS
 from .files import atomic_write_bytes
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "list_images", "read_image", "write_image", "atomic_write_bytes"]
@@ -71,7 +72,7 @@ def read_image(path: str | os.PathLike, channels: int | None = None) -> np.ndarr
     if channels == 3 and arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
     elif channels == 1 and arr.shape[2] == 3:
-        arr = (arr.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) + 0.5).astype(np.uint8)[..., None]
+        arr = (arr.astype(np.float32) @ np.array(LUMA_WEIGHTS, np.float32) + 0.5).astype(np.uint8)[..., None]
     return arr
 
 
