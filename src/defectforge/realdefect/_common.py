@@ -173,10 +173,11 @@ class RealDefectSynthesizer(Synthesizer):
         self.max_attempts = check_range("max_attempts", max_attempts, 1, 1000, integer=True)
 
     def config(self) -> dict[str, Any]:
-        """Constructor arguments; the bank as its summary (:meth:`DefectBank.describe`: source, split, entries)."""
-        kwargs = dict(self.method_kwargs)
-        kwargs["bank"] = self.bank.describe()
-        return to_jsonable({"method": self.method_name, **kwargs})
+        """Constructor arguments; the bank as its description (:meth:`DefectBank.describe`: source, split,
+        entries), from which ``defectforge.from_config`` rebuilds a folder bank."""
+        cfg = super().config()
+        cfg["bank"] = to_jsonable(self.bank.describe())
+        return cfg
 
     # --- drawing ----------------------------------------------------------------------------
     def _draw_shape(self, rng: np.random.Generator, p: dict, entry: DefectEntry) -> None:
@@ -247,7 +248,8 @@ class RealDefectSynthesizer(Synthesizer):
         masks[i, 0, top:top + bh, left:left + bw] = changed
         return True
 
-    def _run_samples(self, images: torch.Tensor, params: list[dict], context, rngs, serial: bool):
+    def _run_samples(self, images: torch.Tensor, params: list[dict], context, rngs):
+        """``apply``: every sample made by :meth:`_sample`, spread over the per-sample thread pool."""
         from ..core.parallel import map_samples
         from ..synthesizers._common import clone_batch
 
@@ -263,7 +265,7 @@ class RealDefectSynthesizer(Synthesizer):
         def make(i: int) -> bool:
             return self._sample(out_np, images_np, masks, params, rngs, fg, i, is_uint8)
 
-        done = [make(i) for i in range(b)] if serial else map_samples(make, range(b))
+        done = map_samples(make, range(b))
         labels = torch.tensor([int(d) for d in done], dtype=torch.long) * self.anomaly_label
         dev = images.device
         return ApplyResult(out.to(dev), torch.from_numpy(masks).to(dev), labels.to(dev))

@@ -55,7 +55,7 @@ class CopyPasteSynthesizer(RealDefectSynthesizer):
         return top, left, crop, changed
 
     def apply(self, images, params, context, rngs):
-        return self._run_samples(images, params, context, rngs, serial=True)
+        return self._run_samples(images, params, context, rngs)
 
 
 register_method(

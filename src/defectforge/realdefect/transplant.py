@@ -190,7 +190,7 @@ class DefectTransplantSynthesizer(RealDefectSynthesizer):
         return top, left, new, changed
 
     def apply(self, images, params, context, rngs):
-        return self._run_samples(images, params, context, rngs, serial=False)
+        return self._run_samples(images, params, context, rngs)
 
 
 register_method(
