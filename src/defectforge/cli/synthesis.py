@@ -59,13 +59,19 @@ _FOREGROUND_HELP = ("Region defects are placed in: none (whole image), otsu, thr
 
 
 def available_image_methods() -> list[str]:
-    """Image-level methods whose optional dependencies (``cls.requires``) are installed."""
+    """Image-level methods whose optional dependencies (``cls.requires``) are installed.
+
+    Methods that need a bank of real defects (``copy_paste``, ``defect_transplant``) are left out:
+    they run only when given defects (``--defects``).
+    """
     import importlib.util
 
     import defectforge
 
-    return [n for n in defectforge.list_methods(level="image")
-            if all(importlib.util.find_spec(r) for r in getattr(defectforge.method_info(n).cls, "requires", ()))]
+    from ..realdefect import needs_bank
+
+    return [n for n in defectforge.list_methods(level="image") if not needs_bank(n)
+            and all(importlib.util.find_spec(r) for r in getattr(defectforge.method_info(n).cls, "requires", ()))]
 
 
 def report_left_out(used: list[str]) -> None:
@@ -76,8 +82,12 @@ def report_left_out(used: list[str]) -> None:
 
     from ..pipelines.generate import EXTRAS
 
+    from ..realdefect import needs_bank
+
     for name in defectforge.list_methods(level="image"):
-        if name not in used:
+        if name not in used and needs_bank(name):
+            typer.echo(f"left out {name}: it places real defects (generate --defects CATEGORY_OR_FOLDER)", err=True)
+        elif name not in used:
             missing = [r for r in getattr(defectforge.method_info(name).cls, "requires", ())
                        if importlib.util.find_spec(r) is None]
             typer.echo(f"left out {name}: needs the optional package(s) {', '.join(missing)}: "
