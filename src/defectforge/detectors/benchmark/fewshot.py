@@ -267,7 +267,7 @@ def run_few_shot_benchmark(data_dir, few_shot: str = "1/3", methods: list[str] |
     kind, value = parse_few_shot(few_shot)
     if methods:
         names = [REAL_ONLY] if REAL_ONLY in methods else []
-        names += _check_methods([m for m in methods if m != REAL_ONLY])
+        names += _check_methods([m for m in methods if m != REAL_ONLY], cfg.detector)
     else:
         image = defectforge.list_methods(level="image")
         names = [REAL_ONLY] + [n for n in image if needs_bank(n)] + [n for n in image if not needs_bank(n)]
