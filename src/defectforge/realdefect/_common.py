@@ -251,13 +251,13 @@ class RealDefectSynthesizer(Synthesizer):
     def _run_samples(self, images: torch.Tensor, params: list[dict], context, rngs):
         """``apply``: every sample made by :meth:`_sample`, spread over the per-sample thread pool."""
         from ..core.parallel import map_samples
-        from ..synthesizers._common import clone_batch
 
         b, c, h, w = images.shape
         is_uint8 = images.dtype == torch.uint8
         cpu = images.detach().cpu()
         images_np = cpu.numpy()
-        out = clone_batch(cpu)
+        # a copy made by numpy (torch's threaded copy stalls on a busy machine)
+        out = torch.from_numpy(np.array(images_np, copy=True, order="C"))
         out_np = out.numpy()
         masks = np.zeros((b, 1, h, w), np.float32)
         fg = None if context.foreground is None else (context.foreground[:, 0] > 0.5).cpu().numpy()
