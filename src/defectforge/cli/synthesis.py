@@ -140,7 +140,7 @@ def generate_command(
     try:
         summary = generate(input, output, method, count, seed=seed, size=size, textures=textures,
                            overrides=parse_overrides(set_), normal_ratio=normal_ratio, workers=workers,
-                           resume=resume, overwrite=overwrite, progress=not quiet, foreground=foreground,
+                           resume=resume, overwrite=overwrite, progress=not quiet and sys.stderr.isatty(), foreground=foreground,
                            foreground_threshold=foreground_threshold, foreground_invert=foreground_invert,
                            foreground_masks=foreground_masks, mix=mix, defect_count=parse_count_range(defect_count),
                            area_range=parse_area_range(area_range), mask_bank=mask_bank)
@@ -180,7 +180,8 @@ def preview_command(
     count: int = typer.Option(8, "--count", "-n", help="Images per row."),
     seed: int = typer.Option(0, "--seed", "-s"),
     size: int = typer.Option(128, "--size", help="Tile size in pixels."),
-    compact: bool = typer.Option(False, "--compact", help="One overlay row per method."),
+    compact: bool = typer.Option(False, "--compact", help="One row per method, masks outlined (= --layout compact)."),
+    layout: Optional[str] = typer.Option(None, "--layout", help="full | compact | side-by-side (image | outline)."),
     foreground: str = typer.Option("none", "--foreground", help=_FOREGROUND_HELP),
     foreground_threshold: Optional[float] = typer.Option(None, "--foreground-threshold",
                                                          help="Grey threshold in [0, 1] for --foreground threshold."),
@@ -200,7 +201,7 @@ def preview_command(
             defectforge.method_info(n)
         spec = parse_foreground(foreground, foreground_threshold, foreground_invert)
         grid = preview_grid(_pick_inputs(input, count, seed, size), names, seed=seed,
-                            rows="compact" if compact else "full", foreground=spec)
+                            rows=layout or ("compact" if compact else "full"), foreground=spec)
     except (ValueError, TypeError, OSError) as exc:
         fail(str(exc))
     if output.suffix.lower() != ".png":
