@@ -106,8 +106,11 @@ def methods_command(as_json: bool = typer.Option(False, "--json", help="Print JS
 
 @app.command("generate")
 def generate_command(
-    input: Path = typer.Argument(..., help="Folder of normal images, or an MVTec-AD category (uses train/good)."),
-    output: Path = typer.Argument(..., help="Output folder (MVTec-style tree, manifest.jsonl, config.yaml)."),
+    input: Optional[Path] = typer.Argument(None, help="Folder of normal images, or an MVTec-AD category (uses train/good). "
+                                           "With --config, give only OUTPUT."),
+    output: Optional[Path] = typer.Argument(None, help="Output folder (MVTec-style tree, manifest.jsonl, config.yaml)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Run the configuration of a config.yaml written by "
+                                          "generate or the web app (input, method, seed, parameters...)."),
     method: Optional[str] = typer.Option(None, "--method", "-m", help="Registry name (see `defectforge methods`)."),
     count: int = typer.Option(100, "--count", "-n", help="Number of samples to write."),
     seed: int = typer.Option(0, "--seed", "-s", help="Run seed; sample i depends on (seed, i) only."),
@@ -135,6 +138,15 @@ def generate_command(
     """Turn a folder of good images into a labelled synthetic-defect dataset."""
     from ..pipelines.generate import generate
 
+    if config is not None:
+        if output is not None:
+            fail("with --config give only OUTPUT (the input folder is in the configuration)")
+        if input is None:
+            fail("give the OUTPUT folder: defectforge generate --config config.yaml OUT")
+        _generate_from_config(config, input, workers, resume, overwrite, quiet)
+        return
+    if input is None or output is None:
+        fail("give INPUT and OUTPUT folders (or --config FILE OUTPUT)")
     if (method is None) == (mix is None):
         fail("give a method (--method NAME) or a mixture (--mix 'a:0.5,b:0.5'), not both and not neither")
     try:
@@ -150,6 +162,32 @@ def generate_command(
                f"{', resumed ' + str(summary['resumed']) if summary['resumed'] else ''}) to {summary['output']}")
     if summary["skipped_inputs"]:
         typer.echo(f"skipped {summary['skipped_inputs']} unreadable input files (listed in manifest.jsonl)")
+
+
+def _generate_from_config(config: Path, output: Path, workers: int, resume: bool, overwrite: bool, quiet: bool) -> None:
+    from ..pipelines.generate import GenerateConfig, generate
+
+    try:
+        settings = (yaml.safe_load(config.read_text()) or {}).get("generator")
+    except (OSError, yaml.YAMLError) as exc:
+        fail(f"cannot read --config {config}: {exc}")
+    if not isinstance(settings, dict):
+        fail(f"--config {config} has no 'generator' section; give a config.yaml written by generate or the web app")
+    known = set(GenerateConfig.__dataclass_fields__)
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        fail(f"--config {config}: unknown settings {', '.join(unknown)} (written by another defectforge version?)")
+    kwargs = dict(settings)
+    input_folder, method, count = kwargs.pop("input"), kwargs.pop("method"), kwargs.pop("count")
+    if kwargs.get("mix") is not None:
+        method = None
+    try:
+        summary = generate(input_folder, output, method, count, workers=workers, resume=resume, overwrite=overwrite,
+                           progress=not quiet and sys.stderr.isatty(), **kwargs)
+    except (ValueError, TypeError, OSError) as exc:
+        fail(str(exc))
+    typer.echo(f"wrote {summary['written']} samples ({summary['anomalous']} anomalous, {summary['normal']} normal) "
+               f"to {summary['output']}")
 
 
 def _pick_inputs(input: Path, count: int, seed: int, size: int) -> np.ndarray:
