@@ -133,6 +133,14 @@ def test_browser_end_to_end(tmp_path, monkeypatch):
                 page.locator("#download-config").click()
             config = tmp_path / "config.yaml"
             download.value.save_as(config)
+            # "generate dataset" writes a folder (with a progress bar while it runs)
+            page.locator("#output textarea, #output input").first.fill(str(tmp_path / "dataset"))
+            count = page.locator("#dataset-count input")
+            count.fill("6")
+            count.press("Enter")
+            page.locator("#generate").click()
+            page.wait_for_function("() => { const t = document.querySelector('#status textarea'); "
+                                   "return t && t.value.startsWith('wrote'); }")
             if os.environ.get("DEFECTFORGE_UI_SCREENSHOT"):
                 page.evaluate("window.scrollTo(0, 0)")
                 page.screenshot(path=os.environ["DEFECTFORGE_UI_SCREENSHOT"], full_page=False)
@@ -143,3 +151,5 @@ def test_browser_end_to_end(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     written = (tmp_path / "out" / "test" / "cutpaste" / "000000.png").read_bytes()
     assert written == on_screen  # byte for byte
+    assert (tmp_path / "dataset" / "test" / "cutpaste" / "000000.png").read_bytes() == on_screen
+    assert len((tmp_path / "dataset" / "manifest.jsonl").read_text().splitlines()) == 6
