@@ -219,10 +219,10 @@ def build_app(session: Session | None = None, methods: list[str] | None = None, 
     """The gradio ``Blocks`` of the app."""
     import gradio as gr
 
-    from ..cli.synthesis import available_image_methods
+    from ..core.registry import list_methods, method_info
 
     session = session or Session()
-    methods = methods or available_image_methods()
+    methods = methods or [n for n in list_methods(level="image") if not method_info(n).missing_requirements()]
     default_method = default_method if default_method in methods else methods[0]
     groups, all_widgets, components = {}, [], []
     with gr.Blocks(title="defectforge", analytics_enabled=False) as app:
