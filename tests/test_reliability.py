@@ -346,6 +346,17 @@ def test_config_yaml_rebuilds_the_run(good, tmp_path):
     assert r.exit_code == 0, r.output
     assert tree(a) == tree(tmp_path / "b")
     assert all("index" in rec for rec in manifest(a))
+    import yaml
+
+    recorded = yaml.safe_load((a / "config.yaml").read_text())["synthesizer"]
+    assert {"perlin_exponent_range", "threshold", "max_attempts"} <= set(recorded)  # every default, not the preset's
+    # a mixture wrapped by the count control rebuilds too
+    c = tmp_path / "c"
+    assert cli("generate", good, c, "--mix", "cutpaste:0.5,draem:0.5", "--defect-count", "1-2", "-n", "4",
+               "-q").exit_code == 0
+    r = cli("generate", "--config", c / "config.yaml", tmp_path / "d", "-q")
+    assert r.exit_code == 0, r.output
+    assert tree(c) == tree(tmp_path / "d")
 
 
 # --- 6. invisible anomalies -----------------------------------------------------------------------

@@ -240,16 +240,9 @@ def check_foreground_options(mode, threshold=None, invert: bool = False, masks=N
 
 def synthesizer_from_config(config: dict):
     """Rebuild a synthesizer from its ``config()`` (``config.yaml``'s ``synthesizer`` section)."""
-    import defectforge
+    from .. import from_config
 
-    if hasattr(defectforge, "from_config"):
-        return defectforge.from_config(config)
-    kwargs = dict(config)
-    name = kwargs.pop("method")
-    if name in ("mix", "control"):
-        raise ValueError("rebuilding a --mix or control run from config.yaml needs defectforge.from_config; "
-                         "rerun with the original options instead")
-    return create(name, **kwargs)
+    return from_config(config)
 
 
 def check_requirements(cfg: GenerateConfig) -> None:
