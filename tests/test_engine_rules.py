@@ -218,3 +218,17 @@ def test_core_never_imports_upward():
                 assert top not in upper, f"{path.name} imports ..{node.module}"
             if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("defectforge."):
                 assert node.module.split(".")[1] == "core", f"{path.name} imports {node.module}"
+
+
+def test_overlay_is_explicit_recorded_and_never_replaces_a_preset_or_the_user():
+    from defectforge.pipelines.generate import DATASET_OVERLAY
+
+    draem = defectforge.create("draem", overlay=DATASET_OVERLAY)
+    assert draem.anomaly_probability == 1.0 and draem.overlay_applied["anomaly_probability"] == 1.0
+    assert draem.config()["anomaly_probability"] == 1.0  # the record rebuilds the same synthesizer
+    three_way = defectforge.create("cutpaste_3way", overlay=DATASET_OVERLAY)
+    assert abs(three_way.anomaly_probability - 2 / 3) < 1e-9 and "anomaly_probability" not in three_way.overlay_applied
+    assert defectforge.create("draem_anomalib", overlay=DATASET_OVERLAY).empty_mask_policy == "rescale"
+    user = defectforge.create("draem", overlay=DATASET_OVERLAY, anomaly_probability=0.3)
+    assert user.anomaly_probability == 0.3 and "anomaly_probability" not in user.overlay_applied
+    assert "empty_mask_policy" not in defectforge.create("cutpaste", overlay=DATASET_OVERLAY).overlay_applied

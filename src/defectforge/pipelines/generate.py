@@ -187,25 +187,12 @@ def build_synthesizer(method: str, overrides: dict[str, Any] | None = None, text
         if "textures" not in accepted:
             raise ValueError(f"method {method!r} takes no texture source; drop --textures")
         overrides.setdefault("textures", str(textures))
-    if for_dataset:
-        for key, value in _DATASET_OVERLAY.items():
-            if key in accepted and not _defines_preset(info, key):
-                overrides.setdefault(key, value)
-    return create(method, **overrides)
+    return create(method, overlay=DATASET_OVERLAY if for_dataset else None, **overrides)
 
 
-#: What a dataset (or a training batch's synthetic half) asks of every method, where it may.
-_DATASET_OVERLAY = {"anomaly_probability": 1.0, "empty_mask_policy": "retry"}
-
-
-def _defines_preset(info, key: str) -> bool:
-    """``key`` is set by the preset to another value than its class's constructor default."""
-    import inspect
-
-    if key not in info.defaults:
-        return False
-    parameter = inspect.signature(info.cls.__init__).parameters.get(key)
-    return parameter is None or parameter.default is inspect.Parameter.empty or parameter.default != info.defaults[key]
+#: What a dataset (or a training batch's synthetic half) asks of every method, where it may
+#: (an explicit overlay: :func:`defectforge.core.registry.create` applies and records it).
+DATASET_OVERLAY = {"anomaly_probability": 1.0, "empty_mask_policy": "retry"}
 
 
 def build_from_config(cfg: GenerateConfig):

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..core.base import ImageShape, Synthesizer
+from ..core.dtype import to_uint8
 from ..core.parallel import map_samples
 from ..core.registry import register_method
 from ..core.types import SynthesisContext
@@ -187,7 +188,7 @@ class CutPasteSynthesizer(Synthesizer):
         else:
             crop = image[:, sy:sy + ph, sx:sx + pw]
             if crop.dtype != torch.uint8:
-                crop = crop.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+                crop = to_uint8(crop)
             patch = np.ascontiguousarray(crop.permute(1, 2, 0).cpu().numpy())
         patch = u8.color_jitter(patch, p["jitter"])
         if patch.ndim == 2:
