@@ -312,7 +312,9 @@ def test_missing_optional_package_is_one_line_and_writes_nothing(good, tmp_path,
 
 def test_options_are_validated_and_flags_are_flags(good, tmp_path):
     r = cli("preview", good, tmp_path / "p.png", "-n", "0")
-    assert r.exit_code == 2 and "--count" in r.output
+    assert r.exit_code == 2 and "--count" in r.output and len(r.output.strip().splitlines()) == 1
+    r = cli("generate", good, tmp_path / "o", "-m", "draem", "--set", "opacity_range")
+    assert r.exit_code == 2 and r.output.startswith("error: ") and len(r.output.strip().splitlines()) == 1
     r = cli("generate", good, tmp_path / "o", "-m", "memseg", "--foreground-threshold", "0.5", "-q")
     assert r.exit_code == 2 and "--foreground-threshold applies only" in r.output and not (tmp_path / "o").exists()
     r = cli("preview", good, tmp_path / "p.png", "--foreground-invert")
