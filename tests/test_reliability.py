@@ -321,6 +321,12 @@ def test_options_are_validated_and_flags_are_flags(good, tmp_path):
     assert r.exit_code == 2 and "--foreground-invert applies only" in r.output
     r = cli("generate", good, tmp_path / "o", "-m", "cutpaste", "-n", "-3")
     assert r.exit_code == 2 and "--count" in r.output
+    for args, option in ((["bench", "--batch", "0"], "--batch"), (["bench", "--min-time", "-1"], "--min-time"),
+                         (["evaluate-detection", tmp_path, "--ground-truth", tmp_path, "--fpr-limit", "0"], "--fpr-limit"),
+                         (["evaluate", tmp_path, "--real", tmp_path, "--seed", "-2"], "--seed"),
+                         (["demo", tmp_path / "d", "-n", "0"], "--count")):
+        r = cli(*args)
+        assert r.exit_code == 2 and option in r.output and len(r.output.strip().splitlines()) == 1, (args, r.output)
     for command in ("generate", "preview", "benchmark", "evaluate"):
         assert "<bool>" not in cli(command, "--help").output
 
