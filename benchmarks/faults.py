@@ -71,8 +71,10 @@ def run(*args, patches=()) -> tuple[int, str]:
 
 def subprocess_cli(*args, **kw) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(SRC))
+    # a background shell starts children with SIGINT ignored; give them Ctrl-C back
     return subprocess.Popen([sys.executable, "-m", "defectforge", *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
 
 
 def record(kind: str, fault: str, command: str, code: int, message: str, lost_: str) -> None:

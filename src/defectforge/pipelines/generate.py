@@ -589,9 +589,10 @@ def _remove_run(output: Path, config: dict) -> None:
 def _check_location(output: Path, given_input: Path, input_root: Path) -> None:
     """OUTPUT must be neither INPUT, nor inside it, nor around it."""
     out = output.resolve()
-    for inp in {given_input.resolve(), input_root.resolve()}:
-        if out == inp:
-            raise OutputExistsError(f"OUTPUT {output} is the INPUT folder; choose a new folder outside it")
+    inputs = [given_input.resolve(), input_root.resolve()]
+    if out in inputs:
+        raise OutputExistsError(f"OUTPUT {output} is the INPUT folder; choose a new folder outside it")
+    for inp in inputs:
         if inp in out.parents:
             raise OutputExistsError(f"OUTPUT {output} is inside INPUT {given_input}; its images would be read as "
                                     "inputs next time: choose a folder outside INPUT")
