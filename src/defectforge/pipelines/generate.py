@@ -163,7 +163,7 @@ class GenerateConfig:
     def methods(self) -> list[str]:
         """Registry names this run uses (the members of a mixture)."""
         if self.mix is not None:
-            from ..cli.parsing import parse_mix
+            from ..synthesizers.compose import parse_mix
 
             return parse_mix(self.mix)[0]
         return [self.method] if self.method else []
@@ -198,8 +198,7 @@ DATASET_OVERLAY = {"anomaly_probability": 1.0, "empty_mask_policy": "retry"}
 def build_from_config(cfg: GenerateConfig):
     """The synthesizer of a run: one method or a ``--mix``, wrapped by the count/area/shape controls."""
     if cfg.mix is not None:
-        from ..cli.parsing import parse_mix
-        from ..synthesizers.compose import mix
+        from ..synthesizers.compose import mix, parse_mix
 
         names, probs = parse_mix(cfg.mix)
         synth = mix([build_synthesizer(n, None, cfg.textures) for n in names], probs)
