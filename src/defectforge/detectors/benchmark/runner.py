@@ -28,13 +28,17 @@ from ...io.images import atomic_write_bytes
 from ...metrics.detection import detection_metrics, image_ap, image_auroc
 from ..backbones import Backbone, load_backbone
 from ..data import MVTecCategory, check_mvtec_category, load_mvtec_category
+from ..feature_level import FEATURE_DETECTORS, make_feature_detector
 from .figures import example_indices, example_maps
 from .leaderboard import write_json, write_leaderboard
 
-__all__ = ["DETECTORS", "BASELINE", "BenchmarkConfig", "make_detector", "run_benchmark", "run_one",
+__all__ = ["DETECTORS", "IMAGE_DETECTORS", "BASELINE", "BenchmarkConfig", "make_detector", "run_benchmark", "run_one",
            "image_scores_of", "evaluate_detector", "load_data_cached", "features_cached", "data_fingerprint"]
 
-DETECTORS = ("seghead", "draem_seg")
+#: Detectors trained on image-level synthesis, then those trained on feature-level synthesis
+#: (:mod:`..feature_level`: each has its own default method, e.g. ``simplenet`` -> ``simplenet``).
+IMAGE_DETECTORS = ("seghead", "draem_seg")
+DETECTORS = IMAGE_DETECTORS + tuple(FEATURE_DETECTORS)
 #: The synthesis-free baseline, always on the leaderboard.
 BASELINE = "patchcore"
 
@@ -70,6 +74,8 @@ def make_detector(name: str, backbone: Backbone | None, width: int = 0, device: 
         return DraemSegDetector(device=device, **({"width": width} if width else {}))
     if name == BASELINE:
         return PatchCoreBaseline(backbone)
+    if name in FEATURE_DETECTORS:
+        return make_feature_detector(name, backbone, device=device, width=width)
     from ...core.validation import suggest
 
     raise ValueError(f"unknown detector {name!r}.{suggest(name, DETECTORS)} Detectors: {', '.join(DETECTORS)}")
@@ -196,7 +202,7 @@ def run_one(method: str, seed: int, cfg: BenchmarkConfig, data: MVTecCategory, b
 # the whole benchmark
 
 
-def _check_methods(methods: list[str]) -> list[str]:
+def _check_methods(methods: list[str], detector: str = "seghead") -> list[str]:
     from ...core.registry import method_info
 
     out = []
@@ -204,9 +210,10 @@ def _check_methods(methods: list[str]) -> list[str]:
         if name == BASELINE:
             raise ValueError(f"{BASELINE!r} is the synthesis-free baseline, always included; do not list it in --methods")
         info = method_info(name)  # unknown names raise with suggestions
-        if info.level != "image":
-            raise ValueError(f"method {name!r} synthesises at {info.level} level; the benchmark trains on images "
-                             "(use image-level methods: defectforge list --level image)")
+        level = "feature" if detector in FEATURE_DETECTORS else "image"
+        if info.level != level:
+            raise ValueError(f"method {name!r} synthesises at {info.level} level; detector {detector!r} trains on "
+                             f"{level}-level anomalies (see: defectforge methods --level {level})")
         if name not in out:
             out.append(name)
     return out
@@ -222,7 +229,8 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
     data_dir : path-like
         An MVTec-AD category.
     methods : list of str, optional
-        Registry names (default: every image-level method).
+        Registry names (default: every image-level method; for a feature-level detector, its own
+        method, e.g. ``simplenet`` for ``--detector simplenet``).
     seeds : list of int
         Seeds of each method.
     out : path-like
@@ -242,14 +250,19 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
     cfg = config or BenchmarkConfig()
     if cfg.detector not in DETECTORS:
         make_detector(cfg.detector, None)  # raises with suggestions
-    names = _check_methods(list(methods) if methods else defectforge.list_methods(level="image"))
+    if methods:
+        names = _check_methods(list(methods), cfg.detector)
+    elif cfg.detector in FEATURE_DETECTORS:
+        names = [FEATURE_DETECTORS[cfg.detector].method]
+    else:
+        names = _check_methods(defectforge.list_methods(level="image"))
     seeds = [int(s) for s in seeds]
     if not seeds or any(s < 0 for s in seeds):
         raise ValueError(f"seeds must be non-negative integers, got {seeds}")
     root = Path(data_dir).expanduser()
     check_mvtec_category(root)  # layout errors before anything else
     backbone = None
-    if cfg.detector == "seghead" or baseline:
+    if cfg.detector == "seghead" or cfg.detector in FEATURE_DETECTORS or baseline:
         backbone = load_backbone(cfg.backbone, cfg.backbone_weights).to(cfg.device)  # weight errors before training
     out = Path(out)
     cache_dir = out / "cache"
