@@ -19,6 +19,7 @@ from .core import (
 )
 # Importing the method packages registers their methods (the registry itself imports nothing).
 from . import synthesizers  # noqa: E402,F401
+from .generative import diffusion as _diffusion  # noqa: E402,F401  (registers realnet_sdas, masked_diffusion)
 from .sources.mask_bank import MaskBank  # noqa: E402
 from .synthesizers.compose import control, mix  # noqa: E402
 

@@ -163,7 +163,8 @@ def bench_command(
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     names = [m.strip() for item in (methods or []) for m in item.split(",") if m.strip()]
-    names = names or defectforge.list_methods(level="image")
+    names = names or [n for n in defectforge.list_methods(level="image")
+                      if not getattr(defectforge.method_info(n).cls, "needs_model", False)]  # no trained model here
     rows = []
     # Poisson-blending methods are bound by per-sample CPU work: timed after the batched ones,
     # listed apart (they do not use an accelerator)

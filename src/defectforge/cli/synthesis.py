@@ -59,13 +59,18 @@ _FOREGROUND_HELP = ("Region defects are placed in: none (whole image), otsu, thr
 
 
 def available_image_methods() -> list[str]:
-    """Image-level methods whose optional dependencies (``cls.requires``) are installed."""
+    """Image-level methods whose optional dependencies (``cls.requires``) are installed.
+
+    Methods that sample a trained model (``realnet_sdas``, ``masked_diffusion``: ``needs_model``)
+    are left out: they run only when given one (``--set model=PATH``).
+    """
     import importlib.util
 
     import defectforge
 
     return [n for n in defectforge.list_methods(level="image")
-            if all(importlib.util.find_spec(r) for r in getattr(defectforge.method_info(n).cls, "requires", ()))]
+            if not getattr(defectforge.method_info(n).cls, "needs_model", False)
+            and all(importlib.util.find_spec(r) for r in getattr(defectforge.method_info(n).cls, "requires", ()))]
 
 
 def fail(message: str) -> None:

@@ -242,7 +242,9 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
     cfg = config or BenchmarkConfig()
     if cfg.detector not in DETECTORS:
         make_detector(cfg.detector, None)  # raises with suggestions
-    names = _check_methods(list(methods) if methods else defectforge.list_methods(level="image"))
+    names = _check_methods(list(methods) if methods else  # methods needing a trained model only when named
+                           [n for n in defectforge.list_methods(level="image")
+                            if not getattr(defectforge.method_info(n).cls, "needs_model", False)])
     seeds = [int(s) for s in seeds]
     if not seeds or any(s < 0 for s in seeds):
         raise ValueError(f"seeds must be non-negative integers, got {seeds}")
