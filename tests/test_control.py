@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import defectforge
-from defectforge.cli.parsing import parse_mix
+from defectforge.synthesizers.compose import parse_mix
 from defectforge.sources.mask_bank import MaskBank
 from defectforge.io.images import write_image
 

@@ -167,6 +167,11 @@ def test_donor_methods_get_other_normal_images(category):
     _, index = batches.indices()
     images, masks = batches.synthesize(0, index)
     assert seen["donors"].shape == (DONOR_POOL, 3, 32, 32)
+    # the donors are training images, the ones drawn for step 0 by the shared donor selection
+    from defectforge.core.seeding import donor_indices
+
+    picks = donor_indices(0, 0, data.train.shape[0], pool_size=DONOR_POOL)
+    assert len(set(picks)) == DONOR_POOL and torch.equal(seen["donors"], data.train[picks])
     assert images.dtype == torch.uint8 and masks.shape == (2, 1, 32, 32)
 
 

@@ -5,9 +5,7 @@ The registry matrix: foreground (a random region, an empty one), a user's mask b
 registers; no method implements these rules for itself.
 """
 
-import ast
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -213,15 +211,57 @@ def test_defectmaker_without_cut_fills_uses_no_donors():
     assert defectforge.create("defectmaker", fills=["noise"]).uses_donors is False
 
 
-def test_core_never_imports_upward():
-    core = Path(defectforge.__file__).parent / "core"
-    upper = {"synthesizers", "io", "pipelines", "detectors", "cli", "sources", "metrics", "features",
-             "realdefect", "generative", "integrations"}
-    for path in core.glob("*.py"):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level >= 2:
-                top = (node.module or "").split(".")[0]
-                assert top not in upper, f"{path.name} imports ..{node.module}"
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("defectforge."):
-                assert node.module.split(".")[1] == "core", f"{path.name} imports {node.module}"
+def test_overlay_is_explicit_recorded_and_never_replaces_a_preset_or_the_user():
+    from defectforge.pipelines.generate import DATASET_OVERLAY
+
+    draem = defectforge.create("draem", overlay=DATASET_OVERLAY)
+    assert draem.anomaly_probability == 1.0 and draem.overlay_applied["anomaly_probability"] == 1.0
+    assert draem.config()["anomaly_probability"] == 1.0  # the record rebuilds the same synthesizer
+    three_way = defectforge.create("cutpaste_3way", overlay=DATASET_OVERLAY)
+    assert abs(three_way.anomaly_probability - 2 / 3) < 1e-9 and "anomaly_probability" not in three_way.overlay_applied
+    assert defectforge.create("draem_anomalib", overlay=DATASET_OVERLAY).empty_mask_policy == "rescale"
+    user = defectforge.create("draem", overlay=DATASET_OVERLAY, anomaly_probability=0.3)
+    assert user.anomaly_probability == 0.3 and "anomaly_probability" not in user.overlay_applied
+    assert "empty_mask_policy" not in defectforge.create("cutpaste", overlay=DATASET_OVERLAY).overlay_applied
+
+
+def _standalone_image_methods():
+    """Image-level methods that build without extra inputs (a real-defect bank, a trained model)."""
+    names = []
+    for name in IMAGE_METHODS:
+        if defectforge.method_info(name).missing_requirements():
+            continue
+        try:
+            defectforge.create(name)
+        except (TypeError, ValueError):
+            continue
+        names.append(name)
+    return names
+
+
+def test_every_method_writes_byte_identical_datasets_with_one_or_two_workers(tmp_path):
+    """The workers axis of the matrix: one generate run mixing every standalone method."""
+    from PIL import Image
+
+    from defectforge.pipelines.generate import generate
+    from defectforge.sources.procedural import surface
+
+    folder = tmp_path / "good"
+    folder.mkdir()
+    for i, kind in enumerate(["metal", "wood", "tiles", "fabric"]):
+        Image.fromarray(surface(kind, 48, seed=i)).save(folder / f"{kind}.png")
+    names = _standalone_image_methods()
+    spec = ",".join(names)  # equal shares
+    count = 12 * len(names)
+    for workers, sub in ((1, "one"), (2, "two")):
+        generate(folder, tmp_path / sub, None, count=count, seed=5, mix=spec, workers=workers, progress=False)
+    manifest = [json.loads(line) for line in (tmp_path / "one" / "manifest.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in manifest if r["label"] > 0} == set(names), "some method made no sample"
+
+    def files(root):
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+                if p.is_file() and p.name != "config.yaml"}
+
+    one, two = files(tmp_path / "one"), files(tmp_path / "two")
+    assert one.keys() == two.keys()
+    assert [k for k in one if one[k] != two[k]] == []

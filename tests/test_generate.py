@@ -125,11 +125,13 @@ def test_mixed_modes_sizes_and_a_broken_file(tmp_path):
         summary = generate(tmp_path / "in", tmp_path / "out", "cutpaste", count=16, seed=0, progress=False)
     assert summary["skipped_inputs"] == 1
     lines = [json.loads(x) for x in (tmp_path / "out/manifest.jsonl").read_text().splitlines()]
-    assert lines[0]["skipped_input"] == "nested/broken.png" and "cannot read" in lines[0]["reason"]
+    skipped = yaml.safe_load((tmp_path / "out/config.yaml").read_text())["inputs"]["skipped"]
+    assert skipped[0]["skipped_input"] == "nested/broken.png" and "cannot read" in skipped[0]["reason"]
+    assert all("index" in r for r in lines)  # one schema per manifest line: samples only
     from defectforge.metrics.synthesis import read_generated
 
     assert len(read_generated(tmp_path / "out")) == 16  # evaluate reads past the skipped-input line
-    shapes = {read_image(tmp_path / "out" / r["image_path"]).shape for r in lines[1:]}
+    shapes = {read_image(tmp_path / "out" / r["image_path"]).shape for r in lines}
     assert (48, 64, 3) in shapes and any(s[2] == 1 for s in shapes)
     with pytest.warns(UserWarning):
         generate(tmp_path / "in", tmp_path / "sized", "draem", count=6, size=32, progress=False)
@@ -173,8 +175,9 @@ def test_unwritable_output_names_the_folder(normal_folder, tmp_path, monkeypatch
         raise PermissionError(13, "Permission denied", str(path))
 
     monkeypatch.setattr(gen, "atomic_write_bytes", deny)
-    with pytest.raises(PermissionError, match="not writable"):
+    with pytest.raises(PermissionError) as info:
         generate(normal_folder, tmp_path / "ro", "draem", count=1, progress=False)
+    assert "ro/config.yaml" in gen.describe_os_error(info.value) and "--resume" in gen.describe_os_error(info.value)
 
 
 def test_decompression_bomb_refused(tmp_path, monkeypatch):

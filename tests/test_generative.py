@@ -167,14 +167,14 @@ def test_training_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_path, 
     from defectforge.generative.train import TrainConfig, train
 
     data = _write_category(tmp_path / "cat")
-    common = dict(kind=kind, data=str(data), size=16, batch_size=4, width="tiny", checkpoint_every=2,
-                  preview_every=2, seed=3)
-    full = train(TrainConfig(out=str(tmp_path / "full"), steps=4, **common), progress=False)
+    common = dict(kind=kind, data=str(data), size=16, batch_size=4, width="tiny", checkpoint_every=2, seed=3)
+    full = train(TrainConfig(out=str(tmp_path / "full"), steps=4, preview_every=4, **common), progress=False)
     assert full["steps_done"] == 4
-    train(TrainConfig(out=str(tmp_path / "part"), steps=2, **common), progress=False)
+    train(TrainConfig(out=str(tmp_path / "part"), steps=2, preview_every=0, **common), progress=False)
     with pytest.raises(FileExistsError, match="--resume"):
-        train(TrainConfig(out=str(tmp_path / "part"), steps=4, **common), progress=False)
-    resumed = train(TrainConfig(out=str(tmp_path / "part"), steps=4, **common), progress=False, resume=True)
+        train(TrainConfig(out=str(tmp_path / "part"), steps=4, preview_every=0, **common), progress=False)
+    resumed = train(TrainConfig(out=str(tmp_path / "part"), steps=4, preview_every=0, **common), progress=False,
+                    resume=True)
     assert resumed["resumed_from"] == 2 and resumed["steps_done"] == 4
     a, step_a = _weights(tmp_path / "full")
     b, step_b = _weights(tmp_path / "part")
@@ -182,7 +182,7 @@ def test_training_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_path, 
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert any(k.startswith(("ema.", "G_ema.")) for k in a), "no EMA weights in the checkpoint"
-    assert (tmp_path / "full" / "previews" / "step_0000002.png").exists()
+    assert (tmp_path / "full" / "previews" / "step_0000004.png").exists()
     if kind == "ddpm":  # the run's model folder loads and samples
         synth = defectforge.create("realnet_sdas", model=str(tmp_path / "full"), num_inference_steps=2)
         assert synth(torch.rand(1, 1, 20, 20), seed=0).images.shape == (1, 1, 20, 20)

@@ -18,8 +18,7 @@ from .core import (
     register_method,
 )
 # Importing the method packages registers their methods (the registry itself imports nothing).
-from . import synthesizers  # noqa: E402,F401
-from .generative import diffusion as _diffusion  # noqa: E402,F401  (registers realnet_sdas, masked_diffusion)
+from . import features, generative, synthesizers  # noqa: E402,F401
 from .sources.mask_bank import MaskBank  # noqa: E402
 from .synthesizers.compose import control, mix  # noqa: E402
 

@@ -60,7 +60,7 @@ def bench_method(name: str, batch_images, min_time: float = 2.0, max_iterations:
     synth = build_synthesizer(name)
     textures = getattr(synth, "textures", None)
     if isinstance(textures, TextureSource):  # inputs preloaded: textures decoded/generated once, untimed
-        textures.preload(*batch_images.shape[-2:])
+        textures.preload(*batch_images.shape[-2:], getattr(synth, "texture_resize", "stretch"))
     # methods that cut from other images get the batch itself as their donor pool
     donors = batch_images if getattr(synth, "uses_donors", False) else None
     per_call, iterations = time_callable(lambda k: synth(batch_images, seed=k, donors=donors), min_time, max_iterations)

@@ -73,6 +73,22 @@ def available_image_methods() -> list[str]:
             and all(importlib.util.find_spec(r) for r in getattr(defectforge.method_info(n).cls, "requires", ()))]
 
 
+def report_left_out(used: list[str]) -> None:
+    """Say which image-level methods a command leaves out, and why (a missing optional package)."""
+    import importlib.util
+
+    import defectforge
+
+    from ..pipelines.generate import EXTRAS
+
+    for name in defectforge.list_methods(level="image"):
+        if name not in used:
+            missing = [r for r in getattr(defectforge.method_info(name).cls, "requires", ())
+                       if importlib.util.find_spec(r) is None]
+            typer.echo(f"left out {name}: needs the optional package(s) {', '.join(missing)}: "
+                       f"{'; '.join(EXTRAS.get(m, 'pip install ' + m) for m in missing)}", err=True)
+
+
 def fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
@@ -109,12 +125,24 @@ def methods_command(as_json: bool = typer.Option(False, "--json", help="Print JS
         typer.echo(f"{info['name']:<{width}}  {info['family']:<23} {info['level']:<7} {info['description']}")
 
 
+def run_errors(exc: BaseException, output=None) -> str:
+    """One line for an error a user caused: the argument at fault and what to do."""
+    from ..pipelines.generate import describe_os_error
+
+    if isinstance(exc, OSError) and not isinstance(exc, FileExistsError) and exc.errno is not None:
+        return describe_os_error(exc, output)
+    return str(exc)
+
+
 @app.command("generate")
 def generate_command(
-    input: Path = typer.Argument(..., help="Folder of normal images, or an MVTec-AD category (uses train/good)."),
-    output: Path = typer.Argument(..., help="Output folder (MVTec-style tree, manifest.jsonl, config.yaml)."),
+    input: Optional[Path] = typer.Argument(None, help="Folder of normal images, or an MVTec-AD category (uses "
+                                           "train/good). With --config: optional, replaces the recorded input."),
+    output: Optional[Path] = typer.Argument(None, help="Output folder (MVTec-style tree, manifest.jsonl, config.yaml)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Rebuild the run a config.yaml describes "
+                                          "(`defectforge generate --config old/config.yaml NEW_OUTPUT`)."),
     method: Optional[str] = typer.Option(None, "--method", "-m", help="Registry name (see `defectforge methods`)."),
-    count: int = typer.Option(100, "--count", "-n", help="Number of samples to write."),
+    count: Optional[int] = typer.Option(None, "--count", "-n", help="Number of samples to write [default: 100]."),
     seed: int = typer.Option(0, "--seed", "-s", help="Run seed; sample i depends on (seed, i) only."),
     size: Optional[int] = typer.Option(None, "--size", help=_SIZE_HELP),
     textures: Optional[Path] = typer.Option(None, "--textures", help="Texture folder (e.g. DTD images/), 'skimage' "
@@ -122,7 +150,8 @@ def generate_command(
     foreground: str = typer.Option("none", "--foreground", help=_FOREGROUND_HELP),
     foreground_threshold: Optional[float] = typer.Option(None, "--foreground-threshold",
                                                          help="Grey threshold in [0, 1] for --foreground threshold."),
-    foreground_invert: bool = typer.Option(False, "--foreground-invert", help="Take the dark side of the threshold."),
+    foreground_invert: bool = typer.Option(False, "--foreground-invert", is_flag=True,
+                                           help="Take the dark side of the threshold."),
     foreground_masks: Optional[Path] = typer.Option(None, "--foreground-masks",
                                                     help="Folder of per-image region masks (same file names)."),
     mix: Optional[str] = typer.Option(None, "--mix", help="Mixture of methods, e.g. 'draem:0.5,cutpaste:0.5' (instead of -m)."),
@@ -133,28 +162,74 @@ def generate_command(
     workers: int = typer.Option(1, "--workers", "-w", help="Worker processes; files are identical for any count."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Method parameter, key=value (repeatable)."),
     normal_ratio: float = typer.Option(0.0, "--normal-ratio", help="Share of samples left normal (test/good)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUTPUT."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run in OUTPUT."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    bit_depth: str = typer.Option("auto", "--bit-depth", help="Bits of data in 16-bit inputs: auto (from the "
+                                  "inputs' maximum), 8, 10, 12, 14 or 16."),
+    output_bit_depth: int = typer.Option(8, "--output-bit-depth", help="8, or 16: write 16-bit PNGs scaled to the "
+                                         "inputs' bit depth (for pipelines that read 16-bit; 8-bit precision)."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Largest input image (width x height) to "
+                                             "decode [default: PIL's ~89 Mpx]."),
+    min_contrast: Optional[float] = typer.Option(None, "--min-contrast", help="Redraw anomalies whose mean absolute "
+                                                 "change inside the mask is below this (0-0.5, e.g. 0.008 = 2/255; "
+                                                 "off by default, as in the papers)."),
+    resume: bool = typer.Option(False, "--resume", is_flag=True, help="Continue (or extend, with a larger --count) "
+                                "the run in OUTPUT; missing or damaged files are made again."),
+    overwrite: bool = typer.Option(False, "--overwrite", is_flag=True, help="Replace an earlier run in OUTPUT "
+                                   "(refused if OUTPUT holds files this tool did not write)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", is_flag=True, help="No progress bar."),
 ):
     """Turn a folder of good images into a labelled synthetic-defect dataset."""
-    from ..pipelines.generate import generate
+    from ..pipelines.generate import GenerateConfig, generate, load_run_config
 
-    if (method is None) == (mix is None):
-        fail("give a method (--method NAME) or a mixture (--mix 'a:0.5,b:0.5'), not both and not neither")
+    synthesizer = None
     try:
-        summary = generate(input, output, method, count, seed=seed, size=size, textures=textures,
-                           overrides=parse_overrides(set_), normal_ratio=normal_ratio, workers=workers,
-                           resume=resume, overwrite=overwrite, progress=not quiet, foreground=foreground,
-                           foreground_threshold=foreground_threshold, foreground_invert=foreground_invert,
-                           foreground_masks=foreground_masks, mix=mix, defect_count=parse_count_range(defect_count),
-                           area_range=parse_area_range(area_range), mask_bank=mask_bank)
-    except (ValueError, TypeError, OSError) as exc:
-        fail(str(exc))
+        if config is not None:
+            if output is None:
+                input, output = None, input
+            if output is None:
+                fail("--config needs an OUTPUT folder: defectforge generate --config config.yaml OUTPUT")
+            recorded = load_run_config(config)
+            if recorded is None:
+                fail(f"--config {config} is not a config.yaml written by defectforge generate")
+            given = [name for name, value in (("--method", method), ("--mix", mix), ("--set", set_),
+                                                ("--textures", textures), ("--size", size)) if value]
+            if given:
+                fail(f"--config rebuilds a recorded run; drop {', '.join(given)} (edit the config.yaml instead)")
+            cfg = GenerateConfig.from_dict(recorded["generator"])
+            if input is not None:
+                cfg.input = str(input)
+            if count is not None:
+                cfg.count = count
+            synthesizer = recorded["synthesizer"]
+        else:
+            if input is None or output is None:
+                fail("give INPUT and OUTPUT folders: defectforge generate INPUT OUTPUT -m METHOD")
+            if (method is None) == (mix is None):
+                fail("give a method (--method NAME) or a mixture (--mix 'a:0.5,b:0.5'), not both and not neither")
+            cfg = GenerateConfig(
+                input=str(input), method=method, count=100 if count is None else count, seed=seed, size=size,
+                textures=textures, overrides=parse_overrides(set_), normal_ratio=normal_ratio,
+                foreground=foreground, foreground_threshold=foreground_threshold,
+                foreground_invert=foreground_invert, foreground_masks=foreground_masks, mix=mix,
+                defect_count=parse_count_range(defect_count), area_range=parse_area_range(area_range),
+                mask_bank=mask_bank, bit_depth=bit_depth, output_bit_depth=output_bit_depth,
+                max_pixels=max_pixels, min_contrast=min_contrast)
+        summary = generate(cfg, output, workers=workers, resume=resume, overwrite=overwrite, progress=not quiet,
+                           synthesizer=synthesizer)
+    except typer.Exit:
+        raise
+    except (ValueError, TypeError, OSError, ImportError) as exc:
+        fail(run_errors(exc, output))
+    except KeyboardInterrupt:
+        fail(f"interrupted; finished samples are kept: run the same command with --resume to continue")
+    extra = [f"resumed {summary['resumed']}"] if summary["resumed"] else []
+    if summary["repaired"]:
+        extra.append(f"repaired {summary['repaired']} missing or damaged")
     typer.echo(f"wrote {summary['written']} samples ({summary['anomalous']} anomalous, {summary['normal']} normal"
-               f"{', resumed ' + str(summary['resumed']) if summary['resumed'] else ''}) to {summary['output']}")
+               f"{', ' + ', '.join(extra) if extra else ''}) to {summary['output']}")
     if summary["skipped_inputs"]:
-        typer.echo(f"skipped {summary['skipped_inputs']} unreadable input files (listed in manifest.jsonl)")
+        typer.echo(f"skipped {summary['skipped_inputs']} unusable input files (listed in config.yaml, inputs.skipped)")
+    if summary["failed"]:
+        typer.echo(f"{summary['failed']} samples stayed unresolved after every redraw (marked 'failed' in manifest.jsonl)")
 
 
 def _pick_inputs(input: Path, count: int, seed: int, size: int) -> np.ndarray:
@@ -182,14 +257,15 @@ def preview_command(
     output: Path = typer.Argument(..., help="PNG file to write."),
     method: list[str] = typer.Option(["draem"], "--method", "-m",
                                      help="Method(s), repeatable or comma-separated; 'all' for every image-level method."),
-    count: int = typer.Option(8, "--count", "-n", help="Images per row."),
-    seed: int = typer.Option(0, "--seed", "-s"),
-    size: int = typer.Option(128, "--size", help="Tile size in pixels."),
-    compact: bool = typer.Option(False, "--compact", help="One overlay row per method."),
+    count: int = typer.Option(8, "--count", "-n", min=1, max=256, help="Images per row."),
+    seed: int = typer.Option(0, "--seed", "-s", min=0),
+    size: int = typer.Option(128, "--size", min=16, max=4096, help="Tile size in pixels."),
+    compact: bool = typer.Option(False, "--compact", is_flag=True, help="One overlay row per method."),
     foreground: str = typer.Option("none", "--foreground", help=_FOREGROUND_HELP),
     foreground_threshold: Optional[float] = typer.Option(None, "--foreground-threshold",
                                                          help="Grey threshold in [0, 1] for --foreground threshold."),
-    foreground_invert: bool = typer.Option(False, "--foreground-invert", help="Take the dark side of the threshold."),
+    foreground_invert: bool = typer.Option(False, "--foreground-invert", is_flag=True,
+                                           help="Take the dark side of the threshold."),
 ):
     """Write a PNG grid of normal | synthetic | mask | overlay rows (every method on the same inputs)."""
     import defectforge
@@ -197,20 +273,24 @@ def preview_command(
     from ..pipelines.preview import preview_grid
     from ..sources.foreground import parse_foreground
 
+    from ..pipelines.generate import check_foreground_options
+
     names = [m.strip() for item in method for m in item.split(",") if m.strip()]
+    if output.suffix.lower() != ".png":
+        fail(f"OUTPUT {output}: the preview is a PNG; give a .png file name")
     if names == ["all"]:
         names = available_image_methods()
+        report_left_out(names)
     try:
         for n in names:
             defectforge.method_info(n)
+        check_foreground_options(foreground, foreground_threshold, foreground_invert)
         spec = parse_foreground(foreground, foreground_threshold, foreground_invert)
         grid = preview_grid(_pick_inputs(input, count, seed, size), names, seed=seed,
                             rows="compact" if compact else "full", foreground=spec)
-    except (ValueError, TypeError, OSError) as exc:
-        fail(str(exc))
-    if output.suffix.lower() != ".png":
-        fail(f"{output}: the preview is a PNG; give a .png file name")
-    write_png(output, grid)
+        write_png(output, grid)
+    except (ValueError, TypeError, OSError, ImportError) as exc:
+        fail(run_errors(exc, output))
     typer.echo(f"wrote {output} ({len(names)} method(s) x {count} images)")
 
 
@@ -222,18 +302,30 @@ _DEMO_MARKER = ".defectforge-demo"
 @app.command("demo")
 def demo_command(
     output: Path = typer.Argument(Path("defectforge-demo"), help="Folder for the demo's data and results."),
-    count: int = typer.Option(24, "--count", "-n", help="Samples per method."),
-    seed: int = typer.Option(0, "--seed", "-s"),
+    count: int = typer.Option(24, "--count", "-n", min=1, max=10000, help="Samples per method."),
+    seed: int = typer.Option(0, "--seed", "-s", min=0),
 ):
     """Run the whole pipeline on built-in surfaces (metal, fabric, wood, tiles): no input needed."""
-    from ..pipelines.generate import generate
+    try:
+        _demo(output, count, seed)
+    except typer.Exit:
+        raise
+    except (ValueError, TypeError, OSError, ImportError) as exc:
+        fail(run_errors(exc, output))
+
+
+def _demo(output: Path, count: int, seed: int) -> None:
+    from ..io.files import atomic_write_text
     from ..io.images import write_image
+    from ..pipelines.generate import generate
     from ..sources.procedural import SURFACE_KINDS, surface
 
+    if output.exists() and not output.is_dir():
+        fail(f"OUTPUT {output} is a file; choose a folder for the demo")
     if output.exists() and any(output.iterdir()) and not (output / _DEMO_MARKER).exists():
         fail(f"{output} exists and is not a defectforge demo folder; choose another OUTPUT")
     output.mkdir(parents=True, exist_ok=True)
-    (output / _DEMO_MARKER).write_text("made by `defectforge demo`; safe to delete\n")
+    atomic_write_text(output / _DEMO_MARKER, "made by `defectforge demo`; safe to delete\n")
     normal = output / "normal"
     typer.echo(f"1/3 making built-in normal surfaces in {normal}")
     for kind in SURFACE_KINDS:
@@ -242,6 +334,7 @@ def demo_command(
     typer.echo("2/3 generating datasets")
     datasets = output / "datasets"
     for name in DEMO_METHODS:
+        # --overwrite removes only the earlier demo run's own files (and refuses if you added any)
         summary = generate(normal, datasets / name, name, count, seed=seed, overwrite=True, progress=sys.stderr.isatty())
         typer.echo(f"    {name:<14} {summary['written']} image/mask pairs -> {datasets / name}")
     typer.echo("3/3 writing the preview")
@@ -249,5 +342,6 @@ def demo_command(
     from ..pipelines.preview import preview_grid
 
     methods = available_image_methods()
+    report_left_out(methods)
     write_png(output / "preview.png", preview_grid(picks, methods, seed=seed, rows="compact"))
     typer.echo(f"done. preview: {output / 'preview.png'}; datasets: {datasets}; manifest per dataset: manifest.jsonl")

@@ -40,6 +40,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import torch
 
+from .dtype import as_float_images, restore_dtype, validate_images
 from .seeding import sample_rng
 from .types import SynthesisContext, SynthesisResult, to_jsonable
 from .validation import check_probability
@@ -84,34 +85,6 @@ class ImageShape(tuple):
     @property
     def width(self) -> int:
         return self[2]
-
-
-def validate_images(images: torch.Tensor) -> None:
-    """Check that ``images`` is a ``(B, C, H, W)`` uint8 or float tensor with C = 1 or 3."""
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}")
-    if images.shape[1] not in (1, 3):
-        raise ValueError(f"images must have 1 or 3 channels, got {images.shape[1]} "
-                         "(drop the alpha channel of RGBA images first)")
-    if images.dtype != torch.uint8 and not images.is_floating_point():
-        raise TypeError(f"images must be uint8 or floating point in [0, 1], got {images.dtype}")
-
-
-def as_float_images(images: torch.Tensor) -> torch.Tensor:
-    """Validate a ``(B, C, H, W)`` batch (C = 1 or 3) and return it as float32 in ``[0, 1]``."""
-    validate_images(images)
-    if images.dtype == torch.uint8:
-        return images.float().div_(255.0)
-    return images.float()
-
-
-def restore_dtype(images: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Convert a float ``[0, 1]`` batch back to the dtype of ``like`` (in place where it can)."""
-    if like.dtype == torch.uint8:
-        return images.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
-    return images.to(like.dtype)
 
 
 class Synthesizer:

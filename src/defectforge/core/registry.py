@@ -18,7 +18,7 @@ from typing import Any
 from .validation import check_choice, suggest
 
 __all__ = ["MethodInfo", "register_method", "create", "list_methods", "method_info", "from_config",
-           "register_config_builder", "resolved_arguments", "FAMILIES", "LEVELS"]
+           "register_config_builder", "resolved_arguments", "defines_preset", "FAMILIES", "LEVELS"]
 
 #: Families of the survey "A Survey on Industrial Anomalies Synthesis" (arXiv 2502.16412), plus
 #: ``real-defect``: methods that transplant a user's few real defects (Copy&Paste and its kin),
@@ -179,8 +179,25 @@ def list_methods(family: str | None = None, level: str | None = None) -> list[st
     )
 
 
-def create(name: str, **overrides: Any):
+def defines_preset(info: MethodInfo, key: str) -> bool:
+    """``key`` is set by the preset of ``info`` to another value than its class's constructor default.
+
+    Such a value defines the preset (``cutpaste_3way``'s ``anomaly_probability`` of 2/3, whose
+    normal samples are class 0 of its 3-way classifier), so no overlay may replace it.
+    """
+    if key not in info.defaults:
+        return False
+    class_default = resolved_arguments(info.cls, {}).get(key, inspect.Parameter.empty)
+    return class_default is inspect.Parameter.empty or class_default != info.defaults[key]
+
+
+def create(name: str, *, overlay: dict[str, Any] | None = None, **overrides: Any):
     """Build the synthesizer registered as ``name``; ``overrides`` replace preset defaults.
+
+    ``overlay`` holds what a caller asks of every method where it may (a dataset asks
+    ``anomaly_probability=1``, say): each value is applied only where the class takes the
+    parameter, the caller did not override it and the preset does not define it
+    (:func:`defines_preset`). What was applied is recorded in ``synth.overlay_applied``.
 
     Examples
     --------
@@ -192,10 +209,16 @@ def create(name: str, **overrides: Any):
     """
     info = method_info(name)
     _check_kwargs(info.cls, overrides, name)
-    kwargs = {**info.defaults, **overrides}
+    applied: dict[str, Any] = {}
+    if overlay:
+        accepted = _accepted_kwargs(info.cls)
+        applied = {k: v for k, v in overlay.items()
+                   if k in accepted and k not in overrides and not defines_preset(info, k)}
+    kwargs = {**info.defaults, **applied, **overrides}
     synth = info.cls(**kwargs)
     synth.method_name = name
     synth.method_kwargs = resolved_arguments(info.cls, kwargs)
+    synth.overlay_applied = applied
     return synth
 
 

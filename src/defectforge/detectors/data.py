@@ -1,15 +1,7 @@
 """An MVTec-AD-shaped category, checked and loaded as uint8 tensors at one square size.
 
-Layout (MVTec AD, Bergmann et al., CVPR 2019)::
-
-    CATEGORY/train/good/*.png                     normal training images
-    CATEGORY/test/good/*.png                      normal test images
-    CATEGORY/test/<defect>/<stem>.png             anomalous test images
-    CATEGORY/ground_truth/<defect>/<stem>_mask.png  their masks (0 / 255)
-
-Every problem (a missing folder, no images, a defect image without its mask, a mask whose size
-differs from its image, a mask without an image) is reported with the paths involved before
-anything is trained.
+The layout and its checks are :mod:`defectforge.io.mvtec`'s; every problem is reported with the
+paths involved before anything is trained.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..core.dtype import to_uint8
 from ..core.seeding import DONOR_POOL, donor_indices, torch_generator
 from ..core.types import SynthesisContext
 
@@ -112,8 +113,7 @@ class TrainingBatches:
         out = self.synthesizer(self.images[index].to(self.device), seed=self.seed, indices=sample_ids,
                                context=SynthesisContext(donors=donors))
         images = out.images
-        if images.dtype != torch.uint8:
-            images = images.clamp(0, 1).mul(255).round().to(torch.uint8)
+        images = to_uint8(images)
         masks = out.masks.float()
         if masks.ndim == 3:
             masks = masks[:, None]

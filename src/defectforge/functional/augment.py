@@ -41,15 +41,20 @@ def _u(rng: np.random.Generator, lo: float, hi: float, n: int | None = None):
     return v.tolist() if n is not None else float(v)
 
 
+_BRIGHTNESS_SPACES = tuple(u8.BRIGHTNESS_COLORSPACES)
+
 # --- DRAEM's ten imgaug ops (VitjanZ/DRAEM data_loader.py; imgaug defaults where DRAEM passes none)
 DRAEM_OPS: dict[str, Op] = {op.name: op for op in [
     # iaa.GammaContrast((0.5, 2.0), per_channel=True)
     Op("gamma_contrast", lambda r: {"gamma": _u(r, 0.5, 2.0, 3)}, lambda x, p: u8.gamma(x, p["gamma"]),
        lambda p, h: u8.gamma_lut(p["gamma"])),
-    # iaa.MultiplyAndAddToBrightness(mul=(0.8, 1.2), add=(-30, 30)); imgaug's random_order=True
+    # iaa.MultiplyAndAddToBrightness(mul=(0.8, 1.2), add=(-30, 30)): mul continuous, add an integer
+    # of [-30..30] (imgaug's Add draws from the discrete interval), in random order, on the
+    # brightness channel of one of six colour spaces drawn per image (imgaug's defaults)
     Op("multiply_add_brightness",
-       lambda r: {"mul": _u(r, 0.8, 1.2), "add": _u(r, -30, 30), "add_first": bool(r.random() < 0.5)},
-       lambda x, p: u8.multiply_add_brightness(x, p["mul"], p["add"], p["add_first"])),
+       lambda r: {"mul": _u(r, 0.8, 1.2), "add": int(r.integers(-30, 31)), "add_first": bool(r.random() < 0.5),
+                  "colorspace": _BRIGHTNESS_SPACES[int(r.integers(len(_BRIGHTNESS_SPACES)))]},
+       lambda x, p: u8.multiply_add_brightness(x, p["mul"], p["add"], p["add_first"], p.get("colorspace", "YCrCb"))),
     # iaa.pillike.EnhanceSharpness(): factor U(0.0, 2.0) (imgaug default)
     Op("sharpness", lambda r: {"factor": _u(r, 0.0, 2.0)}, lambda x, p: u8.sharpness(x, p["factor"])),
     # iaa.AddToHueAndSaturation((-50, 50), per_channel=True): hue and saturation drawn apart
@@ -73,18 +78,28 @@ DRAEM_OPS: dict[str, Op] = {op.name: op for op in [
     Op("rotate", lambda r: {"angle": _u(r, -45, 45)}, lambda x, p: u8.rotate(x, p["angle"])),
 ]}
 
+def _permute_channels(x: np.ndarray, permutation) -> np.ndarray:
+    """Channel ``k`` of the result is channel ``permutation[k]`` of ``x`` (torchvision ``permute_channels``)."""
+    if permutation is None or x.ndim == 2 or x.shape[2] != len(permutation) or list(permutation) == [0, 1, 2]:
+        return x
+    return np.ascontiguousarray(x[..., list(permutation)])
+
+
 # --- anomalib 2.x PerlinAnomalyGenerator's torchvision ops (open-edge-platform/anomalib, Apache-2.0)
 ANOMALIB_OPS: dict[str, Op] = {op.name: op for op in [
     # v2.ColorJitter(contrast=(0.5, 2.0))
     Op("contrast", lambda r: {"factor": _u(r, 0.5, 2.0)}, lambda x, p: u8.contrast(x, p["factor"])),
-    # v2.RandomPhotometricDistort(brightness=(0.8, 1.2), p=1.0), the other distortions disabled
-    Op("brightness", lambda r: {"factor": _u(r, 0.8, 1.2)}, lambda x, p: u8.brightness(x, p["factor"]),
-       lambda p, h: u8.brightness_lut(p["factor"])),
+    # v2.RandomPhotometricDistort(brightness=(0.8, 1.2), p=1.0): contrast, saturation and hue are
+    # identities, but with p=1 it also permutes the channels every time (torch.randperm(3))
+    Op("brightness", lambda r: {"factor": _u(r, 0.8, 1.2), "permutation": [int(k) for k in r.permutation(3)]},
+       lambda x, p: _permute_channels(u8.brightness(x, p["factor"]), p.get("permutation"))),
     # v2.RandomAdjustSharpness(sharpness_factor=2.0, p=1.0)
     Op("sharpness", lambda r: {"factor": 2.0}, lambda x, p: u8.sharpness(x, p["factor"])),
-    # v2.ColorJitter(hue=[-50/360, 50/360], saturation=[0.5, 1.5]); saturation, then hue
-    Op("hue_saturation", lambda r: {"saturation": _u(r, 0.5, 1.5), "hue": _u(r, -50 / 360, 50 / 360)},
-       lambda x, p: u8.hue(u8.saturation(x, p["saturation"]), p["hue"])),
+    # v2.ColorJitter(hue=[-50/360, 50/360], saturation=[0.5, 1.5]): in ColorJitter's random order
+    Op("hue_saturation", lambda r: {"saturation": _u(r, 0.5, 1.5), "hue": _u(r, -50 / 360, 50 / 360),
+                                    "saturation_first": bool(r.random() < 0.5)},
+       lambda x, p: u8.hue(u8.saturation(x, p["saturation"]), p["hue"]) if p.get("saturation_first", True)
+       else u8.saturation(u8.hue(x, p["hue"]), p["saturation"])),
     # v2.RandomSolarize(threshold=U(32, 128)/255, p=1.0); anomalib draws it once per generator,
     # here per sample, so it is recorded and seeded
     Op("solarize", lambda r: {"threshold": _u(r, 32, 128)}, lambda x, p: u8.solarize(x, p["threshold"]),

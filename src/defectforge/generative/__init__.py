@@ -5,3 +5,5 @@ user's images with ``defectforge train``.
 diffusers and safetensors are an optional extra (``pip install 'defectforge[generative]'``); every
 module here imports without them (they are imported inside the functions that need them).
 """
+
+from . import diffusion  # noqa: E402,F401  (registers realnet_sdas and masked_diffusion)

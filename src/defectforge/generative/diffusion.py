@@ -55,7 +55,6 @@ from ..core.seeding import child_seed
 from ..core.types import SynthesisContext
 from ..core.validation import check_choice, check_interval, check_range
 from ..functional.perlin import PerlinMaskSpec
-from ..synthesizers._common import masks_per_sample
 from .data import square_crop_box
 from .sampler import SCHEDULERS, diffusion_sample
 
@@ -150,10 +149,20 @@ class DiffusionSynthesizer(Synthesizer):
         if context.shapes is not None:
             shapes = (context.shapes[:, 0] > 0.5).cpu().numpy()
             return shapes & region if region is not None else shapes
-        what = f"{self.method_name or type(self).__name__} mask"
-        return np.stack([masks_per_sample(params, rngs, region, lambda p: self.perlin.mask(p["perlin"], h, w),
-                                          self._redraw_perlin, self.max_attempts, what, i)
-                         for i in range(len(params))])
+        masks = np.zeros((len(params), h, w), bool)
+        for i, p in enumerate(params):
+            while True:  # redrawn from the sample's own generator while empty (not on replay)
+                masks[i] = self.perlin.mask(p["perlin"], h, w)
+                if region is not None:
+                    masks[i] &= region[i]
+                if masks[i].any() or rngs is None:
+                    break
+                if p.get("attempts", 1) >= self.max_attempts:
+                    p["empty_mask"] = f"mask still empty after {self.max_attempts} draws; the sample stays normal"
+                    break
+                self._redraw_perlin(rngs[i], p)
+                p["attempts"] = p.get("attempts", 1) + 1
+        return masks
 
 
 @register_method(

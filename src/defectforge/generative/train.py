@@ -305,7 +305,7 @@ def _train_ddpm(cfg: TrainConfig, out: Path, ckpt: Path, progress: bool) -> dict
         if cfg.preview_every and step % cfg.preview_every == 0:
             gens = [torch.Generator().manual_seed(cfg.seed * 1000 + k) for k in range(8)]
             model = DiffusionModel(ema, scheduler)
-            samples = diffusion_sample(model, gens, scheduler="ddim", num_inference_steps=50)
+            samples = diffusion_sample(model, gens, scheduler="ddim", num_inference_steps=50, batch_invariant=False)
             write_image(out / "previews" / f"step_{step:07d}.png", _grid(_to_uint8(samples)))
         if spent:
             break

@@ -5,24 +5,33 @@ Layout written under ``OUTPUT`` (anomalib's ``Folder`` / MVTec readers take it a
     test/<method>/000012.png                 synthetic anomalies
     ground_truth/<method>/000012_mask.png    their masks, 0/255
     test/good/000013.png                     normal samples (only with normal_ratio > 0)
-    manifest.jsonl                           one line per sample, in index order
-    config.yaml                              the full run configuration
+    manifest.jsonl                           one line per sample, in index order (samples only)
+    config.yaml                              the full run configuration; skipped inputs and why
 
 Sample ``i`` depends on ``(seed, i)`` alone: its source image, whether it is normal, and every
 synthesis parameter. So the files are byte-identical whatever the number of workers, and an
-interrupted run resumed with ``resume=True`` ends exactly as an uninterrupted one. Every file
-is written atomically (temporary file + rename); finished samples are recorded one file each
-under ``.records/`` until the manifest is assembled.
+interrupted run resumed with ``resume=True`` ends exactly as an uninterrupted one (and a larger
+``count`` extends it). Every file is written atomically (temporary file + rename); finished
+samples are recorded one file each under ``.records/`` until the manifest is assembled, with the
+size and SHA-256 of their image and mask, which ``resume`` checks (missing or damaged files are
+made again).
+
+Nothing the tool did not write is ever deleted: ``overwrite`` removes only the files the earlier
+run's own records name (or its naming scheme, for a run killed between writing a file and its
+record), and refuses, deleting nothing, when the folder holds anything else. An output folder
+equal to, inside or containing the input is refused before anything is read.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
-import shutil
+import re
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -35,28 +44,39 @@ from .. import __version__
 from ..core.registry import _accepted_kwargs, create, method_info
 from ..core.seeding import DONOR_POOL, MAX_RETRIES, MAX_SEED, Stream, donor_indices, retry_stream, sample_rng
 from ..core.validation import check_probability, check_range
-from ..io.images import atomic_write_bytes, encode_png
-from ..io.inputs import NormalImages, load_normal_images
+from ..io.files import atomic_write_bytes
+from ..io.images import BIT_DEPTHS, encode_png
+from ..io.inputs import NormalImages, load_normal_images, resolve_input_folder
 
-__all__ = ["GenerateConfig", "generate", "build_synthesizer", "build_from_config", "OutputExistsError"]
+__all__ = ["GenerateConfig", "generate", "build_synthesizer", "build_from_config", "synthesizer_from_config",
+           "OutputExistsError", "MissingDependencyError", "load_run_config"]
 
-#: Tries of a sample whose synthesis left it normal (an empty mask, a foreground with no room).
+#: Tries of a sample whose synthesis left it normal (an empty mask, a foreground with no room) or,
+#: with ``min_contrast``, changed its masked pixels too little.
 MAX_ATTEMPTS = MAX_RETRIES + 1
-#: Other normal images given to methods that cut from another image (NSA, DefectMaker), per sample.
-_GENERATED = ("test", "ground_truth", "manifest.jsonl", "config.yaml", ".records", "skipped.jsonl")
+#: Optional packages of methods and texture sources: import name -> the pip extra that installs it.
+EXTRAS = {"skimage": "pip install 'defectforge[textures]' (scikit-image)"}
 
 
 class OutputExistsError(FileExistsError):
     """The output folder holds another run or other files."""
 
 
+class MissingDependencyError(ImportError):
+    """An optional package the run needs is not installed; the message names the extra."""
+
+
 @dataclass
 class GenerateConfig:
-    """Everything that determines a generated dataset (written to ``config.yaml``)."""
+    """Everything that determines a generated dataset (written to ``config.yaml``).
+
+    Run options that do not change the files (workers, resume, overwrite, progress) are
+    arguments of :func:`generate` instead.
+    """
 
     input: str
-    method: str
-    count: int
+    method: str | None = None
+    count: int = 100
     seed: int = 0
     size: int | None = None
     textures: str | None = None
@@ -73,20 +93,80 @@ class GenerateConfig:
     area_range: list[float] | None = None
     mask_bank: str | None = None
     donor_pool: int = DONOR_POOL
+    # inputs that are not plain 8-bit images (see defectforge.io.images)
+    bit_depth: str = "auto"
+    max_pixels: int | None = None
+    output_bit_depth: int = 8
+    # redraw samples whose mean absolute change inside the mask is below this (in [0, 1]; off)
+    min_contrast: float | None = None
 
-    def validate(self) -> None:
-        check_range("count", self.count, 1, 10**8, integer=True)
-        check_range("seed", self.seed, 0, MAX_SEED, integer=True)
-        check_probability("normal_ratio", self.normal_ratio)
-        check_range("batch_size", self.batch_size, 1, 4096, integer=True)
-        check_range("donor_pool", self.donor_pool, 0, 1024, integer=True)
+    def __post_init__(self) -> None:
+        # plain YAML-able values whatever the caller passed (paths, tuples, a single defect count)
+        for name in ("input", "textures", "foreground_masks", "mask_bank"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, str(value))
+        if self.foreground in ("none", ""):
+            self.foreground = None
+        if self.mix is not None and not self.method:
+            self.method = "mix"
+        if isinstance(self.defect_count, (int, np.integer)):
+            self.defect_count = [int(self.defect_count)] * 2
+        elif self.defect_count is not None:
+            self.defect_count = [int(v) for v in self.defect_count]
+        if self.area_range is not None:
+            self.area_range = [float(v) for v in self.area_range]
+        self.overrides = dict(self.overrides or {})
+        self.bit_depth = str(self.bit_depth)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GenerateConfig:
+        """The ``generator`` section of a ``config.yaml``; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"config.yaml: unknown generator field(s) {unknown}; was it written by a newer "
+                             "defectforge?")
+        return cls(**data)
+
+    def validate(self):
+        """Check every field; returns the parsed foreground spec (parsed here, once)."""
         from ..sources.foreground import parse_foreground
 
-        parse_foreground(self.foreground, self.foreground_threshold, self.foreground_invert, None)
-        if self.foreground_masks is not None and self.foreground not in (None, "none"):
-            raise ValueError("give either --foreground or --foreground-masks, not both")
+        if not self.method:
+            raise ValueError("give a method (--method NAME) or a mixture (--mix 'a:0.5,b:0.5')")
+        if self.mix is not None and self.method != "mix":
+            raise ValueError("give a method (--method) or a mixture (--mix), not both")
+        check_range("count (--count)", self.count, 1, 10**8, integer=True)
+        check_range("seed (--seed)", self.seed, 0, MAX_SEED, integer=True)
+        if self.size is not None:
+            check_range("size (--size)", self.size, 16, 1 << 15, integer=True)
+        check_probability("normal_ratio (--normal-ratio)", self.normal_ratio)
+        check_range("batch_size (--batch-size)", self.batch_size, 1, 4096, integer=True)
+        check_range("donor_pool (--donor-pool)", self.donor_pool, 0, 1024, integer=True)
+        if self.bit_depth not in ("auto",) + tuple(str(b) for b in BIT_DEPTHS):
+            raise ValueError(f"bit_depth (--bit-depth) must be auto or one of {list(BIT_DEPTHS)}, "
+                             f"got {self.bit_depth!r}")
+        if self.output_bit_depth not in (8, 16):
+            raise ValueError(f"output_bit_depth (--output-bit-depth) must be 8 or 16, got {self.output_bit_depth!r}")
+        if self.max_pixels is not None:
+            check_range("max_pixels (--max-pixels)", self.max_pixels, 1, 1 << 40, integer=True)
+        if self.min_contrast is not None:
+            check_range("min_contrast (--min-contrast)", self.min_contrast, 0.0, 0.5, low_inclusive=False)
+        check_foreground_options(self.foreground, self.foreground_threshold, self.foreground_invert,
+                                 self.foreground_masks)
         if self.mix is not None and self.overrides:
             raise ValueError("--set applies to a single method; drop it when using --mix")
+        return parse_foreground(self.foreground, self.foreground_threshold, self.foreground_invert,
+                                self.foreground_masks)
+
+    def methods(self) -> list[str]:
+        """Registry names this run uses (the members of a mixture)."""
+        if self.mix is not None:
+            from ..synthesizers.compose import parse_mix
+
+            return parse_mix(self.mix)[0]
+        return [self.method] if self.method else []
 
 
 def build_synthesizer(method: str, overrides: dict[str, Any] | None = None, textures: str | None = None,
@@ -107,32 +187,18 @@ def build_synthesizer(method: str, overrides: dict[str, Any] | None = None, text
         if "textures" not in accepted:
             raise ValueError(f"method {method!r} takes no texture source; drop --textures")
         overrides.setdefault("textures", str(textures))
-    if for_dataset:
-        for key, value in _DATASET_OVERLAY.items():
-            if key in accepted and not _defines_preset(info, key):
-                overrides.setdefault(key, value)
-    return create(method, **overrides)
+    return create(method, overlay=DATASET_OVERLAY if for_dataset else None, **overrides)
 
 
-#: What a dataset (or a training batch's synthetic half) asks of every method, where it may.
-_DATASET_OVERLAY = {"anomaly_probability": 1.0, "empty_mask_policy": "retry"}
-
-
-def _defines_preset(info, key: str) -> bool:
-    """``key`` is set by the preset to another value than its class's constructor default."""
-    import inspect
-
-    if key not in info.defaults:
-        return False
-    parameter = inspect.signature(info.cls.__init__).parameters.get(key)
-    return parameter is None or parameter.default is inspect.Parameter.empty or parameter.default != info.defaults[key]
+#: What a dataset (or a training batch's synthetic half) asks of every method, where it may
+#: (an explicit overlay: :func:`defectforge.core.registry.create` applies and records it).
+DATASET_OVERLAY = {"anomaly_probability": 1.0, "empty_mask_policy": "retry"}
 
 
 def build_from_config(cfg: GenerateConfig):
     """The synthesizer of a run: one method or a ``--mix``, wrapped by the count/area/shape controls."""
     if cfg.mix is not None:
-        from ..cli.parsing import parse_mix
-        from ..synthesizers.compose import mix
+        from ..synthesizers.compose import mix, parse_mix
 
         names, probs = parse_mix(cfg.mix)
         synth = mix([build_synthesizer(n, None, cfg.textures) for n in names], probs)
@@ -145,6 +211,46 @@ def build_from_config(cfg: GenerateConfig):
                         area_range=None if cfg.area_range is None else tuple(cfg.area_range),
                         mask_bank=cfg.mask_bank)
     return synth
+
+
+def check_foreground_options(mode, threshold=None, invert: bool = False, masks=None) -> None:
+    """Options that only apply with another option are an error without it, never ignored."""
+    mode = None if mode in (None, "none", "") else mode
+    if masks is not None and mode is not None:
+        raise ValueError("give either --foreground or --foreground-masks, not both")
+    if threshold is not None and mode != "threshold":
+        raise ValueError("--foreground-threshold applies only with --foreground threshold; add that or drop it")
+    if invert and mode not in ("otsu", "threshold"):
+        raise ValueError("--foreground-invert applies only with --foreground otsu or threshold; add one or drop it")
+
+
+def synthesizer_from_config(config: dict):
+    """Rebuild a synthesizer from its ``config()`` (``config.yaml``'s ``synthesizer`` section)."""
+    import defectforge
+
+    if hasattr(defectforge, "from_config"):
+        return defectforge.from_config(config)
+    kwargs = dict(config)
+    name = kwargs.pop("method")
+    if name in ("mix", "control"):
+        raise ValueError("rebuilding a --mix or control run from config.yaml needs defectforge.from_config; "
+                         "rerun with the original options instead")
+    return create(name, **kwargs)
+
+
+def check_requirements(cfg: GenerateConfig) -> None:
+    """Every optional package the run needs is installed (else one line naming the extra)."""
+    import importlib.util
+
+    needs = []
+    for name in cfg.methods():
+        needs += [(r, f"method {name!r}") for r in getattr(method_info(name).cls, "requires", ())]
+    if cfg.textures == "skimage":
+        needs.append(("skimage", "--textures skimage"))
+    for module, who in needs:
+        if importlib.util.find_spec(module) is None:
+            raise MissingDependencyError(f"{who} needs the optional package {module!r}: "
+                                         f"{EXTRAS.get(module, 'pip install ' + module)}")
 
 
 def _donor_indices(cfg: GenerateConfig, index: int, source: int, n_images: int) -> list[int]:
@@ -170,18 +276,36 @@ def _attempt_seed(cfg: GenerateConfig, index: int, attempt: int) -> int:
     return int(sample_rng(cfg.seed, index, stream=retry_stream(attempt)).integers(0, MAX_SEED))
 
 
+def mask_contrast(image: np.ndarray, source: np.ndarray, mask: np.ndarray) -> float:
+    """Mean absolute change inside ``mask`` of an 8-bit ``image`` against its ``source``, in [0, 1].
+
+    >>> a = np.zeros((4, 4, 1), np.uint8); b = a.copy(); b[:2] = 51
+    >>> mask_contrast(b, a, np.ones((4, 4), bool))
+    0.1
+    """
+    m = mask.astype(bool)
+    if not m.any() or image.shape != source.shape:
+        return 0.0
+    diff = np.abs(image[m].astype(np.int16) - source[m].astype(np.int16))
+    return round(float(diff.mean()) / 255.0, 6)
+
+
+def _file_record(data: bytes) -> dict:
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
 class _Worker:
     """Makes and writes the samples of a chunk (in the main process or a pool worker)."""
 
-    def __init__(self, cfg: GenerateConfig, output: str, images: NormalImages):
-        from ..sources.foreground import parse_foreground
-
+    def __init__(self, cfg: GenerateConfig, output: str, images: NormalImages, foreground=None,
+                 synthesizer: dict | None = None):
         self.cfg, self.output, self.images = cfg, Path(output), images
-        self.synth = build_from_config(cfg)
+        self.synth = build_from_config(cfg) if synthesizer is None else synthesizer_from_config(synthesizer)
         self.name = cfg.method
-        self.foreground = parse_foreground(cfg.foreground, cfg.foreground_threshold, cfg.foreground_invert,
-                                           cfg.foreground_masks)
+        self.foreground = foreground
         self.uses_donors = bool(getattr(self.synth, "uses_donors", False)) and cfg.donor_pool > 0
+        depth = images.bit_depth if cfg.output_bit_depth == 16 else 8
+        self.output_scale = None if cfg.output_bit_depth == 8 else (2 ** (depth if depth > 8 else 16) - 1) / 255.0
 
     def _method_of(self, params) -> str:
         # a mixture writes each sample under the method that made it
@@ -234,6 +358,16 @@ class _Worker:
                 records.extend(self._synthesize(group[start:start + cfg.batch_size], plans))
         return records
 
+    def _redraw_reason(self, image, mask, label: int, params, source: np.ndarray) -> str | None:
+        """Why this result is not kept: an anomaly left normal, or (``min_contrast``) too faint."""
+        if label == 0:
+            return None if _drawn_normal(params) else "empty"
+        if self.cfg.min_contrast is not None:
+            contrast = mask_contrast(image.permute(1, 2, 0).cpu().numpy(), source, (mask[0] > 0.5).cpu().numpy())
+            if contrast < self.cfg.min_contrast:
+                return "contrast"
+        return None
+
     def _synthesize(self, chunk: list[int], plans) -> list[dict]:
         if self.uses_donors and len(chunk) > 1:
             # each sample has its own donor pool (drawn by its seed), so it is made on its own
@@ -243,40 +377,45 @@ class _Worker:
         batch = torch.from_numpy(np.ascontiguousarray(np.stack([self.images.images[s] for s in sources]).transpose(0, 3, 1, 2)))
         context, fallbacks = self._context(batch, sources, chunk)
         out = self.synth(batch, seed=self.cfg.seed, indices=chunk, context=context)
-        results = {}
-        for k, i in enumerate(chunk):
-            results[i] = (out.images[k], out.masks[k], int(out.labels[k]), out.params[k], 0)
-        for i, (img, _, label, params, _) in list(results.items()):
-            attempt = 0
-            k = chunk.index(i)
-            while label == 0 and not _drawn_normal(params) and attempt < MAX_ATTEMPTS - 1:
-                attempt += 1
-                single = batch[k][None]
-                sub_context = context if len(chunk) == 1 else context.select(torch.tensor([k]))
-                redo = self.synth(single, seed=_attempt_seed(self.cfg, i, attempt), indices=[i], context=sub_context)
-                label, params = int(redo.labels[0]), redo.params[0]
-                results[i] = (redo.images[0], redo.masks[0], label, params, attempt)
         records = []
         for k, i in enumerate(chunk):
-            img, mask, label, params, attempt = results[i]
+            img, mask, label, params = out.images[k], out.masks[k], int(out.labels[k]), out.params[k]
+            source = self.images.images[sources[k]]
+            attempt, reasons = 0, []
+            reason = self._redraw_reason(img, mask, label, params, source)
+            while reason is not None and attempt < MAX_ATTEMPTS - 1:
+                reasons.append(reason)
+                attempt += 1
+                sub_context = context if len(chunk) == 1 else context.select(torch.tensor([k]))
+                redo = self.synth(batch[k][None], seed=_attempt_seed(self.cfg, i, attempt), indices=[i],
+                                  context=sub_context)
+                img, mask, label, params = redo.images[0], redo.masks[0], int(redo.labels[0]), redo.params[0]
+                reason = self._redraw_reason(img, mask, label, params, source)
             image = img.permute(1, 2, 0).cpu().numpy()
             mask_np = (mask[0] > 0.5).cpu().numpy()
-            record = self._write(i, plans[i][0], image, mask_np, params, label, attempt,
-                                 foreground_fallback=None if fallbacks is None else fallbacks[k],
-                                 donors=_donor_indices(self.cfg, i, plans[i][0], len(self.images))
-                                 if self.uses_donors else None)
-            records.append(record)
+            records.append(self._write(i, sources[k], image, mask_np, params, label, attempt,
+                                       foreground_fallback=None if fallbacks is None else fallbacks[k],
+                                       donors=_donor_indices(self.cfg, i, sources[k], len(self.images))
+                                       if self.uses_donors else None, redrawn=reasons, unresolved=reason))
         return records
 
+    def _encode(self, image: np.ndarray) -> bytes:
+        if self.output_scale is None:
+            return encode_png(image)
+        return encode_png((image.astype(np.float64) * self.output_scale + 0.5).astype(np.uint16))
+
     def _write(self, index: int, src: int, image: np.ndarray, mask: np.ndarray | None, params, label: int,
-               attempt: int = 0, foreground_fallback: str | None = None, donors: list[int] | None = None) -> dict:
+               attempt: int = 0, foreground_fallback: str | None = None, donors: list[int] | None = None,
+               redrawn: list[str] | None = None, unresolved: str | None = None) -> dict:
         normal = mask is None or label == 0
         image_path, mask_path = self._paths(index, normal, params)
-        atomic_write_bytes(self.output / image_path, encode_png(image))
+        data = self._encode(image)
+        atomic_write_bytes(self.output / image_path, data)
         record: dict[str, Any] = {
             "index": index, "image_path": image_path, "mask_path": None, "label": int(label),
             "method": self._method_of(params) if not normal else "good", "seed": self.cfg.seed,
             "source_image": self.images.relative(src), "params": params, "area_fraction": 0.0, "bbox": None,
+            "image_file": _file_record(data),
         }
         if foreground_fallback:
             record["foreground_fallback"] = foreground_fallback
@@ -285,12 +424,18 @@ class _Worker:
         if attempt:
             record["attempt"] = attempt
             record["synthesis_seed"] = _attempt_seed(self.cfg, index, attempt)
+            record["redrawn"] = list(redrawn or [])
         if mask is not None and not normal:
-            atomic_write_bytes(self.output / mask_path, encode_png(mask.astype(np.uint8) * 255))
+            mask_data = encode_png(mask.astype(np.uint8) * 255)
+            atomic_write_bytes(self.output / mask_path, mask_data)
             ys, xs = np.nonzero(mask)
             record["mask_path"] = mask_path
+            record["mask_file"] = _file_record(mask_data)
             record["area_fraction"] = float(mask.mean())
             record["bbox"] = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+            record["contrast"] = mask_contrast(image, self.images.images[src], mask)
+            if unresolved == "contrast":
+                record["failed"] = f"contrast below min_contrast after {MAX_ATTEMPTS} attempts"
         elif mask is not None and not _drawn_normal(params):
             record["failed"] = f"synthesis left the sample normal after {MAX_ATTEMPTS} attempts"
         # the sample counts as done once its record exists: image and mask are already in place
@@ -313,10 +458,10 @@ def _match(image: np.ndarray, height: int, width: int, channels: int) -> np.ndar
 _WORKER: _Worker | None = None
 
 
-def _init_worker(cfg: GenerateConfig, output: str, images: NormalImages) -> None:
+def _init_worker(cfg: GenerateConfig, output: str, images: NormalImages, foreground, synthesizer) -> None:
     global _WORKER
     torch.set_num_threads(1)
-    _WORKER = _Worker(cfg, output, images)
+    _WORKER = _Worker(cfg, output, images, foreground, synthesizer)
 
 
 def _run_chunk(indices: list[int]) -> list[dict]:
@@ -324,80 +469,239 @@ def _run_chunk(indices: list[int]) -> list[dict]:
     return _WORKER.run(indices)
 
 
+# --- the output folder --------------------------------------------------------------------------
+
 def _config_dict(cfg: GenerateConfig, synth, images: NormalImages) -> dict:
     return {
         "defectforge_version": __version__,
         "generator": asdict(cfg),
         "synthesizer": synth.config(),
-        "inputs": {"root": str(images.root), "count": len(images), "skipped": len(images.skipped)},
+        "inputs": {"root": str(images.root), "count": len(images), "bit_depth": images.bit_depth,
+                   "skipped": [dict(s) for s in images.skipped]},
     }
 
 
-def _comparable(config: dict) -> dict:
-    out = json.loads(json.dumps(config))
-    out.pop("defectforge_version", None)
+def _flatten(value, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    """``field: old -> new`` for every field that differs (version and count ignored)."""
+    a, b = _flatten(old), _flatten(new)
+    ignored = {"defectforge_version", "generator.count"}
+    out = []
+    for k in sorted((set(a) | set(b)) - ignored):
+        if k not in a or k not in b or json.dumps(a[k], sort_keys=True, default=str) != \
+                json.dumps(b[k], sort_keys=True, default=str):
+            out.append(f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}")
     return out
 
 
-def _prepare_output(output: Path, config: dict, resume: bool, overwrite: bool) -> None:
-    config_path = output / "config.yaml"
-    if output.exists() and not output.is_dir():
-        raise NotADirectoryError(f"output {output} exists and is not a folder")
-    if output.exists() and any(output.iterdir()):
-        if overwrite:
-            for name in _GENERATED:
-                target = output / name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
-            if any(output.iterdir()):
-                raise OutputExistsError(f"output folder {output} holds files this tool did not write; "
-                                        "choose an empty or new folder")
-        elif resume:
-            if not config_path.exists():
-                raise OutputExistsError(f"cannot resume: {output} holds no config.yaml of an earlier run")
-            previous = yaml.safe_load(config_path.read_text())
-            if _comparable(previous) != _comparable(config):
-                raise OutputExistsError(f"cannot resume: {config_path} describes a different run "
-                                        "(method, seed, count, size, parameters or inputs differ); "
-                                        "use the same command, or --overwrite to start again")
-        else:
-            what = "another run" if config_path.exists() else "other files"
-            raise OutputExistsError(f"output folder {output} already holds {what}; pass --resume to continue "
-                                    "that run or --overwrite to replace it")
+def load_run_config(path: str | os.PathLike) -> dict | None:
+    """A defectforge ``config.yaml`` as a dict, or ``None`` when ``path`` is not one of ours."""
+    path = Path(path)
     try:
-        output.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(output / "config.yaml", yaml.safe_dump(config, sort_keys=True).encode())
-    except PermissionError as exc:
-        raise PermissionError(f"output folder {output} is not writable ({exc}); choose another folder") from exc
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(data, dict) or "generator" not in data or "defectforge_version" not in data:
+        return None
+    return data
 
 
-def _done_indices(output: Path) -> dict[int, dict]:
+def _read_records(output: Path) -> dict[int, dict]:
+    """Sample records of the run in ``output`` (manifest, then the per-sample records of a killed run)."""
     done: dict[int, dict] = {}
     manifest = output / "manifest.jsonl"
-    if manifest.exists():
-        for line in manifest.read_text().splitlines():
-            record = json.loads(line)
-            if "index" in record:
+    if manifest.is_file():
+        for line in manifest.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a damaged line: the sample is made again
+            if isinstance(record, dict) and isinstance(record.get("index"), int):
                 done[record["index"]] = record
     records = output / ".records"
     if records.is_dir():
         for f in records.glob("*.json"):
-            record = json.loads(f.read_text())
-            done[record["index"]] = record
+            try:
+                record = json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if isinstance(record, dict) and isinstance(record.get("index"), int):
+                done[record["index"]] = record
     return done
 
 
-def generate(input: str | os.PathLike, output: str | os.PathLike, method: str, count: int, seed: int = 0,
-             size: int | None = None, textures: str | None = None, overrides: dict[str, Any] | None = None,
-             normal_ratio: float = 0.0, workers: int = 1, resume: bool = False, overwrite: bool = False,
-             batch_size: int = 32, progress: bool = True, foreground: str | None = None,
-             foreground_threshold: float | None = None, foreground_invert: bool = False,
-             foreground_masks: str | os.PathLike | None = None, mix: str | None = None,
-             defect_count: tuple[int, int] | int | None = None, area_range: tuple[float, float] | None = None,
-             mask_bank: str | os.PathLike | None = None, donor_pool: int = DONOR_POOL) -> dict:
+def _our_files(output: Path, config: dict, records: dict[int, dict]):
+    """A predicate: was this file (relative POSIX path) written by the run ``config`` describes?"""
+    named = {"config.yaml", "manifest.jsonl", "skipped.jsonl"}
+    for r in records.values():
+        named.update(p for p in (r.get("image_path"), r.get("mask_path")) if isinstance(p, str))
+    generator = config.get("generator", {})
+    methods = {"good"}
+    try:
+        methods.update(GenerateConfig.from_dict(generator).methods())
+    except (TypeError, ValueError):
+        pass
+    methods.update(r.get("method") for r in records.values() if isinstance(r.get("method"), str))
+    names = "|".join(re.escape(m) for m in sorted(methods))
+    # a run killed between writing a sample's files and its record leaves files named by the scheme
+    scheme = re.compile(rf"(test/({names})/\d{{6,}}\.png|ground_truth/({names})/\d{{6,}}_mask\.png|"
+                        rf"\.records/\d{{6,}}\.json)")
+    temp = re.compile(r"(.*/)?\.[^/]+\.tmp")
+
+    def ours(rel: str) -> bool:
+        if rel in named or scheme.fullmatch(rel):
+            return True
+        return bool(temp.fullmatch(rel)) and (rel.startswith(("test/", "ground_truth/", ".records/")) or "/" not in rel)
+
+    return ours
+
+
+def _all_files(output: Path) -> list[str]:
+    return sorted(p.relative_to(output).as_posix() for p in output.rglob("*") if not p.is_dir() or p.is_symlink())
+
+
+def _sample(files: list[str], k: int = 5) -> str:
+    shown = ", ".join(files[:k])
+    return shown + (f" and {len(files) - k} more" if len(files) > k else "")
+
+
+def _remove_run(output: Path, config: dict) -> None:
+    """Delete the earlier run in ``output``, after checking that every file there is its own."""
+    records = _read_records(output)
+    ours = _our_files(output, config, records)
+    files = _all_files(output)
+    foreign = [f for f in files if not ours(f)]
+    if foreign:
+        raise OutputExistsError(f"--overwrite refused, nothing deleted: {output} holds {len(foreign)} file(s) "
+                                f"this tool did not write ({_sample(foreign)}); move them away or choose "
+                                "another OUTPUT")
+    for f in files:
+        (output / f).unlink()
+    for d in sorted((p for p in output.rglob("*") if p.is_dir() and not p.is_symlink()),
+                    key=lambda p: len(p.parts), reverse=True):
+        rel = d.relative_to(output).as_posix()
+        if rel.split("/")[0] in ("test", "ground_truth", ".records") and not any(d.iterdir()):
+            d.rmdir()
+
+
+def _check_location(output: Path, given_input: Path, input_root: Path) -> None:
+    """OUTPUT must be neither INPUT, nor inside it, nor around it."""
+    out = output.resolve()
+    for inp in {given_input.resolve(), input_root.resolve()}:
+        if out == inp:
+            raise OutputExistsError(f"OUTPUT {output} is the INPUT folder; choose a new folder outside it")
+        if inp in out.parents:
+            raise OutputExistsError(f"OUTPUT {output} is inside INPUT {given_input}; its images would be read as "
+                                    "inputs next time: choose a folder outside INPUT")
+        if out in inp.parents:
+            raise OutputExistsError(f"OUTPUT {output} contains INPUT {given_input}; choose a new folder that "
+                                    "does not hold your images")
+
+
+def _verify(output: Path, record: dict) -> bool:
+    """The image and mask of ``record`` are on disk and, where recorded, of the right size and hash."""
+    for path_key, file_key in (("image_path", "image_file"), ("mask_path", "mask_file")):
+        rel = record.get(path_key)
+        if rel is None:
+            continue
+        path = output / rel
+        try:
+            expected = record.get(file_key)
+            if expected is None:
+                if not path.is_file():
+                    return False
+                continue
+            if path.stat().st_size != expected.get("bytes"):
+                return False
+            if hashlib.sha256(path.read_bytes()).hexdigest() != expected.get("sha256"):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _prepare_output(output: Path, config: dict, resume: bool, overwrite: bool, count: int) -> tuple[dict, int]:
+    """Check (and with ``overwrite`` empty) the output folder; returns the verified finished
+    samples of a resumed run and how many were found missing or damaged."""
+    if output.exists() and not output.is_dir():
+        raise OutputExistsError(f"OUTPUT {output} is a file, not a folder; choose a folder")
+    if resume and overwrite:
+        raise ValueError("give --resume (continue the run in OUTPUT) or --overwrite (replace it), not both")
+    done: dict[int, dict] = {}
+    repaired = 0
+    if output.is_dir() and any(output.iterdir()):
+        previous = load_run_config(output / "config.yaml")
+        if overwrite:
+            if previous is None:
+                files = _all_files(output)
+                raise OutputExistsError(f"--overwrite refused, nothing deleted: {output} holds no run of this tool "
+                                        f"(no config.yaml of defectforge) but {len(files)} file(s) this tool did "
+                                        f"not write ({_sample(files)}); choose a new or empty OUTPUT")
+            _remove_run(output, previous)
+        elif resume:
+            if previous is None:
+                raise OutputExistsError(f"cannot --resume: {output} holds no config.yaml of an earlier run; "
+                                        "choose a new or empty OUTPUT")
+            diffs = _differences(previous, config)
+            if diffs:
+                raise OutputExistsError(f"cannot --resume: {output / 'config.yaml'} describes a different run ("
+                                        + "; ".join(diffs[:6]) + (f"; {len(diffs) - 6} more" if len(diffs) > 6 else "")
+                                        + "); use the same options, or a new OUTPUT")
+            records = _read_records(output)
+            beyond = sorted(i for i in records if i >= count)
+            if beyond:
+                raise OutputExistsError(f"cannot --resume with --count {count}: {output} already holds "
+                                        f"{max(beyond) + 1} samples; --resume can extend a run, not shrink it")
+            for i, record in records.items():
+                if _verify(output, record):
+                    done[i] = record
+                else:
+                    repaired += 1
+        else:
+            what = "another run" if previous is not None else "other files"
+            raise OutputExistsError(f"OUTPUT {output} already holds {what}; pass --resume to continue that run, "
+                                    "--overwrite to replace it, or choose a new folder")
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(output / "config.yaml", yaml.safe_dump(config, sort_keys=True).encode())
+    return done, repaired
+
+
+def describe_os_error(exc: OSError, output: str | os.PathLike | None = None) -> str:
+    """One line for a file-system error: what failed, and what to do (``--resume`` continues)."""
+    where = exc.filename or output or ""
+    again = " then run the same command with --resume to continue (finished samples are kept)"
+    if exc.errno == errno.ENOSPC:
+        return f"disk full while writing {where}: free some space,{again}"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"cannot write {where} (permission denied or read-only file system): choose another OUTPUT, "
+                f"or make it writable and{again.replace(' then', '')}")
+    if exc.errno == errno.ENOTDIR:
+        return f"cannot write {where}: part of that path is a file, not a folder; choose another OUTPUT"
+    if exc.errno == errno.EDQUOT:
+        return f"disk quota exceeded while writing {where}: free some space,{again}"
+    reason = exc.strerror or str(exc)
+    return f"{where}: {reason}" if where else reason
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+def generate(cfg: GenerateConfig | str | os.PathLike, output: str | os.PathLike | None = None,
+             method: str | None = None, count: int | None = None, *, workers: int = 1, resume: bool = False,
+             overwrite: bool = False, progress: bool = True, synthesizer: dict | None = None, **fields_) -> dict:
     """Write a synthetic defect dataset (see the module docstring); returns a summary dict.
+
+    Call it with a :class:`GenerateConfig` (as the CLI does) or, as a shortcut, with the
+    config's fields: ``generate(input, output, method, count, seed=..., ...)``.
+    ``synthesizer`` is a synthesizer's ``config()`` (``config.yaml``'s section) to use instead of
+    building one from ``cfg``: a run rebuilt from its record.
 
     Examples
     --------
@@ -405,28 +709,36 @@ def generate(input: str | os.PathLike, output: str | os.PathLike, method: str, c
     >>> from defectforge.io.images import write_image
     >>> src, out = pathlib.Path(tempfile.mkdtemp()), pathlib.Path(tempfile.mkdtemp()) / "out"
     >>> write_image(src / "a.png", np.full((64, 64, 3), 128, np.uint8))
-    >>> generate(src, out, "cutpaste", count=2, progress=False)["written"]
+    >>> generate(GenerateConfig(str(src), "cutpaste", count=2), out, progress=False)["written"]
     2
     """
-    if isinstance(defect_count, (int, np.integer)):
-        defect_count = (int(defect_count), int(defect_count))
-    cfg = GenerateConfig(str(Path(input)), "mix" if mix is not None and not method else method, count, seed, size,
-                         None if textures is None else str(textures), dict(overrides or {}), normal_ratio, batch_size,
-                         foreground=None if foreground in (None, "none") else str(foreground),
-                         foreground_threshold=foreground_threshold, foreground_invert=bool(foreground_invert),
-                         foreground_masks=None if foreground_masks is None else str(foreground_masks),
-                         mix=mix, defect_count=None if defect_count is None else [int(v) for v in defect_count],
-                         area_range=None if area_range is None else [float(v) for v in area_range],
-                         mask_bank=None if mask_bank is None else str(mask_bank), donor_pool=donor_pool)
-    cfg.validate()
-    check_range("workers", workers, 1, 256, integer=True)
-    synth = build_from_config(cfg)  # fails fast on bad names/values
-    images = load_normal_images(cfg.input, cfg.size, progress=progress)
+    if not isinstance(cfg, GenerateConfig):
+        cfg = GenerateConfig(input=str(cfg), method=method, count=100 if count is None else count, **fields_)
+    elif method is not None or count is not None or fields_:
+        raise TypeError("give a GenerateConfig or its fields, not both")
+    if output is None:
+        raise TypeError("generate() needs an output folder")
     output = Path(output)
+    spec = cfg.validate()
+    check_range("workers", workers, 1, 256, integer=True)
+    if resume and overwrite:
+        raise ValueError("give --resume (continue the run in OUTPUT) or --overwrite (replace it), not both")
+    # everything is checked before the first file is written
+    input_root = resolve_input_folder(cfg.input)
+    _check_location(output, Path(cfg.input), input_root)
+    check_requirements(cfg)
+    synth = build_from_config(cfg) if synthesizer is None else synthesizer_from_config(synthesizer)
+    if synthesizer is not None and synth.config() != synthesizer:
+        raise ValueError("config.yaml's synthesizer section does not rebuild to the same synthesizer "
+                         "(written by another defectforge version?); rerun with the original options")
+    images = load_normal_images(cfg.input, cfg.size, progress=progress, bit_depth=cfg.bit_depth,
+                                max_pixels=cfg.max_pixels)
+    if spec is not None and hasattr(spec, "path_for"):
+        for i in range(len(images)):
+            spec.path_for(images.relative(i))  # every image has its foreground mask
     config = _config_dict(cfg, synth, images)
-    _prepare_output(output, config, resume, overwrite)
+    done, repaired = _prepare_output(output, config, resume, overwrite, cfg.count)
 
-    done = _done_indices(output) if resume else {}
     pending = [i for i in range(cfg.count) if i not in done]
     chunk = max(1, min(cfg.batch_size, -(-len(pending) // max(1, workers * 4)) if pending else 1))
     chunks = [pending[k:k + chunk] for k in range(0, len(pending), chunk)]
@@ -434,10 +746,11 @@ def generate(input: str | os.PathLike, output: str | os.PathLike, method: str, c
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.count, initial=cfg.count - len(pending), desc=f"generating {method}", unit="img")
+        bar = tqdm(total=cfg.count, initial=cfg.count - len(pending), desc=f"generating {cfg.method}", unit="img")
     records = dict(done)
+    synth_config = synthesizer  # workers rebuild the same synthesizer the same way
     if workers == 1:
-        worker = _Worker(cfg, str(output), images)
+        worker = _Worker(cfg, str(output), images, spec, synth_config)
         for c in chunks:
             for r in worker.run(c):
                 records[r["index"]] = r
@@ -446,7 +759,7 @@ def generate(input: str | os.PathLike, output: str | os.PathLike, method: str, c
     else:
         ctx = get_context("spawn")  # fork after OpenMP start-up can hang; spawn is always safe
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(cfg, str(output), images)) as pool:
+                                 initargs=(cfg, str(output), images, spec, synth_config)) as pool:
             for c, result in zip(chunks, pool.map(_run_chunk, chunks)):
                 for r in result:
                     records[r["index"]] = r
@@ -454,13 +767,18 @@ def generate(input: str | os.PathLike, output: str | os.PathLike, method: str, c
                     bar.update(len(c))
     if bar:
         bar.close()
-    lines = [json.dumps(s, sort_keys=True) for s in images.skipped]
-    lines += [json.dumps(records[i], sort_keys=True) for i in range(cfg.count)]
+    lines = [json.dumps(records[i], sort_keys=True) for i in range(cfg.count)]
     atomic_write_bytes(output / "manifest.jsonl", ("\n".join(lines) + "\n").encode())
-    shutil.rmtree(output / ".records", ignore_errors=True)
+    for f in sorted((output / ".records").glob("*.json")) if (output / ".records").is_dir() else []:
+        f.unlink()
+    if (output / ".records").is_dir() and not any((output / ".records").iterdir()):
+        (output / ".records").rmdir()
     labels = [records[i]["label"] for i in range(cfg.count)]
     return {
-        "output": str(output), "written": cfg.count, "resumed": len(done), "anomalous": sum(1 for v in labels if v),
-        "normal": sum(1 for v in labels if not v), "skipped_inputs": len(images.skipped),
+        "output": str(output), "written": cfg.count, "resumed": len(done), "repaired": repaired,
+        "anomalous": sum(1 for v in labels if v), "normal": sum(1 for v in labels if not v),
+        "skipped_inputs": len(images.skipped),
         "failed": sum(1 for i in range(cfg.count) if "failed" in records[i]),
+        "low_contrast": sum(1 for i in range(cfg.count)
+                            if records[i].get("contrast") is not None and records[i]["contrast"] < 2 / 255),
     }

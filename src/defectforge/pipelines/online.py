@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from ..core.dtype import to_uint8
+
 __all__ = ["SyntheticAnomalyDataset"]
 
 
@@ -78,7 +80,7 @@ class SyntheticAnomalyDataset(Dataset):
             if d.dtype == torch.uint8 and like.dtype != torch.uint8:
                 d = d.float().div(255.0).to(like.dtype)
             elif like.dtype == torch.uint8 and d.dtype != torch.uint8:
-                d = d.mul(255.0).round().clamp(0, 255).to(torch.uint8)
+                d = to_uint8(d)
             else:
                 d = d.to(like.dtype)
             if d.shape[0] != like.shape[0]:

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..core.dtype import LUMA_WEIGHTS
 from ..core.validation import check_choice, check_range
 
 __all__ = ["Threshold", "Saliency", "MaskFolder", "ForegroundResult", "estimate_foreground",
@@ -35,7 +36,7 @@ __all__ = ["Threshold", "Saliency", "MaskFolder", "ForegroundResult", "estimate_
 
 #: Names accepted by :func:`parse_foreground` (and the CLI's ``--foreground``).
 FOREGROUND_MODES = ("none", "otsu", "threshold", "saliency")
-_LUMA = (np.float32(0.299), np.float32(0.587), np.float32(0.114))
+_LUMA = tuple(np.float32(w) for w in LUMA_WEIGHTS)
 
 
 def _gray(images: torch.Tensor) -> np.ndarray:

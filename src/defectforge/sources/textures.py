@@ -19,7 +19,25 @@ import torch
 from ..io.images import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
 from .procedural import procedural_texture
 
-__all__ = ["TextureSource", "FolderTextures", "ProceduralTextures", "SkimageTextures", "resolve_textures"]
+__all__ = ["TextureSource", "FolderTextures", "ProceduralTextures", "SkimageTextures", "resolve_textures",
+           "TEXTURE_RESIZE", "center_crop"]
+
+#: How a texture is brought to an image's size (see :meth:`TextureSource.get_uint8`).
+TEXTURE_RESIZE = ("stretch", "bilinear", "cover")
+
+
+def center_crop(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The centre ``(height, width)`` of ``img`` (H, W, C); offsets ``int(round((H - h) / 2))`` as
+    torchvision's ``CenterCrop``.
+
+    Examples
+    --------
+    >>> center_crop(np.arange(12).reshape(3, 4, 1), 1, 2)[..., 0]
+    array([[5, 6]])
+    """
+    top = int(round((img.shape[0] - height) / 2.0))
+    left = int(round((img.shape[1] - width) / 2.0))
+    return img[top:top + height, left:left + width]
 
 
 class TextureSource:
@@ -40,17 +58,36 @@ class TextureSource:
         """The texture ``(H, W, 3)`` uint8 at its own size."""
         raise NotImplementedError
 
-    def get_uint8(self, index: int, height: int, width: int) -> np.ndarray:
-        """Texture ``index`` as ``(height, width, 3)`` uint8 (cached; do not modify it in place)."""
-        key = (index, height, width)
+    def get_uint8(self, index: int, height: int, width: int, resize: str = "stretch") -> np.ndarray:
+        """Texture ``index`` resized for a ``(height, width)`` image, ``(h, w, 3)`` uint8 (cached; do
+        not modify it in place).
+
+        ``resize`` (see :data:`TEXTURE_RESIZE`): ``"stretch"`` to exactly ``(height, width)``, area
+        interpolation when shrinking, bilinear when enlarging; ``"bilinear"`` to exactly
+        ``(height, width)``, bilinear both ways (OpenCV's ``cv2.resize`` default, as DRAEM's loader);
+        ``"cover"`` keeps the aspect ratio and scales the texture so that it covers
+        ``(height, width)`` (its shorter side fits, as torchvision's ``Resize(int)`` in GLASS; area interpolation when
+        shrinking, as Pillow's antialiased bilinear): the result may be larger, and the caller
+        centre-crops it (:func:`center_crop`).
+        """
+        if resize not in TEXTURE_RESIZE:
+            raise ValueError(f"resize={resize!r} is not one of {list(TEXTURE_RESIZE)}")
+        key = (index, height, width, resize)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
         img = self._load(index)
-        if img.shape[:2] != (height, width):
-            shrinking = img.shape[0] > height or img.shape[1] > width
-            img = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+        th, tw = height, width
+        if resize == "cover":
+            scale = max(height / img.shape[0], width / img.shape[1])
+            # the longer side truncated, as torchvision's Resize(int): int(size * long / short)
+            th = max(height, int(img.shape[0] * scale))
+            tw = max(width, int(img.shape[1] * scale))
+        if img.shape[:2] != (th, tw):
+            shrinking = img.shape[0] > th or img.shape[1] > tw
+            linear = resize == "bilinear" or not shrinking
+            img = cv2.resize(img, (tw, th), interpolation=cv2.INTER_LINEAR if linear else cv2.INTER_AREA)
         img = np.ascontiguousarray(img)
         img.setflags(write=False)
         self._cache[key] = img
@@ -60,15 +97,15 @@ class TextureSource:
             self._cached -= old.nbytes
         return img
 
-    def preload(self, height: int, width: int) -> int:
+    def preload(self, height: int, width: int, resize: str = "stretch") -> int:
         """Load and cache textures at ``(height, width)``, as many as the cache holds; returns how many.
 
         Benchmarks call it so that the first use of a texture (file decoding, procedural
         generation) is not timed as synthesis.
         """
-        count = min(len(self), max(1, self._cache_bytes // (height * width * 3)))
+        count = min(len(self), max(1, self._cache_bytes // (height * width * 3 * (2 if resize == "cover" else 1))))
         for index in range(count):
-            self.get_uint8(index, height, width)
+            self.get_uint8(index, height, width, resize)
         return count
 
     def get(self, indices, height: int, width: int, device=None) -> torch.Tensor:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..functional.color import to_gray
+from ..core.dtype import LUMA_WEIGHTS, luma, to_uint8_hwc
 from ..core.parallel import map_samples
 
 __all__ = ["blend_masked_uint8", "to_uint8_hwc", "masks_per_sample", "clone_batch", "masked_source_blend"]
@@ -18,13 +18,6 @@ def clone_batch(images: torch.Tensor) -> torch.Tensor:
     if images.device.type == "cpu":
         return torch.from_numpy(np.array(images.numpy(), copy=True, order="C"))
     return images.clone()
-
-
-def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
-    """One ``(C, H, W)`` image (uint8 or float in [0, 1]) as a contiguous ``(H, W, C)`` uint8 array."""
-    if image.dtype != torch.uint8:
-        image = image.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
-    return np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
 
 
 def blend_masked_uint8(out: torch.Tensor, index: int, selected: torch.Tensor, source: np.ndarray,
@@ -48,7 +41,7 @@ def blend_masked_uint8(out: torch.Tensor, index: int, selected: torch.Tensor, so
     src = source if source.flags.writeable else source.copy()
     tex = torch.from_numpy(src).to(out.device).view(-1, src.shape[2])[flat].T.float()  # (C_src, n)
     if tex.shape[0] == 3 and c == 1:
-        tex = to_gray(tex[None, :, :, None])[0, :, :, 0]
+        tex = luma(tex[None, :, :, None])[0, :, :, 0]
     elif tex.shape[0] == 1 and c == 3:
         tex = tex.expand(3, -1)
     if torch.is_tensor(opacity):
@@ -62,7 +55,7 @@ def blend_masked_uint8(out: torch.Tensor, index: int, selected: torch.Tensor, so
     target[:, flat] = pixels.to(out.dtype)
 
 
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+_LUMA = np.array(LUMA_WEIGHTS, np.float32)
 
 
 def _blend_masked_numpy(target: np.ndarray, selected: np.ndarray, source: np.ndarray, opacity: float) -> None:
@@ -72,7 +65,7 @@ def _blend_masked_numpy(target: np.ndarray, selected: np.ndarray, source: np.nda
     if flat.size == 0:
         return
     tex = source.reshape(-1, source.shape[2])[flat].astype(np.float32)  # (n, C_src)
-    if tex.shape[1] == 3 and c == 1:  # luma as to_gray computes it (same order, float32)
+    if tex.shape[1] == 3 and c == 1:  # luma as core.dtype.luma computes it (same order, float32)
         tex = _LUMA[0] * tex[:, 0:1] + _LUMA[1] * tex[:, 1:2] + _LUMA[2] * tex[:, 2:3]
     elif tex.shape[1] == 1 and c == 3:
         tex = np.repeat(tex, 3, axis=1)

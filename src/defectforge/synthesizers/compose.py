@@ -38,7 +38,7 @@ from ..core.types import SynthesisContext, to_jsonable
 from ..core.validation import check_interval, check_range
 from ..sources.mask_bank import MaskBank
 
-__all__ = ["ControlledSynthesizer", "MixtureSynthesizer", "control", "mix"]
+__all__ = ["ControlledSynthesizer", "MixtureSynthesizer", "control", "mix", "parse_mix"]
 
 
 def _generator(seed: int, stream: int = 0) -> np.random.Generator:
@@ -301,6 +301,31 @@ def mix(methods: Sequence, probabilities: Sequence[float] | None = None,
     The drawn method is recorded in ``params[i]["method"]``.
     """
     return MixtureSynthesizer(methods, probabilities, anomaly_probability)
+
+
+def parse_mix(text: str) -> tuple[list[str], list[float]]:
+    """``"draem:0.5,cutpaste:0.5"`` -> names and probabilities (``"a,b"`` means equal shares).
+
+    Examples
+    --------
+    >>> parse_mix("draem:0.25, cutpaste:0.75")
+    (['draem', 'cutpaste'], [0.25, 0.75])
+    """
+    names, probs = [], []
+    for item in [t.strip() for t in text.split(",") if t.strip()]:
+        name, _, weight = item.partition(":")
+        names.append(name.strip())
+        try:
+            probs.append(float(weight) if weight else float("nan"))
+        except ValueError:
+            raise ValueError(f"--mix entry {item!r}: the probability after ':' must be a number") from None
+    if not names:
+        raise ValueError("--mix needs entries like 'draem:0.5,cutpaste:0.5'")
+    if all(math.isnan(p) for p in probs):
+        probs = [1.0 / len(names)] * len(names)
+    elif any(math.isnan(p) for p in probs):
+        raise ValueError("--mix: give a probability for every method or for none")
+    return names, probs
 
 
 register_config_builder("control", ControlledSynthesizer.from_config)

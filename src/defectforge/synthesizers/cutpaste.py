@@ -17,8 +17,11 @@ Runinho/pytorch-cutpaste, which returns no masks):
   random colour instead of a patch.
 
 The mask is the pasted region (intersected with the foreground when one is given); pixels
-outside it are returned unchanged. Patches are cut and jittered in uint8, as the PIL pipeline of
-the reference does.
+outside it are returned unchanged. Patches are cut and jittered in uint8 with PIL's semantics, as
+the PIL pipeline of the reference does: brightness, contrast and saturation blend in float and
+truncate, exactly as Pillow's ``ImageEnhance``; the hue shift moves Pillow's 256-step hue circle by
+``int(h * 255)`` but converts with OpenCV, which rounds where Pillow truncates (~0.8 levels from
+Pillow on coloured pixels; see :func:`defectforge.functional.uint8ops.pil_hue`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 
 from ..core.base import ImageShape, Synthesizer
+from ..core.dtype import to_uint8
 from ..core.parallel import map_samples
 from ..core.registry import register_method
 from ..core.types import SynthesisContext
@@ -187,9 +191,9 @@ class CutPasteSynthesizer(Synthesizer):
         else:
             crop = image[:, sy:sy + ph, sx:sx + pw]
             if crop.dtype != torch.uint8:
-                crop = crop.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+                crop = to_uint8(crop)
             patch = np.ascontiguousarray(crop.permute(1, 2, 0).cpu().numpy())
-        patch = u8.color_jitter(patch, p["jitter"])
+        patch = u8.color_jitter(patch, p["jitter"], pil=True)  # torchvision on PIL crops: truncating
         if patch.ndim == 2:
             patch = patch[..., None]
         if p["kind"] == "normal":

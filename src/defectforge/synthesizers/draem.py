@@ -14,11 +14,22 @@ by 3 of 10 ops drawn without replacement, blended inside the mask with opacity `
 ``out = img*(1-m) + m*(opacity*tex + (1-opacity)*img)`` (DRAEM writes ``beta = 0.8*U(0,1)``,
 ``opacity = 1 - beta``).
 
+Texture preparation as the sources do it: DRAEM resizes the texture with ``cv2.resize`` (bilinear)
+and augments it with imgaug's uint8 ops, its brightness op on the brightness channel of one of six
+colour spaces drawn per image (YCrCb, HSV, HLS, Lab, Luv, YUV), imgaug's ``Multiply`` truncating
+and its ``Add`` adding an integer; anomalib's photometric distortion permutes the channels every
+time (``p=1``) and its hue/saturation jitter runs in a random order (both drawn and recorded).
+
 Known differences from the originals, all deliberate:
 - DRAEM's loader also rotates 30% of normal images by ``U(-90, 90)`` before synthesis: that is
   data augmentation of the normal image, not anomaly synthesis, and is left to the training code.
+- DRAEM reads images and textures with ``cv2.imread`` (BGR) and hands them to imgaug, which takes
+  them for RGB: its hue and brightness ops weigh red and blue the other way round. Here the ops
+  see true RGB, as imgaug intends.
 - anomalib draws its solarize threshold once per generator; here it is drawn per sample (recorded).
   anomalib's AutoAugment op is replaced by autocontrast (see :mod:`defectforge.functional.augment`).
+  anomalib's ops run on float tensors; here in uint8, rounded after each op (within one grey level
+  per op). Its antialiased bilinear texture resize is approximated by area interpolation.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ from ..core.types import SynthesisContext
 from ..core.validation import check_choice, check_interval, check_range
 from ..functional.augment import augment_uint8, op_set, sample_pipeline
 from ..functional.perlin import PerlinMaskSpec, perlin_masks
-from ..sources.textures import resolve_textures
+from ..sources.textures import TEXTURE_RESIZE, resolve_textures
 from ._common import blend_masked_uint8, clone_batch
 
 __all__ = ["PerlinTextureSynthesizer", "EMPTY_MASK_POLICIES"]
@@ -90,12 +101,17 @@ class PerlinTextureSynthesizer(Synthesizer):
     max_attempts : int
         Bound on mask redraws under ``retry`` / ``rescale``; a sample still empty is left normal
         and its params say ``"empty_mask": true``.
+    texture_resize : {"bilinear", "stretch"}
+        How a texture is brought to the image size: ``"bilinear"`` as DRAEM's ``cv2.resize``
+        (its default interpolation, both ways); ``"stretch"`` uses area interpolation when
+        shrinking, closer to anomalib's antialiased resize.
     """
 
     def __init__(self, anomaly_probability: float = 0.5, textures=None,
                  perlin_exponent_range=(0, 6), rotation_range=(-90.0, 90.0), threshold: float = 0.5,
                  opacity_range=(0.2, 1.0), augmentations: str = "draem", augmentations_per_sample: int = 3,
-                 empty_mask_policy: str = "keep_normal", dual_mask: bool = False, max_attempts: int = 100):
+                 empty_mask_policy: str = "keep_normal", dual_mask: bool = False, max_attempts: int = 100,
+                 texture_resize: str = "bilinear"):
         super().__init__(anomaly_probability)
         self.perlin = PerlinMaskSpec.checked(perlin_exponent_range, rotation_range, threshold)
         self.perlin_exponent_range, self.rotation_range, self.threshold = (
@@ -108,6 +124,7 @@ class PerlinTextureSynthesizer(Synthesizer):
         self.empty_mask_policy = check_choice("empty_mask_policy", empty_mask_policy, EMPTY_MASK_POLICIES)
         self.dual_mask = bool(dual_mask)
         self.max_attempts = check_range("max_attempts", max_attempts, 1, 10_000, integer=True)
+        self.texture_resize = check_choice("texture_resize", texture_resize, TEXTURE_RESIZE[:2])
         self.noise_texture = isinstance(textures, str) and textures == "noise"
         self.textures = None if self.noise_texture else resolve_textures(textures)
 
@@ -175,7 +192,7 @@ class PerlinTextureSynthesizer(Synthesizer):
             grey = np.rint(np.clip(noise * 0.5 + 0.25, 0, 1) * 255.0).astype(np.uint8)
             source = np.repeat(grey[..., None], 3, axis=2)
         else:
-            source = self.textures.get_uint8(p["texture"], height, width)
+            source = self.textures.get_uint8(p["texture"], height, width, self.texture_resize)
         return augment_uint8(source, p["augment"], self._ops) if self._ops else source
 
     def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
@@ -235,7 +252,7 @@ register_method(
     description="anomalib's DRAEM port: torchvision ops, noise as texture without a folder, rescaled empty masks",
     source="anomalib 2.x PerlinAnomalyGenerator (open-edge-platform/anomalib)", licence="Apache-2.0",
     defaults={"anomaly_probability": 0.5, "augmentations": "anomalib", "empty_mask_policy": "rescale",
-              "textures": "noise"},
+              "textures": "noise", "texture_resize": "stretch"},
 )(PerlinTextureSynthesizer)
 register_method(
     "destseg", family="hand-crafted", level="image",

@@ -12,9 +12,17 @@ texture (a DTD-style folder, or the built-in bank) is augmented by 3 of GLASS's 
 without replacement and blended with ``beta ~ N(0.5, 0.1)`` clipped to ``[0.2, 0.8]``:
 ``out = img*(1-m) + (1-beta)*tex*m + beta*img*m``. Every sample is anomalous.
 
+Texture preparation as GLASS's ``rand_augmenter``: the texture is resized by its shorter side
+(torchvision ``Resize(int)``; for a non-square image, so that it covers the image), augmented,
+then centre-cropped (``CenterCrop``), so the ops see the whole resized texture; the colour ops
+have PIL's truncating semantics (torchvision on PIL images; :mod:`defectforge.functional.uint8ops`).
+
 Known differences: the official code blends in ImageNet-normalised space, which is the same
-affine blend; here it is done on pixel values. GLASS's feature-level GAS branch is not image
-synthesis and is not part of this method.
+affine blend; here it is done on pixel values. Pillow's bilinear resize is replaced by OpenCV's
+area (shrinking) / bilinear (enlarging) interpolation; the hue shift uses OpenCV's HSV conversion
+on Pillow's 256-step hue circle (~0.8 levels from Pillow on coloured pixels, see
+:func:`~defectforge.functional.uint8ops.pil_hue`); autocontrast may differ from Pillow by one level.
+GLASS's feature-level GAS branch is not image synthesis and is not part of this method.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from ..core.validation import check_interval, check_range
 from ..functional import uint8ops as u8
 from ..functional.augment import Op, augment_uint8, sample_pipeline
 from ..functional.perlin import PerlinMaskSpec
-from ..sources.textures import resolve_textures
+from ..sources.textures import center_crop, resolve_textures
 from ._common import masked_source_blend
 
 __all__ = ["GlassLASSynthesizer", "GLASS_OPS", "COMBINATIONS"]
@@ -42,30 +50,31 @@ COMBINATIONS = ("union", "intersection", "single")
 
 
 def _saturation_hue(x: np.ndarray, p: dict) -> np.ndarray:
-    # torchvision ColorJitter applies its enabled adjustments in a random order
+    # torchvision ColorJitter applies its enabled adjustments in a random order (on PIL images)
     if p["saturation_first"]:
-        return u8.hue(u8.saturation(x, p["saturation"]), p["hue"])
-    return u8.saturation(u8.hue(x, p["hue"]), p["saturation"])
+        return u8.pil_hue(u8.pil_saturation(x, p["saturation"]), p["hue"])
+    return u8.pil_saturation(u8.pil_hue(x, p["hue"]), p["saturation"])
 
 
 def _u(rng, lo, hi):
     return float(rng.uniform(lo, hi))
 
 
-# cqylunlun/GLASS datasets/mvtec.py rand_augmenter: torchvision ops, 3 of 9 without replacement.
+# cqylunlun/GLASS datasets/mvtec.py rand_augmenter: torchvision ops on the PIL texture, 3 of 9
+# without replacement; so the colour ops have PIL's truncating semantics (u8.pil_*).
 GLASS_OPS: dict[str, Op] = {op.name: op for op in [
     # transforms.ColorJitter(contrast=(0.8, 1.2))
-    Op("contrast", lambda r: {"factor": _u(r, 0.8, 1.2)}, lambda x, p: u8.contrast(x, p["factor"])),
+    Op("contrast", lambda r: {"factor": _u(r, 0.8, 1.2)}, lambda x, p: u8.pil_contrast(x, p["factor"])),
     # transforms.ColorJitter(brightness=(0.8, 1.2))
-    Op("brightness", lambda r: {"factor": _u(r, 0.8, 1.2)}, lambda x, p: u8.brightness(x, p["factor"]),
-       lambda p, h: u8.brightness_lut(p["factor"])),
+    Op("brightness", lambda r: {"factor": _u(r, 0.8, 1.2)}, lambda x, p: u8.pil_brightness(x, p["factor"]),
+       lambda p, h: u8.pil_brightness_lut(p["factor"])),
     # transforms.ColorJitter(saturation=(0.8, 1.2), hue=(-0.2, 0.2))
     Op("saturation_hue", lambda r: {"saturation": _u(r, 0.8, 1.2), "hue": _u(r, -0.2, 0.2),
                                     "saturation_first": bool(r.random() < 0.5)}, _saturation_hue),
     # transforms.RandomHorizontalFlip(p=1) / RandomVerticalFlip(p=1) / RandomGrayscale(p=1)
     Op("hflip", lambda r: {}, lambda x, p: u8.hflip(x)),
     Op("vflip", lambda r: {}, lambda x, p: u8.vflip(x)),
-    Op("grayscale", lambda r: {}, lambda x, p: u8.grayscale(x)),
+    Op("grayscale", lambda r: {}, lambda x, p: u8.pil_grayscale(x)),
     # transforms.RandomAutocontrast(p=1) / RandomEqualize(p=1)
     Op("autocontrast", lambda r: {}, lambda x, p: u8.autocontrast(x, 0.0), lambda p, h: u8.autocontrast_lut(h(), 0.0)),
     Op("equalize", lambda r: {}, lambda x, p: u8.equalize(x), lambda p, h: u8.equalize_lut(h())),
@@ -99,6 +108,8 @@ class GlassLASSynthesizer(Synthesizer):
     """
 
     any_dtype = True
+    #: GLASS resizes a texture by its shorter side and centre-crops it after augmentation.
+    texture_resize = "cover"
 
     def __init__(self, anomaly_probability: float = 1.0, textures=None, perlin_exponent_range=(0, 6),
                  rotation_range=(-90.0, 90.0), threshold: float = 0.5, beta_mean: float = 0.5,
@@ -142,8 +153,10 @@ class GlassLASSynthesizer(Synthesizer):
         h, w = images.shape[-2:]
 
         def texture(i: int, p: dict):
-            source = augment_uint8(self.textures.get_uint8(p["texture"], h, w), p["augment"], GLASS_OPS)
-            return source, 1.0 - p["beta"]
+            # GLASS: Resize(shorter side), the 3 ops, then CenterCrop: the ops see the whole resized
+            # texture (its histogram, what rotates in from outside the crop)
+            source = augment_uint8(self.textures.get_uint8(p["texture"], h, w, "cover"), p["augment"], GLASS_OPS)
+            return np.ascontiguousarray(center_crop(source, h, w)), 1.0 - p["beta"]
 
         return masked_source_blend(self, images, params, context, rngs, lambda q: self.mask(q, h, w),
                                    self._draw_masks, texture, "glass_las")
