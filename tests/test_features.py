@@ -184,3 +184,13 @@ def test_feature_inputs_validated():
         defectforge.create("supersimplenet")(torch.zeros(2, 3, 4, 4), masks=torch.zeros(2, 1, 8, 8))
     with pytest.raises(ValueError, match="centres"):
         defectforge.create("pbas")(torch.zeros(2, 3, 4, 4))
+
+
+@pytest.mark.parametrize("name", FEATURE_METHODS)
+def test_config_round_trips(name):
+    synth = defectforge.create(name)
+    again = defectforge.from_config(synth.config())
+    assert type(again) is type(synth) and again.config() == synth.config()
+    f = _features(2)
+    ctx = _context(f)
+    assert torch.equal(again(f, seed=1, **ctx).features, synth(f, seed=1, **ctx).features)

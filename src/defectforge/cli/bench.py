@@ -149,6 +149,10 @@ def bench_command(
     min_time: float = typer.Option(2.0, "--min-time", help="Seconds timed per method and size (after a warm-up call)."),
     compare: Optional[str] = typer.Option(None, "--compare", help="Also time a peer in the same run: 'anomalib'."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
+    level: str = typer.Option("image", "--level", help="image, or feature: time the feature-level methods on a "
+                                                       "(batch, channels, 32, 32) feature batch and their share of "
+                                                       "a training step of their detector."),
+    channels: int = typer.Option(128, "--channels", min=1, help="Feature channels for --level feature."),
 ):
     """Measure images per second for each method on preloaded inputs."""
     import cv2
@@ -163,6 +167,9 @@ def bench_command(
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     names = [m.strip() for item in (methods or []) for m in item.split(",") if m.strip()]
+    if level != "image":
+        _bench_features(level, names, batch, channels, device, min_time, as_json, threads)
+        return
     names = names or [n for n in defectforge.list_methods(level="image")
                       if not getattr(defectforge.method_info(n).cls, "needs_model", False)]  # no trained model here
     rows = []
@@ -216,3 +223,33 @@ def bench_command(
                     "load_before": load_before, "load_after": load_after})
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
+
+
+def _bench_features(level: str, names: list[str], batch: int, channels: int, device: str, min_time: float,
+                    as_json: bool, threads: int) -> None:
+    import defectforge
+
+    from .bench_feature import bench_feature_method, feature_row_line
+
+    if level != "feature":
+        typer.secho(f"error: --level must be image or feature, got {level!r}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    names = names or defectforge.list_methods(level="feature")
+    load_before = _load()
+    if not as_json and load_before is not None:
+        typer.echo(f"load average before: {load_before:.2f} (on {_cpus()} CPUs); features ({batch}, {channels}, 32, 32)")
+    rows = []
+    for name in names:
+        try:
+            row = bench_feature_method(name, batch, channels, 32, device, min_time)
+        except (ValueError, TypeError) as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
+        row.update(threads=threads, device=device, load_before=load_before)
+        rows.append(row)
+        if not as_json:
+            typer.echo(feature_row_line(row))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    elif _load() is not None:
+        typer.echo(f"load average after: {_load():.2f}")

@@ -19,8 +19,10 @@ def _split(items: Optional[list[str]]) -> list[str]:
 def benchmark_command(
     data_dir: Path = typer.Argument(..., help="An MVTec-AD category: train/good, test/<defect>, ground_truth/<defect>."),
     methods: Optional[list[str]] = typer.Option(None, "--methods", "-m",
-                                                help="Synthesis methods (repeatable or comma-separated); default: every image-level method."),
-    detector: str = typer.Option("seghead", "--detector", help="seghead (frozen backbone + head) or draem_seg (DRAEM's discriminative net)."),
+                                                help="Synthesis methods (repeatable or comma-separated); default: every image-level method "
+                                                     "(feature-level detectors: their own method)."),
+    detector: str = typer.Option("seghead", "--detector", help="seghead (frozen backbone + head), draem_seg (DRAEM's discriminative net), or a detector trained on "
+                                     "feature-level synthesis: simplenet, supersimplenet, glass, pbas, uniad."),
     steps: int = typer.Option(500, "--steps", min=1, help="Training steps per run."),
     batch_size: int = typer.Option(8, "--batch", min=2, help="Images per step: half normal, half synthetic."),
     size: int = typer.Option(256, "--size", min=32, help="Images are resized to size x size."),
@@ -54,7 +56,10 @@ def benchmark_command(
                           checkpoint_every=checkpoint_every, device=device)
     log = lambda msg: typer.echo(msg, err=True)  # noqa: E731
     try:
-        board = run_benchmark(data_dir, _split(methods) or None, seed_list, out, cfg, baseline=baseline, log=log)
+        import sys
+
+        board = run_benchmark(data_dir, _split(methods) or None, seed_list, out, cfg, baseline=baseline, log=log,
+                              progress=sys.stderr.isatty())
     except (ValueError, FileNotFoundError, TypeError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)

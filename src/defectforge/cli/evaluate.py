@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -42,7 +43,7 @@ def evaluate(
             is_weights=is_weights, lpips_backbone=lpips_backbone, lpips_linear=lpips_linear,
             cache_dir=False if no_cache else cache_dir, batch_size=batch_size, device=device,
             kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed,
-            include_normal=include_normal, progress=not quiet,
+            include_normal=include_normal, progress=not quiet and sys.stderr.isatty(),
             log=None if quiet else (lambda message: typer.echo(message, err=True)),
         )
     except (MissingWeightsError, OSError, ValueError) as exc:

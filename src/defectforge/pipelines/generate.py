@@ -43,7 +43,7 @@ import yaml
 from .. import __version__
 from ..core.registry import _accepted_kwargs, create, method_info
 from ..core.seeding import DONOR_POOL, MAX_RETRIES, MAX_SEED, Stream, donor_indices, retry_stream, sample_rng
-from ..core.validation import check_probability, check_range
+from ..core.validation import check_choice, check_probability, check_range
 from ..io.files import atomic_write_bytes
 from ..io.images import BIT_DEPTHS, encode_png
 from ..io.inputs import NormalImages, load_normal_images, resolve_input_folder
@@ -695,13 +695,16 @@ def describe_os_error(exc: OSError, output: str | os.PathLike | None = None) -> 
 
 def generate(cfg: GenerateConfig | str | os.PathLike, output: str | os.PathLike | None = None,
              method: str | None = None, count: int | None = None, *, workers: int = 1, resume: bool = False,
-             overwrite: bool = False, progress: bool = True, synthesizer: dict | None = None, **fields_) -> dict:
+             overwrite: bool = False, progress: bool = True, synthesizer: dict | None = None,
+             engine: str = "local", ray_address: str | None = None, **fields_) -> dict:
     """Write a synthetic defect dataset (see the module docstring); returns a summary dict.
 
     Call it with a :class:`GenerateConfig` (as the CLI does) or, as a shortcut, with the
     config's fields: ``generate(input, output, method, count, seed=..., ...)``.
     ``synthesizer`` is a synthesizer's ``config()`` (``config.yaml``'s section) to use instead of
-    building one from ``cfg``: a run rebuilt from its record.
+    building one from ``cfg``: a run rebuilt from its record. ``engine="ray"`` runs the same
+    chunks as Ray tasks (:mod:`defectforge.pipelines.ray_engine`; ``ray_address`` names a
+    cluster), writing the same files.
 
     Examples
     --------
@@ -721,6 +724,11 @@ def generate(cfg: GenerateConfig | str | os.PathLike, output: str | os.PathLike 
     output = Path(output)
     spec = cfg.validate()
     check_range("workers", workers, 1, 256, integer=True)
+    check_choice("engine", engine, ("local", "ray"))
+    if engine == "ray":
+        from .ray_engine import require_ray
+
+        require_ray()  # before any file is written
     if resume and overwrite:
         raise ValueError("give --resume (continue the run in OUTPUT) or --overwrite (replace it), not both")
     # everything is checked before the first file is written
@@ -749,7 +757,15 @@ def generate(cfg: GenerateConfig | str | os.PathLike, output: str | os.PathLike 
         bar = tqdm(total=cfg.count, initial=cfg.count - len(pending), desc=f"generating {cfg.method}", unit="img")
     records = dict(done)
     synth_config = synthesizer  # workers rebuild the same synthesizer the same way
-    if workers == 1:
+    if engine == "ray":
+        from .ray_engine import run_chunks
+
+        for c, result in run_chunks(chunks, (cfg, str(output), images, spec, synth_config), workers, ray_address):
+            for r in result:
+                records[r["index"]] = r
+            if bar:
+                bar.update(len(c))
+    elif workers == 1:
         worker = _Worker(cfg, str(output), images, spec, synth_config)
         for c in chunks:
             for r in worker.run(c):

@@ -28,13 +28,17 @@ from ...io.images import atomic_write_bytes
 from ...metrics.detection import detection_metrics, image_ap, image_auroc
 from ..backbones import Backbone, load_backbone
 from ..data import MVTecCategory, check_mvtec_category, load_mvtec_category
+from ..feature_level import FEATURE_DETECTORS, make_feature_detector
 from .figures import example_indices, example_maps
 from .leaderboard import write_json, write_leaderboard
 
-__all__ = ["DETECTORS", "BASELINE", "BenchmarkConfig", "make_detector", "run_benchmark", "run_one",
+__all__ = ["DETECTORS", "IMAGE_DETECTORS", "BASELINE", "BenchmarkConfig", "make_detector", "run_benchmark", "run_one",
            "image_scores_of", "evaluate_detector", "load_data_cached", "features_cached", "data_fingerprint"]
 
-DETECTORS = ("seghead", "draem_seg")
+#: Detectors trained on image-level synthesis, then those trained on feature-level synthesis
+#: (:mod:`..feature_level`: each has its own default method, e.g. ``simplenet`` -> ``simplenet``).
+IMAGE_DETECTORS = ("seghead", "draem_seg")
+DETECTORS = IMAGE_DETECTORS + tuple(FEATURE_DETECTORS)
 #: The synthesis-free baseline, always on the leaderboard.
 BASELINE = "patchcore"
 
@@ -70,6 +74,8 @@ def make_detector(name: str, backbone: Backbone | None, width: int = 0, device: 
         return DraemSegDetector(device=device, **({"width": width} if width else {}))
     if name == BASELINE:
         return PatchCoreBaseline(backbone)
+    if name in FEATURE_DETECTORS:
+        return make_feature_detector(name, backbone, device=device, width=width)
     from ...core.validation import suggest
 
     raise ValueError(f"unknown detector {name!r}.{suggest(name, DETECTORS)} Detectors: {', '.join(DETECTORS)}")
@@ -196,7 +202,7 @@ def run_one(method: str, seed: int, cfg: BenchmarkConfig, data: MVTecCategory, b
 # the whole benchmark
 
 
-def _check_methods(methods: list[str]) -> list[str]:
+def _check_methods(methods: list[str], detector: str = "seghead") -> list[str]:
     from ...core.registry import method_info
 
     out = []
@@ -204,9 +210,10 @@ def _check_methods(methods: list[str]) -> list[str]:
         if name == BASELINE:
             raise ValueError(f"{BASELINE!r} is the synthesis-free baseline, always included; do not list it in --methods")
         info = method_info(name)  # unknown names raise with suggestions
-        if info.level != "image":
-            raise ValueError(f"method {name!r} synthesises at {info.level} level; the benchmark trains on images "
-                             "(use image-level methods: defectforge list --level image)")
+        level = "feature" if detector in FEATURE_DETECTORS else "image"
+        if info.level != level:
+            raise ValueError(f"method {name!r} synthesises at {info.level} level; detector {detector!r} trains on "
+                             f"{level}-level anomalies (see: defectforge methods --level {level})")
         if name not in out:
             out.append(name)
     return out
@@ -214,7 +221,7 @@ def _check_methods(methods: list[str]) -> list[str]:
 
 def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None, seeds: list[int] = (0, 1, 2),
                   out: str | os.PathLike = "benchmark_out", config: BenchmarkConfig | None = None,
-                  baseline: bool = True, log=print) -> dict[str, Any]:
+                  baseline: bool = True, log=print, progress: bool = False) -> dict[str, Any]:
     """Run every missing ``(method, seed)`` and write the leaderboard.
 
     Parameters
@@ -222,7 +229,8 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
     data_dir : path-like
         An MVTec-AD category.
     methods : list of str, optional
-        Registry names (default: every image-level method).
+        Registry names (default: every image-level method; for a feature-level detector, its own
+        method, e.g. ``simplenet`` for ``--detector simplenet``).
     seeds : list of int
         Seeds of each method.
     out : path-like
@@ -231,6 +239,8 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
         Detector, backbone, size, steps, batch size.
     baseline : bool
         Also run the synthesis-free ``patchcore`` baseline.
+    progress : bool
+        A progress bar over the runs, with ETA (the CLI shows it in a terminal).
 
     Returns
     -------
@@ -242,16 +252,20 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
     cfg = config or BenchmarkConfig()
     if cfg.detector not in DETECTORS:
         make_detector(cfg.detector, None)  # raises with suggestions
-    names = _check_methods(list(methods) if methods else  # methods needing a trained model only when named
-                           [n for n in defectforge.list_methods(level="image")
-                            if not getattr(defectforge.method_info(n).cls, "needs_model", False)])
+    if methods:
+        names = _check_methods(list(methods), cfg.detector)
+    elif cfg.detector in FEATURE_DETECTORS:
+        names = [FEATURE_DETECTORS[cfg.detector].method]
+    else:
+        names = _check_methods([n for n in defectforge.list_methods(level="image")  # a trained model only when named
+                                if not getattr(defectforge.method_info(n).cls, "needs_model", False)])
     seeds = [int(s) for s in seeds]
     if not seeds or any(s < 0 for s in seeds):
         raise ValueError(f"seeds must be non-negative integers, got {seeds}")
     root = Path(data_dir).expanduser()
     check_mvtec_category(root)  # layout errors before anything else
     backbone = None
-    if cfg.detector == "seghead" or baseline:
+    if cfg.detector == "seghead" or cfg.detector in FEATURE_DETECTORS or baseline:
         backbone = load_backbone(cfg.backbone, cfg.backbone_weights).to(cfg.device)  # weight errors before training
     out = Path(out)
     cache_dir = out / "cache"
@@ -261,9 +275,10 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
     run_dir = out / cfg.run_folder_name(backbone.identity if backbone is not None else "nobackbone")
     # seed-major order: an interrupted benchmark has every method at the first seeds
     todo = [(m, s) for s in seeds for m in ([BASELINE] if baseline else []) + names]
-    for method, seed in todo:
-        if (run_dir / method / f"seed{seed}.json").is_file():
-            continue
+    todo = [(m, s) for m, s in todo if not (run_dir / m / f"seed{s}.json").is_file()]
+    from tqdm import tqdm
+
+    for method, seed in tqdm(todo, desc="benchmark runs", unit="run", disable=not progress):
         run_one(method, seed, cfg, data, backbone, features, run_dir, log)
         # the table after every run, so an interrupted benchmark always has one
         write_leaderboard(run_dir, data, methods=([BASELINE] if baseline else []) + names, seeds=seeds)
