@@ -49,6 +49,20 @@ def test_widgets_come_from_the_schema():
     assert overrides_of(ws, values) == {"area_ratio_range": [0.02, 0.3]}
 
 
+def test_app_builds_for_every_method(tmp_path):
+    import defectforge
+
+    for name in defectforge.list_methods(level="image"):
+        for w in widgets_of(name):
+            assert w.kind != "slider" or w.low < w.high, w  # destseg fixes augmentations_per_sample to 0..0
+    if not REQUIRED:
+        pytest.importorskip("gradio", reason='the web app needs the ui extra: pip install -e ".[ui]"')
+    from defectforge.ui.app import build_app
+
+    app = build_app(Session(tmp_path))  # every available method's widgets
+    assert app is not None
+
+
 def test_screen_samples_are_what_generate_config_writes(tmp_path):
     session = Session(tmp_path / "work")
     ws = widgets_of("cutpaste")

@@ -226,16 +226,9 @@ def check_foreground_options(mode, threshold=None, invert: bool = False, masks=N
 
 def synthesizer_from_config(config: dict):
     """Rebuild a synthesizer from its ``config()`` (``config.yaml``'s ``synthesizer`` section)."""
-    import defectforge
+    from .. import from_config
 
-    if hasattr(defectforge, "from_config"):
-        return defectforge.from_config(config)
-    kwargs = dict(config)
-    name = kwargs.pop("method")
-    if name in ("mix", "control"):
-        raise ValueError("rebuilding a --mix or control run from config.yaml needs defectforge.from_config; "
-                         "rerun with the original options instead")
-    return create(name, **kwargs)
+    return from_config(config)
 
 
 def check_requirements(cfg: GenerateConfig) -> None:
@@ -595,9 +588,10 @@ def _remove_run(output: Path, config: dict) -> None:
 def _check_location(output: Path, given_input: Path, input_root: Path) -> None:
     """OUTPUT must be neither INPUT, nor inside it, nor around it."""
     out = output.resolve()
-    for inp in {given_input.resolve(), input_root.resolve()}:
-        if out == inp:
-            raise OutputExistsError(f"OUTPUT {output} is the INPUT folder; choose a new folder outside it")
+    inputs = [given_input.resolve(), input_root.resolve()]
+    if out in inputs:
+        raise OutputExistsError(f"OUTPUT {output} is the INPUT folder; choose a new folder outside it")
+    for inp in inputs:
         if inp in out.parents:
             raise OutputExistsError(f"OUTPUT {output} is inside INPUT {given_input}; its images would be read as "
                                     "inputs next time: choose a folder outside INPUT")

@@ -51,8 +51,8 @@ def run_chunks(chunks: Sequence[list[int]], init_args: tuple, workers: int,
 
     Uses the running Ray instance if there is one; otherwise connects to ``address`` (a cluster
     started with ``ray start --head``; ``"auto"`` finds it) or starts a local instance with
-    ``workers`` CPUs and no dashboard. At most ``workers`` tasks are in flight (2 per worker where
-    the cluster has more CPUs), so a large run never floods the object store.
+    ``workers`` CPUs and no dashboard. At most ``workers`` tasks are in flight, so a large run
+    never floods the object store (give ``workers`` = the cluster's CPUs to use all of them).
     """
     import uuid
 

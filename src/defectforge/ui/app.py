@@ -73,7 +73,7 @@ def widgets_of(method: str) -> list[Widget]:
     for spec in parameter_schema(method):
         value = effective.get(spec.name, spec.default)
         spec = replace(spec, default=list(value) if isinstance(value, tuple) else value)
-        bounded = spec.low is not None and spec.high is not None and spec.high - spec.low <= _SLIDER_SPAN
+        bounded = spec.low is not None and spec.high is not None and 0 < spec.high - spec.low <= _SLIDER_SPAN
         numeric = "slider" if bounded else "number"
         if spec.kind == "bool":
             out.append(Widget(method, spec.name, "checkbox", spec.default))
