@@ -312,13 +312,21 @@ def test_missing_optional_package_is_one_line_and_writes_nothing(good, tmp_path,
 
 def test_options_are_validated_and_flags_are_flags(good, tmp_path):
     r = cli("preview", good, tmp_path / "p.png", "-n", "0")
-    assert r.exit_code == 2 and "--count" in r.output
+    assert r.exit_code == 2 and "--count" in r.output and len(r.output.strip().splitlines()) == 1
+    r = cli("generate", good, tmp_path / "o", "-m", "draem", "--set", "opacity_range")
+    assert r.exit_code == 2 and r.output.startswith("error: ") and len(r.output.strip().splitlines()) == 1
     r = cli("generate", good, tmp_path / "o", "-m", "memseg", "--foreground-threshold", "0.5", "-q")
     assert r.exit_code == 2 and "--foreground-threshold applies only" in r.output and not (tmp_path / "o").exists()
     r = cli("preview", good, tmp_path / "p.png", "--foreground-invert")
     assert r.exit_code == 2 and "--foreground-invert applies only" in r.output
     r = cli("generate", good, tmp_path / "o", "-m", "cutpaste", "-n", "-3")
     assert r.exit_code == 2 and "--count" in r.output
+    for args, option in ((["bench", "--batch", "0"], "--batch"), (["bench", "--min-time", "-1"], "--min-time"),
+                         (["evaluate-detection", tmp_path, "--ground-truth", tmp_path, "--fpr-limit", "0"], "--fpr-limit"),
+                         (["evaluate", tmp_path, "--real", tmp_path, "--seed", "-2"], "--seed"),
+                         (["demo", tmp_path / "d", "-n", "0"], "--count")):
+        r = cli(*args)
+        assert r.exit_code == 2 and option in r.output and len(r.output.strip().splitlines()) == 1, (args, r.output)
     for command in ("generate", "preview", "benchmark", "evaluate"):
         assert "<bool>" not in cli(command, "--help").output
 
@@ -346,6 +354,17 @@ def test_config_yaml_rebuilds_the_run(good, tmp_path):
     assert r.exit_code == 0, r.output
     assert tree(a) == tree(tmp_path / "b")
     assert all("index" in rec for rec in manifest(a))
+    import yaml
+
+    recorded = yaml.safe_load((a / "config.yaml").read_text())["synthesizer"]
+    assert {"perlin_exponent_range", "threshold", "max_attempts"} <= set(recorded)  # every default, not the preset's
+    # a mixture wrapped by the count control rebuilds too
+    c = tmp_path / "c"
+    assert cli("generate", good, c, "--mix", "cutpaste:0.5,draem:0.5", "--defect-count", "1-2", "-n", "4",
+               "-q").exit_code == 0
+    r = cli("generate", "--config", c / "config.yaml", tmp_path / "d", "-q")
+    assert r.exit_code == 0, r.output
+    assert tree(c) == tree(tmp_path / "d")
 
 
 # --- 6. invisible anomalies -----------------------------------------------------------------------

@@ -143,10 +143,10 @@ def bench_command(
                                                 help="Methods (repeatable or comma-separated); default: every image-level method."),
     size: str = typer.Option("256", "--size", help="Image size; several comma-separated (128,256,512,1024) "
                                                    "also print how the cost scales with the size."),
-    batch: int = typer.Option(32, "--batch"),
-    threads: int = typer.Option(2, "--threads", help="torch and OpenCV threads."),
+    batch: int = typer.Option(32, "--batch", min=1, max=4096),
+    threads: int = typer.Option(2, "--threads", min=1, max=256, help="torch and OpenCV threads."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
-    min_time: float = typer.Option(2.0, "--min-time", help="Seconds timed per method and size (after a warm-up call)."),
+    min_time: float = typer.Option(2.0, "--min-time", min=0.0, max=3600.0, help="Seconds timed per method and size (after a warm-up call)."),
     compare: Optional[str] = typer.Option(None, "--compare", help="Also time a peer in the same run: 'anomalib'."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
     level: str = typer.Option("image", "--level", help="image, or feature: time the feature-level methods on a "

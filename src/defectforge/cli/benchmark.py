@@ -56,7 +56,10 @@ def benchmark_command(
                           checkpoint_every=checkpoint_every, device=device)
     log = lambda msg: typer.echo(msg, err=True)  # noqa: E731
     try:
-        board = run_benchmark(data_dir, _split(methods) or None, seed_list, out, cfg, baseline=baseline, log=log)
+        import sys
+
+        board = run_benchmark(data_dir, _split(methods) or None, seed_list, out, cfg, baseline=baseline, log=log,
+                              progress=sys.stderr.isatty())
     except (ValueError, FileNotFoundError, TypeError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -28,7 +29,7 @@ def evaluate(
     device: str = typer.Option("cpu", "--device"),
     kid_subsets: int = typer.Option(100, "--kid-subsets", min=1, help="KID subsets (StyleGAN2-ADA: 100)."),
     kid_subset_size: int = typer.Option(1000, "--kid-subset-size", min=2, help="KID max subset size (StyleGAN2-ADA: 1000)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the KID subset draws."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the KID subset draws."),
     include_normal: bool = typer.Option(False, "--include-normal", help="Also count generated normal samples (label 0)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -42,7 +43,7 @@ def evaluate(
             is_weights=is_weights, lpips_backbone=lpips_backbone, lpips_linear=lpips_linear,
             cache_dir=False if no_cache else cache_dir, batch_size=batch_size, device=device,
             kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed,
-            include_normal=include_normal, progress=not quiet,
+            include_normal=include_normal, progress=not quiet and sys.stderr.isatty(),
             log=None if quiet else (lambda message: typer.echo(message, err=True)),
         )
     except (MissingWeightsError, OSError, ValueError) as exc:
@@ -58,7 +59,7 @@ def evaluate(
 def evaluate_detection(
     scores_dir: Path = typer.Argument(..., help="Score maps: SCORES/<defect>/<stem>.{npy,npz,tif,tiff,png} (+ optional image_scores.csv)."),
     ground_truth: Path = typer.Option(..., "--ground-truth", help="MVTec AD category folder (test/ and ground_truth/)."),
-    fpr_limit: float = typer.Option(0.3, "--fpr-limit", help="AUPRO false-positive-rate limit (MVTec: 0.3)."),
+    fpr_limit: float = typer.Option(0.3, "--fpr-limit", min=0.001, max=1.0, help="AUPRO false-positive-rate limit (MVTec: 0.3)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON to this file."),
     no_resize: bool = typer.Option(False, "--no-resize", help="Fail instead of resizing maps to the mask size."),
 ) -> None:

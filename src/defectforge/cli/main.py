@@ -16,6 +16,20 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     return f"warning: {message}\n"
 
 
+def _one_line_usage_error(self, file=None) -> None:
+    # a bad option value or a missing argument is one line, like every other error of ours
+    hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+    message = f"error: {self.format_message()}{hint}"
+    if file is None:
+        typer.echo(message, err=True)
+    else:
+        typer.echo(message, file=file)
+
+
+# typer's vendored click prints usage, a hint and the error on three lines; we print one
+typer._click.exceptions.UsageError.show = _one_line_usage_error
+
+
 def _register_commands() -> None:
     # Each module adds its commands to ``app`` when imported.
     from . import commands  # noqa: F401

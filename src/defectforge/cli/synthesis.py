@@ -154,7 +154,12 @@ def generate_command(
     area_range: Optional[str] = typer.Option(None, "--area-range",
                                              help="Allowed total defect area, MIN,MAX fractions of the image."),
     mask_bank: Optional[Path] = typer.Option(None, "--mask-bank", help="Folder of binary defect-shape PNGs."),
-    workers: int = typer.Option(1, "--workers", "-w", help="Worker processes; files are identical for any count."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Worker processes (Ray: tasks in flight); files are "
+                                "identical for any count."),
+    engine: str = typer.Option("local", "--engine", help="local (processes on this machine) or ray (Ray tasks; "
+                               "same files)."),
+    address: Optional[str] = typer.Option(None, "--address", help="--engine ray: the cluster to join (e.g. auto, "
+                                          "or HEAD_IP:6379 of `ray start --head`); default: a local Ray."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Method parameter, key=value (repeatable)."),
     normal_ratio: float = typer.Option(0.0, "--normal-ratio", help="Share of samples left normal (test/good)."),
     bit_depth: str = typer.Option("auto", "--bit-depth", help="Bits of data in 16-bit inputs: auto (from the "
@@ -208,7 +213,8 @@ def generate_command(
                 defect_count=parse_count_range(defect_count), area_range=parse_area_range(area_range),
                 mask_bank=mask_bank, bit_depth=bit_depth, output_bit_depth=output_bit_depth,
                 max_pixels=max_pixels, min_contrast=min_contrast)
-        summary = generate(cfg, output, workers=workers, resume=resume, overwrite=overwrite, progress=not quiet,
+        summary = generate(cfg, output, workers=workers, resume=resume, overwrite=overwrite,
+                           progress=not quiet and sys.stderr.isatty(), engine=engine, ray_address=address,
                            synthesizer=synthesizer)
     except typer.Exit:
         raise

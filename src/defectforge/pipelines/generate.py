@@ -43,7 +43,7 @@ import yaml
 from .. import __version__
 from ..core.registry import _accepted_kwargs, create, method_info
 from ..core.seeding import DONOR_POOL, MAX_RETRIES, MAX_SEED, Stream, donor_indices, retry_stream, sample_rng
-from ..core.validation import check_probability, check_range
+from ..core.validation import check_choice, check_probability, check_range
 from ..io.files import atomic_write_bytes
 from ..io.images import BIT_DEPTHS, encode_png
 from ..io.inputs import NormalImages, load_normal_images, resolve_input_folder
@@ -226,16 +226,9 @@ def check_foreground_options(mode, threshold=None, invert: bool = False, masks=N
 
 def synthesizer_from_config(config: dict):
     """Rebuild a synthesizer from its ``config()`` (``config.yaml``'s ``synthesizer`` section)."""
-    import defectforge
+    from .. import from_config
 
-    if hasattr(defectforge, "from_config"):
-        return defectforge.from_config(config)
-    kwargs = dict(config)
-    name = kwargs.pop("method")
-    if name in ("mix", "control"):
-        raise ValueError("rebuilding a --mix or control run from config.yaml needs defectforge.from_config; "
-                         "rerun with the original options instead")
-    return create(name, **kwargs)
+    return from_config(config)
 
 
 def check_requirements(cfg: GenerateConfig) -> None:
@@ -595,9 +588,10 @@ def _remove_run(output: Path, config: dict) -> None:
 def _check_location(output: Path, given_input: Path, input_root: Path) -> None:
     """OUTPUT must be neither INPUT, nor inside it, nor around it."""
     out = output.resolve()
-    for inp in {given_input.resolve(), input_root.resolve()}:
-        if out == inp:
-            raise OutputExistsError(f"OUTPUT {output} is the INPUT folder; choose a new folder outside it")
+    inputs = [given_input.resolve(), input_root.resolve()]
+    if out in inputs:
+        raise OutputExistsError(f"OUTPUT {output} is the INPUT folder; choose a new folder outside it")
+    for inp in inputs:
         if inp in out.parents:
             raise OutputExistsError(f"OUTPUT {output} is inside INPUT {given_input}; its images would be read as "
                                     "inputs next time: choose a folder outside INPUT")
@@ -695,13 +689,16 @@ def describe_os_error(exc: OSError, output: str | os.PathLike | None = None) -> 
 
 def generate(cfg: GenerateConfig | str | os.PathLike, output: str | os.PathLike | None = None,
              method: str | None = None, count: int | None = None, *, workers: int = 1, resume: bool = False,
-             overwrite: bool = False, progress: bool = True, synthesizer: dict | None = None, **fields_) -> dict:
+             overwrite: bool = False, progress: bool = True, synthesizer: dict | None = None,
+             engine: str = "local", ray_address: str | None = None, **fields_) -> dict:
     """Write a synthetic defect dataset (see the module docstring); returns a summary dict.
 
     Call it with a :class:`GenerateConfig` (as the CLI does) or, as a shortcut, with the
     config's fields: ``generate(input, output, method, count, seed=..., ...)``.
     ``synthesizer`` is a synthesizer's ``config()`` (``config.yaml``'s section) to use instead of
-    building one from ``cfg``: a run rebuilt from its record.
+    building one from ``cfg``: a run rebuilt from its record. ``engine="ray"`` runs the same
+    chunks as Ray tasks (:mod:`defectforge.pipelines.ray_engine`; ``ray_address`` names a
+    cluster), writing the same files.
 
     Examples
     --------
@@ -721,6 +718,11 @@ def generate(cfg: GenerateConfig | str | os.PathLike, output: str | os.PathLike 
     output = Path(output)
     spec = cfg.validate()
     check_range("workers", workers, 1, 256, integer=True)
+    check_choice("engine", engine, ("local", "ray"))
+    if engine == "ray":
+        from .ray_engine import require_ray
+
+        require_ray()  # before any file is written
     if resume and overwrite:
         raise ValueError("give --resume (continue the run in OUTPUT) or --overwrite (replace it), not both")
     # everything is checked before the first file is written
@@ -749,7 +751,15 @@ def generate(cfg: GenerateConfig | str | os.PathLike, output: str | os.PathLike 
         bar = tqdm(total=cfg.count, initial=cfg.count - len(pending), desc=f"generating {cfg.method}", unit="img")
     records = dict(done)
     synth_config = synthesizer  # workers rebuild the same synthesizer the same way
-    if workers == 1:
+    if engine == "ray":
+        from .ray_engine import run_chunks
+
+        for c, result in run_chunks(chunks, (cfg, str(output), images, spec, synth_config), workers, ray_address):
+            for r in result:
+                records[r["index"]] = r
+            if bar:
+                bar.update(len(c))
+    elif workers == 1:
         worker = _Worker(cfg, str(output), images, spec, synth_config)
         for c in chunks:
             for r in worker.run(c):

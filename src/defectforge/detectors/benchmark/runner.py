@@ -221,7 +221,7 @@ def _check_methods(methods: list[str], detector: str = "seghead") -> list[str]:
 
 def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None, seeds: list[int] = (0, 1, 2),
                   out: str | os.PathLike = "benchmark_out", config: BenchmarkConfig | None = None,
-                  baseline: bool = True, log=print) -> dict[str, Any]:
+                  baseline: bool = True, log=print, progress: bool = False) -> dict[str, Any]:
     """Run every missing ``(method, seed)`` and write the leaderboard.
 
     Parameters
@@ -239,6 +239,8 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
         Detector, backbone, size, steps, batch size.
     baseline : bool
         Also run the synthesis-free ``patchcore`` baseline.
+    progress : bool
+        A progress bar over the runs, with ETA (the CLI shows it in a terminal).
 
     Returns
     -------
@@ -272,9 +274,10 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
     run_dir = out / cfg.run_folder_name(backbone.identity if backbone is not None else "nobackbone")
     # seed-major order: an interrupted benchmark has every method at the first seeds
     todo = [(m, s) for s in seeds for m in ([BASELINE] if baseline else []) + names]
-    for method, seed in todo:
-        if (run_dir / method / f"seed{seed}.json").is_file():
-            continue
+    todo = [(m, s) for m, s in todo if not (run_dir / m / f"seed{s}.json").is_file()]
+    from tqdm import tqdm
+
+    for method, seed in tqdm(todo, desc="benchmark runs", unit="run", disable=not progress):
         run_one(method, seed, cfg, data, backbone, features, run_dir, log)
         # the table after every run, so an interrupted benchmark always has one
         write_leaderboard(run_dir, data, methods=([BASELINE] if baseline else []) + names, seeds=seeds)
