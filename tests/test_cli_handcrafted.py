@@ -57,7 +57,7 @@ def test_preview_all_methods_on_the_same_inputs(tmp_path):
                                  "--compact", "--foreground", "otsu"])
     assert result.exit_code == 0, result.output
     grid = np.asarray(Image.open(png))
-    assert grid.shape[0] == (1 + len(available_image_methods())) * (32 + 4)  # all but bank-needing methods
+    assert grid.shape[0] == (1 + len(available_image_methods())) * (32 + 4)  # all but bank / model methods
 
 
 def test_methods_needing_a_missing_package_are_left_out(monkeypatch):

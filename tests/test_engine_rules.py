@@ -23,7 +23,7 @@ def _synth(name, **kw):
     missing = defectforge.method_info(name).missing_requirements()
     if missing:
         pytest.skip(f"{name} needs {missing}")
-    from conftest import method_for_tests  # real-defect methods get a tiny bank made in code
+    from conftest import method_for_tests  # real-defect methods get a tiny bank, model methods a tiny model
 
     return method_for_tests(name, anomaly_probability=1.0, **kw)
 

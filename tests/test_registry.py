@@ -27,7 +27,7 @@ def _synth(name):
     cls = defectforge.method_info(name).cls
     for module in getattr(cls, "requires", ()):
         pytest.importorskip(module)  # optional dependency (e.g. scikit-image for sami)
-    from conftest import method_for_tests  # real-defect methods get a tiny bank made in code
+    from conftest import method_for_tests  # real-defect methods get a tiny bank, model methods a tiny model
 
     return method_for_tests(name, anomaly_probability=1.0)
 

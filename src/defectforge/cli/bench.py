@@ -190,7 +190,8 @@ def bench_command(
             typer.secho(f"error: --defects: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2)
     if not names:
-        names = [n for n in defectforge.list_methods(level="image") if bank is not None or not needs_bank(n)]
+        names = [n for n in defectforge.list_methods(level="image") if (bank is not None or not needs_bank(n))
+                 and not getattr(defectforge.method_info(n).cls, "needs_model", False)]  # no trained model here
     elif bank is None and any(needs_bank(n) for n in names):
         typer.secho(f"error: {', '.join(n for n in names if needs_bank(n))} place real defects: pass --defects "
                     "CATEGORY_OR_FOLDER", fg=typer.colors.RED, err=True)

@@ -63,6 +63,8 @@ def available_image_methods() -> list[str]:
 
     Methods that need a bank of real defects (``copy_paste``, ``defect_transplant``) are left out:
     they run only when given defects (``--defects``).
+    Methods that sample a trained model (``realnet_sdas``, ``masked_diffusion``: ``needs_model``)
+    are left out: they run only when given one (``--set model=PATH``).
     """
     import importlib.util
 
@@ -71,6 +73,7 @@ def available_image_methods() -> list[str]:
     from ..realdefect import needs_bank
 
     return [n for n in defectforge.list_methods(level="image") if not needs_bank(n)
+            and not getattr(defectforge.method_info(n).cls, "needs_model", False)
             and all(importlib.util.find_spec(r) for r in getattr(defectforge.method_info(n).cls, "requires", ()))]
 
 
@@ -87,6 +90,8 @@ def report_left_out(used: list[str]) -> None:
     for name in defectforge.list_methods(level="image"):
         if name not in used and needs_bank(name):
             typer.echo(f"left out {name}: it places real defects (generate --defects CATEGORY_OR_FOLDER)", err=True)
+        elif name not in used and getattr(defectforge.method_info(name).cls, "needs_model", False):
+            typer.echo(f"left out {name}: needs a trained model (--set model=PATH; see defectforge train)", err=True)
         elif name not in used:
             missing = [r for r in getattr(defectforge.method_info(name).cls, "requires", ())
                        if importlib.util.find_spec(r) is None]
