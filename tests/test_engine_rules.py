@@ -23,7 +23,9 @@ def _synth(name, **kw):
     missing = defectforge.method_info(name).missing_requirements()
     if missing:
         pytest.skip(f"{name} needs {missing}")
-    return defectforge.create(name, anomaly_probability=1.0, **kw)
+    from conftest import method_for_tests  # methods that need a trained model get a tiny random one
+
+    return method_for_tests(name, anomaly_probability=1.0, **kw)
 
 
 def _blob_region(b, h, w):
@@ -100,7 +102,9 @@ def test_mask_bank_bounds_every_method(name, bank_dir, surface_batch):
     """``control(..., mask_bank=)`` confines the defect to the placed shapes, NSA included."""
     if defectforge.method_info(name).missing_requirements():
         pytest.skip("optional dependency missing")
-    synth = defectforge.control(name, mask_bank=bank_dir)
+    from conftest import method_or_name
+
+    synth = defectforge.control(method_or_name(name), mask_bank=bank_dir)
     out = synth(surface_batch, seed=9)
     _labels_agree_with_masks(out)
     h, w = surface_batch.shape[2:]
@@ -145,8 +149,11 @@ def test_donor_methods_use_the_pool_and_replay_with_it(name, surface_batch):
 def test_wrapped_methods_replay_and_are_batch_independent(name, wrap, surface_batch):
     if defectforge.method_info(name).missing_requirements():
         pytest.skip("optional dependency missing")
-    synth = (defectforge.control(name, defect_count=(1, 2)) if wrap == "control"
-             else defectforge.mix([name, "cutout" if name != "cutout" else "riad"], [0.5, 0.5]))
+    from conftest import method_or_name
+
+    method = method_or_name(name)
+    synth = (defectforge.control(method, defect_count=(1, 2)) if wrap == "control"
+             else defectforge.mix([method, "cutout" if name != "cutout" else "riad"], [0.5, 0.5]))
     out = synth(surface_batch, seed=6)
     _labels_agree_with_masks(out)
     again = synth.replay(surface_batch, out.params)

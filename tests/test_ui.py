@@ -53,6 +53,8 @@ def test_app_builds_for_every_method(tmp_path):
     import defectforge
 
     for name in defectforge.list_methods(level="image"):
+        if getattr(defectforge.method_info(name).cls, "needs_model", False):
+            continue  # realnet_sdas, masked_diffusion: not offered by the app (they need model=)
         for w in widgets_of(name):
             assert w.kind != "slider" or w.low < w.high, w  # destseg fixes augmentations_per_sample to 0..0
     if not REQUIRED:

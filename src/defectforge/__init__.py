@@ -18,7 +18,7 @@ from .core import (
     register_method,
 )
 # Importing the method packages registers their methods (the registry itself imports nothing).
-from . import features, synthesizers  # noqa: E402,F401
+from . import features, generative, synthesizers  # noqa: E402,F401
 from .sources.mask_bank import MaskBank  # noqa: E402
 from .synthesizers.compose import control, mix  # noqa: E402
 from .pipelines.stream import AnomalyStream, stream  # noqa: E402

@@ -170,7 +170,8 @@ def bench_command(
     if level != "image":
         _bench_features(level, names, batch, channels, device, min_time, as_json, threads)
         return
-    names = names or defectforge.list_methods(level="image")
+    names = names or [n for n in defectforge.list_methods(level="image")
+                      if not getattr(defectforge.method_info(n).cls, "needs_model", False)]  # no trained model here
     rows = []
     # Poisson-blending methods are bound by per-sample CPU work: timed after the batched ones,
     # listed apart (they do not use an accelerator)

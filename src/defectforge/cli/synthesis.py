@@ -59,13 +59,18 @@ _FOREGROUND_HELP = ("Region defects are placed in: none (whole image), otsu, thr
 
 
 def available_image_methods() -> list[str]:
-    """Image-level methods whose optional dependencies (``cls.requires``) are installed."""
+    """Image-level methods whose optional dependencies (``cls.requires``) are installed.
+
+    Methods that sample a trained model (``realnet_sdas``, ``masked_diffusion``: ``needs_model``)
+    are left out: they run only when given one (``--set model=PATH``).
+    """
     import importlib.util
 
     import defectforge
 
     return [n for n in defectforge.list_methods(level="image")
-            if all(importlib.util.find_spec(r) for r in getattr(defectforge.method_info(n).cls, "requires", ()))]
+            if not getattr(defectforge.method_info(n).cls, "needs_model", False)
+            and all(importlib.util.find_spec(r) for r in getattr(defectforge.method_info(n).cls, "requires", ()))]
 
 
 def report_left_out(used: list[str]) -> None:
@@ -77,7 +82,9 @@ def report_left_out(used: list[str]) -> None:
     from ..pipelines.generate import EXTRAS
 
     for name in defectforge.list_methods(level="image"):
-        if name not in used:
+        if name not in used and getattr(defectforge.method_info(name).cls, "needs_model", False):
+            typer.echo(f"left out {name}: needs a trained model (--set model=PATH; see defectforge train)", err=True)
+        elif name not in used:
             missing = [r for r in getattr(defectforge.method_info(name).cls, "requires", ())
                        if importlib.util.find_spec(r) is None]
             typer.echo(f"left out {name}: needs the optional package(s) {', '.join(missing)}: "

@@ -222,7 +222,8 @@ def build_app(session: Session | None = None, methods: list[str] | None = None, 
     from ..core.registry import list_methods, method_info
 
     session = session or Session()
-    methods = methods or [n for n in list_methods(level="image") if not method_info(n).missing_requirements()]
+    methods = methods or [n for n in list_methods(level="image") if not method_info(n).missing_requirements()
+                          and not getattr(method_info(n).cls, "needs_model", False)]  # those need model=
     default_method = default_method if default_method in methods else methods[0]
     groups, all_widgets, components = {}, [], []
     with gr.Blocks(title="defectforge", analytics_enabled=False) as app:

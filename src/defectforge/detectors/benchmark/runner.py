@@ -257,7 +257,8 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
     elif cfg.detector in FEATURE_DETECTORS:
         names = [FEATURE_DETECTORS[cfg.detector].method]
     else:
-        names = _check_methods(defectforge.list_methods(level="image"))
+        names = _check_methods([n for n in defectforge.list_methods(level="image")  # a trained model only when named
+                                if not getattr(defectforge.method_info(n).cls, "needs_model", False)])
     seeds = [int(s) for s in seeds]
     if not seeds or any(s < 0 for s in seeds):
         raise ValueError(f"seeds must be non-negative integers, got {seeds}")

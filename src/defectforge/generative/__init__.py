@@ -1,0 +1,9 @@
+"""Generative synthesis: a diffusion sampler core (RealNet SDAS, masked / RePaint-style diffusion with
+AdaBLDM's stages) on diffusers' schedulers, and small generators (DDPM, defect GAN) trained on the
+user's images with ``defectforge train``.
+
+diffusers and safetensors are an optional extra (``pip install 'defectforge[generative]'``); every
+module here imports without them (they are imported inside the functions that need them).
+"""
+
+from . import diffusion  # noqa: E402,F401  (registers realnet_sdas and masked_diffusion)

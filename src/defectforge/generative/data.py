@@ -1,0 +1,131 @@
+"""Training data of the small generators: normal images (or patches), and real-defect crops with masks.
+
+- Normal: every image of a folder (or an MVTec-AD category's ``train/good``), resized to
+  ``size x size`` (area interpolation), or ``patches`` random square crops of ``patch`` px per
+  image (drawn from a generator seeded by ``seed``), resized to ``size``.
+- Defects: per defect type of an MVTec-AD category, the few-shot split of the generative papers
+  (DFMGAN, AnomalyDiffusion: one third of each type's anomalies trains the generator, the rest is
+  held out), drawn by a seeded permutation and written next to the run (``split.json``); each
+  training image gives one square crop around the bounding box of its mask (side ``context`` x the
+  box's longer side, at least ``min_crop`` px, kept inside the image), resized to ``size``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..io.images import list_images, read_image
+from ..io.mvtec import defect_folders, is_mvtec_category, mask_path
+
+__all__ = ["load_normal_images", "load_defect_crops", "DefectCrops", "few_shot_split", "square_crop_box"]
+
+
+def _resize(image: np.ndarray, size: int, interpolation=cv2.INTER_AREA) -> np.ndarray:
+    out = cv2.resize(image, (size, size), interpolation=interpolation)
+    return out[..., None] if out.ndim == 2 else out
+
+
+def load_normal_images(data: str | os.PathLike, size: int, channels: int, patch: int | None = None,
+                       patches: int = 4, seed: int = 0) -> torch.Tensor:
+    """``(N, C, size, size)`` uint8: the normal images of ``data``, or random patches of them."""
+    root = Path(data)
+    folder = root / "train" / "good" if is_mvtec_category(root) else root
+    files = list_images(folder, what="training data folder")
+    if not files:
+        raise ValueError(f"{folder} holds no images")
+    rng = np.random.default_rng(seed)
+    out = []
+    for f in files:
+        img = read_image(f, channels=channels)
+        if patch is None:
+            out.append(_resize(img, size))
+            continue
+        h, w = img.shape[:2]
+        p = min(patch, h, w)
+        for _ in range(patches):
+            y, x = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
+            out.append(_resize(img[y:y + p, x:x + p], size))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+
+
+def few_shot_split(files_by_type: dict[str, list[str]], fraction: float = 1 / 3, seed: int = 0) -> dict:
+    """``{"train": {type: [files]}, "held_out": {type: [files]}}``: ``ceil(fraction * n)`` of each type train."""
+    train, held = {}, {}
+    for k, (kind, files) in enumerate(sorted(files_by_type.items())):
+        files = sorted(files)
+        order = np.random.default_rng([seed, k]).permutation(len(files))
+        n = max(1, math.ceil(fraction * len(files)))
+        train[kind] = sorted(files[i] for i in order[:n])
+        held[kind] = sorted(files[i] for i in order[n:])
+    return {"fraction": fraction, "seed": seed, "train": train, "held_out": held}
+
+
+def square_crop_box(mask: np.ndarray, context: float = 1.5, min_crop: int = 32) -> tuple[int, int, int]:
+    """``(y0, x0, side)`` of a square around the mask's bounding box, inside the image.
+
+    Examples
+    --------
+    >>> m = np.zeros((100, 100), bool); m[40:50, 45:48] = True
+    >>> square_crop_box(m, 2.0, 8)
+    (35, 36, 20)
+    """
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    bh, bw = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+    side = int(min(max(math.ceil(context * max(bh, bw)), min_crop), h, w))
+    cy, cx = (ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2
+    y0 = int(np.clip(round(cy - side / 2), 0, h - side))
+    x0 = int(np.clip(round(cx - side / 2), 0, w - side))
+    return y0, x0, side
+
+
+@dataclass
+class DefectCrops:
+    """Defect crops: ``images`` ``(N, C, S, S)`` uint8, ``masks`` ``(N, 1, S, S)`` {0, 1} float, type per crop."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    labels: torch.Tensor
+    types: list[str]
+    split: dict = field(default_factory=dict)
+
+
+def load_defect_crops(data: str | os.PathLike, size: int, channels: int, fraction: float = 1 / 3,
+                      split_seed: int = 0, context: float = 1.5, min_crop: int = 32) -> DefectCrops:
+    """Crops of the few-shot training defects of an MVTec-AD category (see the module docstring)."""
+    root = Path(data)
+    if not is_mvtec_category(root):
+        raise ValueError(f"{root} is not an MVTec-AD category (train/good, test/<type>, ground_truth/<type>); "
+                         "defect crops need real defects with masks")
+    files = {d.name: [p.relative_to(root).as_posix() for p in list_images(d, recursive=False)]
+             for d in defect_folders(root)}
+    files = {k: v for k, v in files.items() if v}
+    if not files:
+        raise ValueError(f"{root}/test holds no defect images")
+    split = few_shot_split(files, fraction, split_seed)
+    types = sorted(split["train"])
+    images, masks, labels = [], [], []
+    for label, kind in enumerate(types):
+        for rel in split["train"][kind]:
+            mpath = mask_path(root, kind, rel)
+            if mpath is None:
+                raise FileNotFoundError(f"{root / rel}: no mask in {root / 'ground_truth' / kind}")
+            img = read_image(root / rel, channels=channels)
+            mask = read_image(mpath, channels=1)[..., 0] > 127
+            if not mask.any():
+                continue
+            y0, x0, side = square_crop_box(mask, context, min_crop)
+            images.append(_resize(img[y0:y0 + side, x0:x0 + side], size))
+            m = cv2.resize(mask[y0:y0 + side, x0:x0 + side].astype(np.uint8), (size, size),
+                           interpolation=cv2.INTER_NEAREST)
+            masks.append(m[None].astype(np.float32))
+            labels.append(label)
+    return DefectCrops(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
+                       torch.from_numpy(np.stack(masks)), torch.tensor(labels), types, split)

@@ -1,0 +1,332 @@
+"""Diffusion synthesizers: RealNet's SDAS and masked (RePaint / AnomalyDiffusion / AdaBLDM) diffusion.
+
+Both sample a trained pixel-space diffusion model (:mod:`defectforge.generative.models`, e.g. one
+made by ``defectforge train ddpm``) with :func:`~defectforge.generative.sampler.diffusion_sample`,
+so they need ``model=`` (a folder, or a :class:`~defectforge.generative.models.DiffusionModel`) and
+the ``generative`` extra (diffusers). Every random choice of sample ``i`` comes from
+``(seed, index)``: its mask, its strength or opacity, and ``noise_seed``, which seeds the
+``torch.Generator`` every noise tensor of that sample is drawn from; ``replay`` remakes a batch
+bit for bit from the records.
+
+The model runs at its own resolution ``S``: the image (or, with ``crop_context``, a square around
+the mask) is resized to ``S x S`` (bilinear, antialiased), converted to the model's channels (grey:
+ITU-R 601 luma; colour: the grey channel repeated), sampled, and resized back. The final blend is
+made at the image's resolution: every pixel outside the mask is the input pixel, exactly.
+
+``realnet_sdas``
+    RealNet (Zhang et al., "RealNet: A Feature Selection Network with Realistic Synthetic Anomaly
+    for Anomaly Detection", CVPR 2024; cnulab/RealNet, MIT): strength-controllable diffusion anomaly
+    synthesis. A DDPM trained on normal images is sampled from noise with every step's variance
+    inflated, ``x_{t-1} = mu + sqrt(1 + s) * sigma_t * z``, ``s ~ U(0.1, 0.2)`` for 1000-step DDPM
+    sampling (RealNet's default; ``0.01..0.03`` is its range for DDIM). The sample is blended into
+    the normal image inside a Perlin mask x foreground with opacity ``U(0.5, 1)``:
+    ``out = x + opacity * m * (sample - x)``. The Perlin mask is DRAEM's (RealNet reuses it):
+    lattice ``2**a x 2**b``, ``a, b ~ U{0..5}``, rotation ``U(-90, 90)``, threshold 0.5, redrawn
+    while empty (at most ``max_attempts`` draws). Difference: RealNet samples its anomaly images
+    offline into a folder and blends them during training; here each sample is generated on demand
+    (the same distribution; costlier per sample).
+``masked_diffusion``
+    AnomalyDiffusion (Hu et al., AAAI 2024) / RePaint (Lugmayr et al., CVPR 2022) mask-guided
+    generation: at every step the outside of the mask is replaced by the forward-noised normal image
+    ``q(y, t-1)``, so the model generates only inside the mask. Defaults as AnomalyDiffusion: DDIM,
+    200 steps, ``eta = 1``. Masks from any mask source of the library: ``mask_source="perlin"``
+    (default), any registered image-level method's masks by name (``"defectmaker"``: Bezier shapes,
+    ``"cutpaste_scar"``, ...), or a user's mask bank through ``defectforge.control(...,
+    mask_bank=)``. AdaBLDM's three stages (Jiang et al. 2024) are options: ``free_steps`` (no
+    blending), then ``dilated_steps`` blended with the mask dilated by ``dilation`` px (AdaBLDM's
+    latent-space stage), then the exact mask (its image-space stage); pixel space here, no latent
+    auto-encoder. Differences: no RePaint resampling jumps; AnomalyDiffusion's learned
+    defect/position embeddings and its mask generator are not part of this method (the mask comes
+    from a mask source; the content from a model trained on defects, e.g. ``defectforge train ddpm
+    CATEGORY OUT --on defects`` with ``crop_context`` set).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..core.base import ImageShape, Synthesizer
+from ..core.registry import method_info, register_method
+from ..core.seeding import child_seed
+from ..core.types import SynthesisContext
+from ..core.validation import check_choice, check_interval, check_range
+from ..functional.perlin import PerlinMaskSpec
+from .data import square_crop_box
+from .sampler import SCHEDULERS, diffusion_sample
+
+__all__ = ["DiffusionSynthesizer", "RealNetSDAS", "MaskedDiffusion", "needs_model"]
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def needs_model(name: str) -> bool:
+    """``True`` for registered methods that need a trained model (``model=``) to be created."""
+    return bool(getattr(method_info(name).cls, "needs_model", False))
+
+
+def to_model_space(x: torch.Tensor, size: int, channels: int) -> torch.Tensor:
+    """``(B, C, H, W)`` in ``[0, 1]`` -> ``(B, channels, size, size)`` in ``[-1, 1]``."""
+    if x.shape[1] == 3 and channels == 1:
+        x = sum(w * x[:, k:k + 1] for k, w in enumerate(_LUMA))
+    elif x.shape[1] == 1 and channels == 3:
+        x = x.expand(-1, 3, -1, -1)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x * 2.0 - 1.0
+
+
+def from_model_space(y: torch.Tensor, height: int, width: int, channels: int) -> torch.Tensor:
+    """Inverse of :func:`to_model_space`: ``(B, c, S, S)`` in ``[-1, 1]`` -> ``(B, channels, H, W)`` in ``[0, 1]``."""
+    y = (y + 1.0) * 0.5
+    if y.shape[-2:] != (height, width):
+        y = F.interpolate(y, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    if y.shape[1] == 1 and channels == 3:
+        y = y.expand(-1, 3, -1, -1)
+    elif y.shape[1] == 3 and channels == 1:
+        y = sum(w * y[:, k:k + 1] for k, w in enumerate(_LUMA))
+    return y.clamp(0.0, 1.0)
+
+
+class DiffusionSynthesizer(Synthesizer):
+    """Base of the synthesizers that sample a trained diffusion model (see the module docstring).
+
+    Parameters
+    ----------
+    model : path or DiffusionModel
+        A folder written by ``defectforge train ddpm`` (``OUT`` or ``OUT/model``) or a diffusers
+        ``UNet2DModel`` folder; loaded with ``local_files_only=True``.
+    scheduler : {"ddpm", "ddim"}
+        diffusers' scheduler used to sample.
+    num_inference_steps : int or None
+        Denoising steps (``None``: the model's training steps).
+    eta : float
+        DDIM noise scale (ignored by DDPM).
+    batch_invariant : bool
+        One denoiser call per sample, so results never depend on the batch (see
+        :func:`~defectforge.generative.sampler.diffusion_sample`).
+    """
+
+    requires = ("diffusers",)
+    #: Cannot be created without ``model=``; the registry-wide tests give it a tiny random model.
+    needs_model = True
+
+    def __init__(self, model=None, scheduler: str = "ddpm", num_inference_steps: int | None = None,
+                 eta: float = 1.0, batch_invariant: bool = True, max_attempts: int = 20,
+                 perlin_exponent_range=(0, 6), rotation_range=(-90.0, 90.0), threshold: float = 0.5,
+                 anomaly_probability: float = 1.0):
+        super().__init__(anomaly_probability)
+        if model is None:
+            raise ValueError("this method samples a trained diffusion model: pass model=PATH (a folder from "
+                             "'defectforge train ddpm DATA OUT', i.e. OUT/model) or a DiffusionModel")
+        from .models import resolve_model
+
+        self.model = resolve_model(model)
+        self.scheduler = check_choice("scheduler", scheduler, SCHEDULERS)
+        self.num_inference_steps = None if num_inference_steps is None else \
+            check_range("num_inference_steps", num_inference_steps, 1, 100_000, integer=True)
+        self.eta = float(check_range("eta", eta, 0.0, 1.0))
+        self.batch_invariant = bool(batch_invariant)
+        self.max_attempts = check_range("max_attempts", max_attempts, 1, 10_000, integer=True)
+        self.perlin = PerlinMaskSpec.checked(perlin_exponent_range, rotation_range, threshold)
+
+    def _sample(self, params: list[dict], device, **kw) -> torch.Tensor:
+        gens = [torch.Generator().manual_seed(int(p["noise_seed"])) for p in params]
+        self.model.unet.to(device)
+        return diffusion_sample(self.model, gens, scheduler=self.scheduler,
+                                num_inference_steps=self.num_inference_steps, eta=self.eta, device=device,
+                                batch_invariant=self.batch_invariant, **kw)
+
+    def _redraw_perlin(self, rng: np.random.Generator, p: dict) -> None:
+        p["perlin"] = self.perlin.sample(rng)
+
+    def _perlin_masks(self, params, rngs, context, h, w) -> np.ndarray:
+        """``(B, H, W)`` bool: user shapes where given, else Perlin x region (redrawn while empty)."""
+        region = None if context.foreground is None else (context.foreground[:, 0] > 0.5).cpu().numpy()
+        if context.shapes is not None:
+            shapes = (context.shapes[:, 0] > 0.5).cpu().numpy()
+            return shapes & region if region is not None else shapes
+        masks = np.zeros((len(params), h, w), bool)
+        for i, p in enumerate(params):
+            while True:  # redrawn from the sample's own generator while empty (not on replay)
+                masks[i] = self.perlin.mask(p["perlin"], h, w)
+                if region is not None:
+                    masks[i] &= region[i]
+                if masks[i].any() or rngs is None:
+                    break
+                if p.get("attempts", 1) >= self.max_attempts:
+                    p["empty_mask"] = f"mask still empty after {self.max_attempts} draws; the sample stays normal"
+                    break
+                self._redraw_perlin(rngs[i], p)
+                p["attempts"] = p.get("attempts", 1) + 1
+        return masks
+
+
+@register_method(
+    "realnet_sdas", family="diffusion", level="image",
+    description="DDPM sampled with variance inflated by sqrt(1+s), s~U(0.1,0.2), blended in a Perlin mask (opacity U(0.5,1)); needs model=",
+    source="Zhang et al., CVPR 2024 (RealNet SDAS); cnulab/RealNet", licence="MIT")
+class RealNetSDAS(DiffusionSynthesizer):
+    """RealNet's strength-controllable diffusion anomaly synthesis (see the module docstring).
+
+    Parameters
+    ----------
+    strength_range : (float, float)
+        Variance inflation ``s`` per sample (RealNet: ``(0.1, 0.2)`` for DDPM, ``(0.01, 0.03)`` for DDIM).
+    opacity_range : (float, float)
+        Blend opacity inside the mask (RealNet: ``U(0.5, 1)``).
+    Others : see :class:`DiffusionSynthesizer`.
+
+    Examples
+    --------
+    >>> import pytest, tempfile, torch, defectforge; _ = pytest.importorskip("diffusers")
+    >>> from defectforge.generative.models import tiny_unet
+    >>> folder = tempfile.mkdtemp(); tiny_unet(16, 3).save(folder)
+    >>> synth = defectforge.create("realnet_sdas", model=folder, num_inference_steps=5)
+    >>> x = torch.rand(2, 3, 32, 32)
+    >>> out = synth(x, seed=0)
+    >>> torch.equal(synth.replay(x, out.params).images, out.images)
+    True
+    """
+
+    def __init__(self, model=None, strength_range=(0.1, 0.2), opacity_range=(0.5, 1.0), scheduler: str = "ddpm",
+                 num_inference_steps: int | None = None, eta: float = 1.0, batch_invariant: bool = True,
+                 max_attempts: int = 20, perlin_exponent_range=(0, 6), rotation_range=(-90.0, 90.0),
+                 threshold: float = 0.5, anomaly_probability: float = 1.0):
+        super().__init__(model, scheduler, num_inference_steps, eta, batch_invariant, max_attempts,
+                         perlin_exponent_range, rotation_range, threshold, anomaly_probability)
+        self.strength_range = check_interval("strength_range", strength_range, 0.0, 100.0)
+        self.opacity_range = check_interval("opacity_range", opacity_range, 0.0, 1.0)
+
+    def sample_params(self, rng: np.random.Generator, shape: ImageShape, foreground=None) -> dict[str, Any]:
+        return {"perlin": self.perlin.sample(rng), "strength": float(rng.uniform(*self.strength_range)),
+                "opacity": float(rng.uniform(*self.opacity_range)), "noise_seed": child_seed(rng)}
+
+    def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
+        b, c, h, w = images.shape
+        masks_np = self._perlin_masks(params, rngs, context, h, w)
+        masks = torch.from_numpy(masks_np[:, None].astype(np.float32)).to(images.device)
+        out = images.clone()
+        sel = [i for i in range(b) if masks_np[i].any()]
+        if sel:
+            sub = [params[i] for i in sel]
+            strength = torch.tensor([p["strength"] for p in sub])
+            gen = from_model_space(self._sample(sub, images.device, strength=strength), h, w, c)
+            idx = torch.tensor(sel, device=images.device)
+            x, m = images[idx], masks[idx]
+            opacity = torch.tensor([p["opacity"] for p in sub], device=images.device).view(-1, 1, 1, 1)
+            out[idx] = torch.where(m > 0, x + opacity * (gen - x), x)
+        labels = (masks.flatten(1).amax(1) > 0).long() * self.anomaly_label
+        return out, masks, labels
+
+
+@register_method(
+    "masked_diffusion", family="diffusion", level="image",
+    description="RePaint/AnomalyDiffusion: generate inside a mask, outside replaced by q(y,t-1) each step; AdaBLDM stages as options; needs model=",
+    source="Hu et al., AAAI 2024 (AnomalyDiffusion); Lugmayr et al., CVPR 2022 (RePaint); Jiang et al. 2024 (AdaBLDM)",
+    licence="paper (re-implemented; AnomalyDiffusion code MIT)",
+    defaults={"scheduler": "ddim", "num_inference_steps": 200, "eta": 1.0})
+class MaskedDiffusion(DiffusionSynthesizer):
+    """Mask-guided diffusion (see the module docstring).
+
+    Parameters
+    ----------
+    mask_source : str
+        ``"perlin"`` or the name of a registered image-level method whose masks are used.
+    crop_context : float or None
+        ``None``: the whole image is resized to the model (AnomalyDiffusion). A number: a square of
+        ``crop_context`` x the mask's longer bounding-box side (at least ``min_crop`` px) around the
+        mask is, for models trained on defect crops.
+    min_crop : int
+        Smallest crop side in px.
+    free_steps, dilated_steps : int
+        AdaBLDM's first two stages (0, 0: plain masked diffusion).
+    dilation : int
+        Dilation in model pixels of the masks of the ``dilated_steps``.
+    Others : see :class:`DiffusionSynthesizer`.
+
+    Examples
+    --------
+    >>> import pytest, tempfile, torch, defectforge; _ = pytest.importorskip("diffusers")
+    >>> from defectforge.generative.models import tiny_unet
+    >>> folder = tempfile.mkdtemp(); tiny_unet(16, 3).save(folder)
+    >>> synth = defectforge.create("masked_diffusion", model=folder, num_inference_steps=4)
+    >>> x = torch.rand(2, 3, 32, 32)
+    >>> out = synth(x, seed=0)
+    >>> bool(((out.images != x).any(1, keepdim=True) & (out.masks == 0)).any())
+    False
+    """
+
+    def __init__(self, model=None, mask_source: str = "perlin", crop_context: float | None = None,
+                 min_crop: int = 32, free_steps: int = 0, dilated_steps: int = 0, dilation: int = 2,
+                 scheduler: str = "ddim", num_inference_steps: int | None = 200, eta: float = 1.0,
+                 batch_invariant: bool = True, max_attempts: int = 20, perlin_exponent_range=(0, 6),
+                 rotation_range=(-90.0, 90.0), threshold: float = 0.5, anomaly_probability: float = 1.0):
+        super().__init__(model, scheduler, num_inference_steps, eta, batch_invariant, max_attempts,
+                         perlin_exponent_range, rotation_range, threshold, anomaly_probability)
+        if mask_source != "perlin":
+            info = method_info(mask_source)  # unknown names raise with suggestions
+            if info.level != "image" or getattr(info.cls, "needs_model", False) or getattr(info.cls, "needs_bank", False):
+                raise ValueError(f"mask_source={mask_source!r}: use 'perlin' or an image-level method that needs "
+                                 "no model or bank (e.g. 'defectmaker' for Bezier shapes)")
+            from ..core.registry import create
+
+            self._mask_method = create(mask_source, anomaly_probability=1.0)
+        self.mask_source = mask_source
+        self.crop_context = None if crop_context is None else float(check_range("crop_context", crop_context, 1.0, 100.0))
+        self.min_crop = check_range("min_crop", min_crop, 1, 1 << 16, integer=True)
+        self.free_steps = check_range("free_steps", free_steps, 0, 100_000, integer=True)
+        self.dilated_steps = check_range("dilated_steps", dilated_steps, 0, 100_000, integer=True)
+        self.dilation = check_range("dilation", dilation, 0, 1000, integer=True)
+
+    def sample_params(self, rng: np.random.Generator, shape: ImageShape, foreground=None) -> dict[str, Any]:
+        p: dict[str, Any] = {}
+        if self.mask_source == "perlin":
+            p["perlin"] = self.perlin.sample(rng)
+        else:
+            p["mask_seed"] = child_seed(rng)
+        p["noise_seed"] = child_seed(rng)
+        return p
+
+    def _source_masks(self, images, params, rngs, context, h, w) -> np.ndarray:
+        if self.mask_source == "perlin" or context.shapes is not None:
+            return self._perlin_masks(params, rngs, context, h, w)
+        masks = np.zeros((len(params), h, w), bool)
+        for i, p in enumerate(params):
+            fg = None if context.foreground is None else context.foreground[i:i + 1]
+            for _ in range(self.max_attempts):
+                res = self._mask_method(images[i:i + 1], seed=int(p["mask_seed"]), indices=[0], foreground=fg)
+                masks[i] = res.masks[0, 0].cpu().numpy() > 0.5
+                if masks[i].any() or rngs is None:
+                    break
+                p["mask_seed"] = child_seed(rngs[i])
+        return masks
+
+    def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
+        b, c, h, w = images.shape
+        masks_np = self._source_masks(images, params, rngs, context, h, w)
+        masks = torch.from_numpy(masks_np[:, None].astype(np.float32)).to(images.device)
+        out = images.clone()
+        sel = [i for i in range(b) if masks_np[i].any()]
+        if sel:
+            s = self.model.size
+            boxes = [(0, 0, h, w) if self.crop_context is None else
+                     (lambda y, x, side: (y, x, side, side))(*square_crop_box(masks_np[i], self.crop_context, self.min_crop))
+                     for i in sel]
+            crops = [images[i:i + 1, :, y:y + bh, x:x + bw] for i, (y, x, bh, bw) in zip(sel, boxes)]
+            mcrops = [masks[i:i + 1, :, y:y + bh, x:x + bw] for i, (y, x, bh, bw) in zip(sel, boxes)]
+            known = torch.cat([to_model_space(cr, s, self.model.channels) for cr in crops])
+            # the model-resolution mask covers every pixel the full-resolution mask touches
+            m_s = torch.cat([(F.interpolate(m, size=(s, s), mode="area") > 0).float() for m in mcrops])
+            dil = F.max_pool2d(m_s, 2 * self.dilation + 1, 1, self.dilation) if self.dilation else m_s
+            gen = self._sample([params[i] for i in sel], images.device, known=known, masks=m_s, dilated_masks=dil,
+                               free_steps=self.free_steps, dilated_steps=self.dilated_steps)
+            for j, (i, (y, x, bh, bw)) in enumerate(zip(sel, boxes)):
+                g = from_model_space(gen[j:j + 1], bh, bw, c)
+                region = out[i:i + 1, :, y:y + bh, x:x + bw]
+                out[i:i + 1, :, y:y + bh, x:x + bw] = torch.where(mcrops[j] > 0, g, region)
+        labels = (masks.flatten(1).amax(1) > 0).long() * self.anomaly_label
+        return out, masks, labels

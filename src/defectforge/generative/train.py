@@ -1,0 +1,388 @@
+"""``defectforge train ddpm|gan DATA OUT``: small generators trained from scratch on the user's images.
+
+- ``ddpm``: a diffusers ``UNet2DModel`` trained with the epsilon objective of Ho et al. 2020
+  (uniform timesteps, MSE on the noise, random horizontal flips as diffusers' unconditional
+  training example) on normal images or patches (``on="normal"``, for ``realnet_sdas``) or on
+  crops of the few-shot real defects (``on="defects"``, content for ``masked_diffusion``,
+  Defect-Gen-style). AdamW, learning rate 1e-4 (diffusers' example).
+- ``gan``: :mod:`defectforge.generative.gan` on defect crops + masks (Adam 2e-4, betas (0.5, 0.999): DCGAN).
+
+Every run is seeded: step ``k``'s batch, timesteps, noise and augmentations come from a generator
+keyed by ``(seed, k)`` (:func:`~defectforge.core.seeding.sample_rng`), so a run resumed from its
+checkpoint ends with the same weights as an uninterrupted one. Checkpoints are one safetensors file
+(``checkpoint.safetensors``: weights, EMA weights, optimiser state, the step; written atomically).
+EMA weights use diffusers' ``EMAModel`` warm-up ``decay_k = min(decay, (1 + k) / (10 + k))``. A
+progress bar shows loss and ETA; a preview grid is written every ``preview_every`` steps; the
+``max_minutes`` budget stops the run after the step that crosses it (checkpointed, resumable).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..core.seeding import sample_rng
+from ..core.validation import check_choice, check_range
+from ..io.files import atomic_write_text
+
+__all__ = ["TrainConfig", "train", "KINDS", "load_checkpoint_state"]
+
+KINDS = ("ddpm", "gan")
+CHECKPOINT = "checkpoint.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (written to ``OUT/train_config.json``)."""
+
+    kind: str
+    data: str
+    out: str
+    steps: int = 2000
+    size: int = 64
+    batch_size: int = 16
+    lr: float | None = None
+    seed: int = 0
+    on: str | None = None
+    width: str = "small"
+    ema_decay: float = 0.999
+    checkpoint_every: int = 100
+    preview_every: int = 500
+    max_minutes: float | None = None
+    patch: int | None = None
+    few_shot: float = 1 / 3
+    split_seed: int = 0
+    num_train_timesteps: int = 1000
+    device: str = "cpu"
+
+    def checked(self) -> "TrainConfig":
+        check_choice("kind", self.kind, KINDS)
+        if self.on is None:
+            self.on = "normal" if self.kind == "ddpm" else "defects"
+        check_choice("on", self.on, ("normal", "defects"))
+        if self.kind == "gan" and self.on != "defects":
+            raise ValueError("the GAN trains on defect crops and masks: use --on defects (the default)")
+        check_range("steps", self.steps, 1, 10 ** 8, integer=True)
+        check_range("size", self.size, 8, 512, integer=True)
+        check_range("batch_size", self.batch_size, 1, 4096, integer=True)
+        check_range("ema_decay", self.ema_decay, 0.0, 1.0)
+        check_range("checkpoint_every", self.checkpoint_every, 1, 10 ** 8, integer=True)
+        check_range("preview_every", self.preview_every, 0, 10 ** 8, integer=True)
+        if self.max_minutes is not None:
+            check_range("max_minutes", self.max_minutes, 0.0, 10 ** 6)
+        if self.lr is None:
+            self.lr = 1e-4 if self.kind == "ddpm" else 2e-4
+        return self
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+def _flatten(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def _opt_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
+    sd = opt.state_dict()
+    tensors = {}
+    for idx, st in sd["state"].items():
+        for name, value in st.items():
+            tensors[f"{prefix}.{idx}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    return tensors, json.dumps(sd["param_groups"])
+
+
+def _load_opt(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: str) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "."):
+            idx, name = key[len(prefix) + 1:].split(".", 1)
+            state.setdefault(int(idx), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": json.loads(groups)})
+
+
+def _sub(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+
+def save_checkpoint(path: Path, step: int, modules: dict[str, torch.nn.Module],
+                    optimizers: dict[str, torch.optim.Optimizer], extra: dict[str, Any]) -> None:
+    """One safetensors file with every module's and optimiser's state (atomic replace)."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    meta = {"step": str(step), "extra": json.dumps(extra)}
+    for name, module in modules.items():
+        tensors.update(_flatten(name, module.state_dict()))
+    for name, opt in optimizers.items():
+        t, groups = _opt_tensors(name, opt)
+        tensors.update(t)
+        meta[f"{name}.param_groups"] = groups
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_checkpoint_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``(tensors, metadata)`` of a checkpoint written by :func:`train`."""
+    from safetensors import safe_open
+
+    tensors = {}
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        for key in f.keys():
+            tensors[key] = f.get_tensor(key)
+    return tensors, meta
+
+
+def _restore(path: Path, modules, optimizers) -> int:
+    tensors, meta = load_checkpoint_state(path)
+    for name, module in modules.items():
+        module.load_state_dict(_sub(name, tensors))
+    for name, opt in optimizers.items():
+        _load_opt(name, opt, tensors, meta[f"{name}.param_groups"])
+    return int(meta["step"])
+
+
+@torch.no_grad()
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
+    d = min(decay, (1 + step) / (10 + step))  # diffusers EMAModel warm-up
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.mul_(d).add_(pm.detach(), alpha=1 - d)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
+
+
+def _step_generator(seed: int, step: int) -> tuple[np.random.Generator, torch.Generator]:
+    rng = sample_rng(seed, step, stream=0)
+    g = torch.Generator().manual_seed(int(rng.integers(0, 2 ** 63 - 1)))
+    return rng, g
+
+
+def _grid(images: np.ndarray, cols: int = 8) -> np.ndarray:
+    n, h, w, c = images.shape
+    rows = math.ceil(n / cols)
+    grid = np.full((rows * (h + 2) + 2, cols * (w + 2) + 2, c), 255, np.uint8)
+    for k in range(n):
+        y, x = 2 + (k // cols) * (h + 2), 2 + (k % cols) * (w + 2)
+        grid[y:y + h, x:x + w] = images[k]
+    return grid
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+# --- training ----------------------------------------------------------------------------------
+def train(cfg: TrainConfig, progress: bool = True, resume: bool = False) -> dict[str, Any]:
+    """Train (or resume) a run; returns the summary also written to ``OUT/train.json``."""
+    cfg = cfg.checked()
+    from .models import require_diffusers
+
+    require_diffusers()
+    out = Path(cfg.out)
+    ckpt = out / CHECKPOINT
+    if ckpt.exists() and not resume:
+        raise FileExistsError(f"{out} already holds a training run ({ckpt}); pass --resume to continue it "
+                              "or choose another OUT")
+    if resume and (out / "train_config.json").exists():
+        before = json.loads((out / "train_config.json").read_text())
+        changed = {k: (before.get(k), v) for k, v in asdict(cfg).items()
+                   if k not in ("steps", "max_minutes", "checkpoint_every", "preview_every", "device", "out")
+                   and before.get(k) != v}
+        if changed:
+            raise ValueError(f"--resume with different settings than the run in {out}: "
+                             + ", ".join(f"{k} was {a!r}, now {b!r}" for k, (a, b) in changed.items()))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "previews").mkdir(exist_ok=True)
+    atomic_write_text(out / "train_config.json", json.dumps(asdict(cfg), indent=2))
+    return (_train_ddpm if cfg.kind == "ddpm" else _train_gan)(cfg, out, ckpt, progress)
+
+
+def _first_channels(data: str) -> int:
+    from ..io.images import list_images, read_image
+    from ..io.mvtec import is_mvtec_category
+
+    root = Path(data)
+    folder = root / "train" / "good" if is_mvtec_category(root) else root
+    return int(read_image(list_images(folder, what="training data folder")[0]).shape[2])
+
+
+def _data(cfg: TrainConfig, out: Path):
+    from .data import load_defect_crops, load_normal_images
+
+    channels = _first_channels(cfg.data)
+    if cfg.on == "normal":
+        return load_normal_images(cfg.data, cfg.size, channels, cfg.patch, seed=cfg.seed), None, None, channels
+    crops = load_defect_crops(cfg.data, cfg.size, channels, cfg.few_shot, cfg.split_seed)
+    atomic_write_text(out / "split.json", json.dumps({**crops.split, "types": crops.types}, indent=2))
+    return crops.images, crops.masks, crops.labels, channels, crops.types
+
+
+class _Loop:
+    """Progress bar, time budget, checkpoint and preview cadence shared by both trainers."""
+
+    def __init__(self, cfg: TrainConfig, start: int, progress: bool):
+        from tqdm.auto import tqdm
+
+        self.cfg, self.t0 = cfg, time.monotonic()
+        self.bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.kind}", unit="step",
+                        disable=not progress, dynamic_ncols=True)
+        self.losses: list[float] = []
+
+    def tick(self, step: int, losses: dict[str, float]) -> bool:
+        """Record step ``step`` (1-based); ``True`` when the time budget is spent."""
+        self.losses.append(sum(losses.values()))
+        self.bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
+        self.bar.update(1)
+        return self.cfg.max_minutes is not None and time.monotonic() - self.t0 >= 60 * self.cfg.max_minutes
+
+    def close(self):
+        self.bar.close()
+        return time.monotonic() - self.t0
+
+
+def _summary(cfg, out: Path, start: int, step: int, seconds: float, losses: list[float], extra: dict) -> dict:
+    summary = {"kind": cfg.kind, "on": cfg.on, "steps_done": step, "steps_requested": cfg.steps,
+               "resumed_from": start, "seconds_this_run": round(seconds, 1),
+               "seconds_per_step": round(seconds / max(1, step - start), 3),
+               "stopped_by_budget": step < cfg.steps,
+               "loss_last_100": float(np.mean(losses[-100:])) if losses else None, **extra}
+    atomic_write_text(out / "train.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def _train_ddpm(cfg: TrainConfig, out: Path, ckpt: Path, progress: bool) -> dict:
+    import copy
+
+    from ..io.images import write_image
+    from .models import DiffusionModel, build_unet, default_scheduler
+    from .sampler import diffusion_sample
+
+    loaded = _data(cfg, out)
+    images, channels = loaded[0], loaded[3]
+    data = images.float().div(127.5).sub(1.0)
+    torch.manual_seed(cfg.seed)  # the UNet's initial weights (diffusers draws them from torch's global generator)
+    unet = build_unet(cfg.size, channels, cfg.width).to(cfg.device)
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    scheduler = default_scheduler(cfg.num_train_timesteps)
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=1e-2)
+    modules, opts = {"model": unet, "ema": ema}, {"opt": opt}
+    start = _restore(ckpt, modules, opts) if ckpt.exists() else 0
+    loop = _Loop(cfg, start, progress)
+    step = start
+    n = len(data)
+
+    def finish():
+        save_checkpoint(ckpt, step, modules, opts, {"kind": "ddpm"})
+        DiffusionModel(ema, scheduler, str(out / "model")).save(out / "model")
+
+    while step < cfg.steps:
+        rng, g = _step_generator(cfg.seed, step)
+        idx = torch.from_numpy(rng.integers(0, n, size=cfg.batch_size))
+        x = data[idx]
+        flip = torch.rand(len(x), generator=g) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x).to(cfg.device)
+        noise = torch.randn(x.shape, generator=g).to(cfg.device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x),), generator=g).to(cfg.device)
+        pred = unet(scheduler.add_noise(x, noise, t), t).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        _ema_update(ema, unet, cfg.ema_decay, step)
+        step += 1
+        spent = loop.tick(step, {"loss": loss.item()})
+        if step % cfg.checkpoint_every == 0:
+            finish()
+        if cfg.preview_every and step % cfg.preview_every == 0:
+            gens = [torch.Generator().manual_seed(cfg.seed * 1000 + k) for k in range(8)]
+            model = DiffusionModel(ema, scheduler)
+            samples = diffusion_sample(model, gens, scheduler="ddim", num_inference_steps=50, batch_invariant=False)
+            write_image(out / "previews" / f"step_{step:07d}.png", _grid(_to_uint8(samples)))
+        if spent:
+            break
+    finish()
+    seconds = loop.close()
+    params = sum(p.numel() for p in unet.parameters())
+    return _summary(cfg, out, start, step, seconds, loop.losses, {"parameters": params, "images": n,
+                                                                   "model": str(out / "model")})
+
+
+def _train_gan(cfg: TrainConfig, out: Path, ckpt: Path, progress: bool) -> dict:
+    import copy
+
+    from ..io.images import write_image
+    from .gan import Z_DIM, DefectDiscriminator, DefectGenerator, diff_augment
+
+    images, masks, labels, channels, types = _data(cfg, out)
+    x_all = torch.cat([images.float().div(127.5).sub(1.0), masks * 2 - 1], 1)
+    width = {"tiny": 8, "small": 32, "base": 64}[cfg.width]
+    torch.manual_seed(cfg.seed)
+    G = DefectGenerator(cfg.size, channels, len(types), width).to(cfg.device)
+    D = DefectDiscriminator(cfg.size, channels, len(types), width).to(cfg.device)
+    G_ema = copy.deepcopy(G).requires_grad_(False)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    modules, opts = {"G": G, "D": D, "G_ema": G_ema}, {"opt_g": opt_g, "opt_d": opt_d}
+    start = _restore(ckpt, modules, opts) if ckpt.exists() else 0
+    loop = _Loop(cfg, start, progress)
+    step, n = start, len(x_all)
+    meta = {"kind": "gan", "types": types, "size": cfg.size, "channels": channels, "width": width}
+
+    def finish():
+        save_checkpoint(ckpt, step, modules, opts, meta)
+        from safetensors.torch import save_file
+
+        (out / "model").mkdir(exist_ok=True)
+        save_file(_flatten("G_ema", G_ema.state_dict()), str(out / "model" / "generator.safetensors"),
+                  metadata={"extra": json.dumps(meta)})
+
+    while step < cfg.steps:
+        rng, g = _step_generator(cfg.seed, step)
+        idx = torch.from_numpy(rng.integers(0, n, size=cfg.batch_size))
+        real, y = x_all[idx].to(cfg.device), labels[idx].to(cfg.device)
+        flip = torch.rand(len(real), generator=g) < 0.5
+        real = torch.where(flip[:, None, None, None], real.flip(3), real)
+        z = torch.randn(len(real), Z_DIM, generator=g).to(cfg.device)
+        fake_raw = G(z, y)
+        fake = torch.cat([fake_raw[:, :channels], torch.tanh(fake_raw[:, channels:])], 1)
+        # discriminator: non-saturating logistic loss on DiffAugmented real and fake
+        d_real = D(diff_augment(real, channels, g), y)
+        d_fake = D(diff_augment(fake.detach(), channels, g), y)
+        loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        loss_g = F.softplus(-D(diff_augment(fake, channels, g), y)).mean()
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        _ema_update(G_ema, G, cfg.ema_decay, step)
+        step += 1
+        spent = loop.tick(step, {"d": loss_d.item(), "g": loss_g.item()})
+        if step % cfg.checkpoint_every == 0:
+            finish()
+        if cfg.preview_every and step % cfg.preview_every == 0:
+            with torch.no_grad():
+                pg = torch.Generator().manual_seed(cfg.seed)
+                zz = torch.randn(16, Z_DIM, generator=pg).to(cfg.device)
+                yy = torch.arange(16, device=cfg.device) % len(types)
+                s = G_ema(zz, yy)
+                mask = torch.tanh(s[:, channels:]).expand(-1, channels, -1, -1)
+                write_image(out / "previews" / f"step_{step:07d}.png",
+                            _grid(_to_uint8(torch.cat([s[:, :channels], mask], 0))))
+        if spent:
+            break
+    finish()
+    seconds = loop.close()
+    return _summary(cfg, out, start, step, seconds, loop.losses,
+                    {"types": types, "crops": n, "parameters": sum(p.numel() for p in G.parameters()),
+                     "model": str(out / "model" / "generator.safetensors")})
