@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from ..core.base import ImageShape
 from ..core.seeding import child_seed, sample_rng, torch_generator
 from ..core.types import to_jsonable
 from ..core.validation import check_probability, check_range
@@ -35,20 +36,8 @@ __all__ = ["FeatureSynthesizer", "FeatureSynthesisResult", "FeatureContext", "Fe
            "validate_features", "check_positive", "noise_seed"]
 
 
-class FeatureShape(tuple):
-    """``(channels, height, width)`` of the feature maps of a batch."""
-
-    @property
-    def channels(self) -> int:
-        return self[0]
-
-    @property
-    def height(self) -> int:
-        return self[1]
-
-    @property
-    def width(self) -> int:
-        return self[2]
+class FeatureShape(ImageShape):
+    """``(channels, height, width)`` of the feature maps of a batch (the image shape's accessors)."""
 
 
 class FeatureSynthesisResult(NamedTuple):
