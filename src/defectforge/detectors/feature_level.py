@@ -202,16 +202,7 @@ class FeatureDetector:
             x = self.prepare(features[idx])
             self.modules.train()
             loss = self.loss(x, step, seed, synth)
-            for opt in optimisers:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for opt in optimisers:
-                opt.step()
-            record.losses.append(float(loss.detach()))
-            if evaluate is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-                t = time.perf_counter()
-                record.checkpoints.append({"step": step + 1, **evaluate(self)})
-                record.checkpoint_seconds += time.perf_counter() - t
+            record.optimise(loss, optimisers, step, evaluate, checkpoint_every, self)
 
     def setup(self, images: torch.Tensor, features: torch.Tensor, seed: int, record: TrainingRecord) -> None:
         """Anything a detector prepares before training (GLASS: its LAS pool)."""

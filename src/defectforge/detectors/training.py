@@ -51,10 +51,14 @@ class TrainingRecord:
     def optimise(self, loss: torch.Tensor, optimiser, step: int, evaluate=None, checkpoint_every: int = 0,
                  model=None) -> None:
         """One optimiser step on ``loss`` (recorded); every ``checkpoint_every`` steps but the last,
-        ``evaluate(model)`` is recorded too, its time kept apart from the training time."""
-        optimiser.zero_grad(set_to_none=True)
+        ``evaluate(model)`` is recorded too, its time kept apart from the training time.
+        ``optimiser`` may be a list (detectors with several optimised parts step them all)."""
+        optimisers = optimiser if isinstance(optimiser, (list, tuple)) else [optimiser]
+        for opt in optimisers:
+            opt.zero_grad(set_to_none=True)
         loss.backward()
-        optimiser.step()
+        for opt in optimisers:
+            opt.step()
         self.losses.append(float(loss.detach()))
         if evaluate is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < self.steps:
             t = time.perf_counter()
