@@ -248,7 +248,7 @@ class RealDefectSynthesizer(Synthesizer):
         masks[i, 0, top:top + bh, left:left + bw] = changed
         return True
 
-    def _run_samples(self, images: torch.Tensor, params: list[dict], context, rngs):
+    def apply(self, images: torch.Tensor, params: list[dict], context, rngs):
         """``apply``: every sample made by :meth:`_sample`, spread over the per-sample thread pool."""
         from ..core.parallel import map_samples
 

@@ -54,9 +54,6 @@ class CopyPasteSynthesizer(RealDefectSynthesizer):
             return None
         return top, left, crop, changed
 
-    def apply(self, images, params, context, rngs):
-        return self._run_samples(images, params, context, rngs)
-
 
 register_method(
     "copy_paste", family="real-defect", level="image",

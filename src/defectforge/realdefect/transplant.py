@@ -193,9 +193,6 @@ class DefectTransplantSynthesizer(RealDefectSynthesizer):
             return None
         return top, left, new, changed
 
-    def apply(self, images, params, context, rngs):
-        return self._run_samples(images, params, context, rngs)
-
 
 register_method(
     "defect_transplant", family="real-defect", level="image",
