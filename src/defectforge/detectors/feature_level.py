@@ -403,8 +403,11 @@ class PBASDetector(_SigmoidDiscriminatorDetector):
         true = self.adapt(x)
         centres = self.bank.update(true)
         rows = _rows(true)
-        compact = (rows - nearest_centres(rows, centres)).norm(dim=1).mean()
-        fake = self.synthesize(synth, true.detach(), step, seed, centres=centres).features
+        b, _, h, w = true.shape
+        with torch.no_grad():  # one search serves the compactness loss and the push (both need c*)
+            nearest = nearest_centres(rows.detach(), centres)
+        compact = (rows - nearest).norm(dim=1).mean()
+        fake = self.synthesize(synth, true.detach(), step, seed, centres=centres, nearest=_grid(nearest, b, h, w)).features
         fake = true + (fake - true.detach())  # PBAS detaches only the push
         scores = self.modules["discriminator"](torch.cat([rows, _rows(fake)]))
         n = scores.shape[0] // 2
