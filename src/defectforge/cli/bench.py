@@ -171,7 +171,8 @@ def bench_command(
                                            "(1/3, a fraction or a count), as the few-shot protocol."),
     level: str = typer.Option("image", "--level", help="image, or feature: time the feature-level methods on a "
                                                        "(batch, channels, 32, 32) feature batch and their share of "
-                                                       "a training step of their detector."),
+                                                       "a training step of their detector (dsr: on the bottom-encoder latents of a random VQ-VAE, "
+                                                       "(batch, channels, 32, 32) = 128 px images)."),
     channels: int = typer.Option(128, "--channels", min=1, help="Feature channels for --level feature."),
 ):
     """Measure images per second for each method on preloaded inputs."""
@@ -270,7 +271,7 @@ def _bench_features(level: str, names: list[str], batch: int, channels: int, dev
     if level != "feature":
         typer.secho(f"error: --level must be image or feature, got {level!r}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
-    names = names or defectforge.list_methods(level="feature")
+    names = names or defectforge.list_methods(level="feature") + defectforge.list_methods(level="latent")
     load_before = _load()
     if not as_json and load_before is not None:
         typer.echo(f"load average before: {load_before:.2f} (on {_cpus()} CPUs); features ({batch}, {channels}, 32, 32)")
