@@ -25,7 +25,7 @@ from ..core.validation import check_interval, check_probability, check_range
 from ..functional.paste import place_box
 from ..sources.defects import DefectBank, DefectEntry
 
-__all__ = ["RealDefectSynthesizer", "resolve_bank", "warp_entry", "to_target_channels"]
+__all__ = ["RealDefectSynthesizer", "resolve_bank", "warp_entry", "to_target_channels", "differs"]
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -52,28 +52,56 @@ def to_target_channels(patch: np.ndarray, channels: int) -> np.ndarray:
     return np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None]
 
 
+def differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(h, w)`` bool: where two ``(h, w, C)`` arrays differ in any channel (``(a != b).any(2)``,
+    without numpy's slow reduction over a short last axis)."""
+    ne = a != b
+    out = ne[..., 0]
+    for k in range(1, ne.shape[2]):
+        out = out | ne[..., k]
+    return out
+
+
 def _linear(p: dict, entry: DefectEntry, height: int, width: int) -> np.ndarray:
-    """The 2x2 map ``s R J F N`` from crop to target pixels (x, y order)."""
-    nat = np.diag([width / entry.image_size[1], height / entry.image_size[0]])
-    flip = np.diag([-1.0 if p["flip"] else 1.0, 1.0])
+    """The 2x2 map ``s R J F N`` from crop to target pixels (x, y order).
+
+    Written out (no matrix products: it runs for every sample): ``N = diag(nx, ny)`` the natural
+    scale, ``F = diag(+-1, 1)`` the flip, ``J = [[a, shear], [0, 1/a]]`` (``a = sqrt(aspect)``),
+    ``R = [[cos, sin], [-sin, cos]]`` (counter-clockwise on screen), ``s`` the scale.
+    """
+    nx, ny = width / entry.image_size[1], height / entry.image_size[0]
+    f = -1.0 if p["flip"] else 1.0
     a = math.sqrt(p.get("aspect", 1.0))
-    jitter = np.array([[a, p.get("shear", 0.0)], [0.0, 1.0 / a]])
+    sh = p.get("shear", 0.0)
     t = math.radians(p["angle"])
-    rot = np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])  # counter-clockwise on screen
-    return p["scale"] * rot @ jitter @ flip @ nat
+    c, s = math.cos(t), math.sin(t)
+    k = p["scale"]
+    j00, j01, j11 = a * f * nx, sh * ny, ny / a  # J F N = [[j00, j01], [0, j11]]
+    return np.array([[k * c * j00, k * (c * j01 + s * j11)], [-k * s * j00, k * (c * j11 - s * j01)]])
 
 
-def _component_centre(entry: DefectEntry) -> np.ndarray:
+def _component_centre(entry: DefectEntry) -> tuple[float, float]:
     y0, x0, y1, x1 = entry.box
-    return np.array([(x0 + x1 - 1) / 2.0, (y0 + y1 - 1) / 2.0])
+    return (x0 + x1 - 1) / 2.0, (y0 + y1 - 1) / 2.0
+
+
+def _moved_bounds(linear: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> tuple[float, float, float, float]:
+    """``(min x, max x, min y, max y)`` of the rectangle ``[x0, x1] x [y0, y1]`` (relative to the
+    centre) under ``linear``: each coordinate's extreme takes each term's extreme."""
+    (m00, m01), (m10, m11) = linear.tolist()
+    xs0, xs1 = sorted((m00 * x0, m00 * x1))
+    xt0, xt1 = sorted((m01 * y0, m01 * y1))
+    ys0, ys1 = sorted((m10 * x0, m10 * x1))
+    yt0, yt1 = sorted((m11 * y0, m11 * y1))
+    return xs0 + xt0, xs1 + xt1, ys0 + yt0, ys1 + yt1
 
 
 def _extent(linear: np.ndarray, entry: DefectEntry) -> tuple[float, float]:
     """Height and width in target pixels of the component's box after the map."""
     y0, x0, y1, x1 = entry.box
-    corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], float) - _component_centre(entry)
-    moved = corners @ linear.T
-    return float(np.ptp(moved[:, 1])), float(np.ptp(moved[:, 0]))
+    cx, cy = _component_centre(entry)
+    lx, hx, ly, hy = _moved_bounds(linear, x0 - cx, y0 - cy, x1 - cx, y1 - cy)
+    return hy - ly, hx - lx
 
 
 def warp_entry(entry: DefectEntry, p: dict, height: int, width: int, displacement=None, surround: bool = True):
@@ -86,24 +114,25 @@ def warp_entry(entry: DefectEntry, p: dict, height: int, width: int, displacemen
     Without ``surround`` only the component's box is warped (``context`` and ``valid`` are ``None``).
     """
     linear = _linear(p, entry, height, width)
-    c_s = _component_centre(entry)
-    c_t = np.array([p["centre"][1], p["centre"][0]], float)
+    cx, cy = _component_centre(entry)
+    tx, ty = float(p["centre"][1]), float(p["centre"][0])
     if surround:
         sy0, sx0, (sy1, sx1) = 0, 0, entry.crop.shape[:2]
     else:
         sy0, sx0, sy1, sx1 = entry.box
-    corners = np.array([[sx0, sy0], [sx1 - 1, sy0], [sx0, sy1 - 1], [sx1 - 1, sy1 - 1]], float) - c_s
-    moved = corners @ linear.T + c_t
+    lx, hx, ly, hy = _moved_bounds(linear, sx0 - cx, sy0 - cy, sx1 - 1 - cx, sy1 - 1 - cy)
     pad = 2 + (p.get("elastic_pad", 0) or 0)
-    left = max(int(math.floor(moved[:, 0].min())) - pad, 0)
-    top = max(int(math.floor(moved[:, 1].min())) - pad, 0)
-    right = min(int(math.ceil(moved[:, 0].max())) + pad + 1, width)
-    bottom = min(int(math.ceil(moved[:, 1].max())) + pad + 1, height)
+    left = max(int(math.floor(lx + tx)) - pad, 0)
+    top = max(int(math.floor(ly + ty)) - pad, 0)
+    right = min(int(math.ceil(hx + tx)) + pad + 1, width)
+    bottom = min(int(math.ceil(hy + ty)) + pad + 1, height)
     if right - left < 2 or bottom - top < 2:
         return None
     h, w = bottom - top, right - left
-    inv = np.linalg.inv(linear)
-    offset = c_s - inv @ (c_t - np.array([left, top], float)) - np.array([sx0, sy0], float)
+    (m00, m01), (m10, m11) = linear.tolist()
+    det = m00 * m11 - m01 * m10
+    inv = np.array([[m11 / det, -m01 / det], [-m10 / det, m00 / det]])
+    offset = np.array([cx - sx0, cy - sy0]) - inv @ np.array([tx - left, ty - top])
     # one 4-channel warp: RGB + component; a second for surround and validity
     first, second = entry.layers()
     first = first[sy0:sy1, sx0:sx1]
@@ -154,7 +183,9 @@ class RealDefectSynthesizer(Synthesizer):
     any_dtype = True
     #: Needs a bank of real defects (``bank=``): test matrices and "every method" lists check this.
     needs_bank = True
-    _rotation_step: float | None = None  # 90 for copy_paste; None = any angle in angle_range
+    #: Threads for the per-sample loop (None: torch's thread count; 1: in the calling thread, for
+    #: methods whose per-sample work is too short for a thread pool to pay off).
+    sample_threads: int | None = None
 
     def __init__(self, bank=None, anomaly_probability: float = 1.0, defect_types=None, flip_probability: float = 0.5,
                  scale_range=(0.75, 1.25), max_attempts: int = 10):
@@ -269,7 +300,7 @@ class RealDefectSynthesizer(Synthesizer):
         def make(i: int) -> bool:
             return self._sample(out_np, images_np, masks, params, rngs, fg, i, is_uint8)
 
-        done = map_samples(make, range(b))
+        done = map_samples(make, range(b), self.sample_threads)
         labels = torch.tensor([int(d) for d in done], dtype=torch.long) * self.anomaly_label
         dev = images.device
         return ApplyResult(out.to(dev), torch.from_numpy(masks).to(dev), labels.to(dev))

@@ -5,9 +5,12 @@ Synthesis", arXiv 2502.16412: defect content is made apart from the part, then b
 normal images with an improved Poisson blending, and a fine mask is derived from the blend;
 ``/work/shared/reference/methods.md``, "Generative and diffusion-based"). DCDGANc's generator is
 replaced by the real defects of a :class:`~defectforge.sources.defects.DefectBank`; no DCDGANc code
-is used or published. Poisson image editing: Perez, Gangnet & Blake, SIGGRAPH 2003 (OpenCV
-``seamlessClone``; mixed gradients keep, per pixel, the stronger of the defect's and the
-target's gradient, so the target's texture continues through the defect).
+is used or published. Poisson image editing: Perez, Gangnet & Blake, SIGGRAPH 2003, solved by
+:func:`~defectforge.functional.poisson.poisson_blend` (sine transforms on the region's box; the
+same discretisation as OpenCV's ``seamlessClone``, about 3x faster, grey images as one channel);
+mixed gradients keep, per pixel edge, the larger of the defect's and the target's difference (the
+paper's eq. 13; OpenCV's ``MIXED_CLONE`` compares ``|gx - gy|`` instead), so the target's
+texture continues through the defect where it is stronger.
 
 Per sample (every choice drawn in :meth:`sample_params` and recorded):
 
@@ -44,13 +47,14 @@ import numpy as np
 
 from ..core.registry import register_method
 from ..core.validation import check_choice, check_interval, check_range
-from ..functional.shapes import poisson_paste
+from ..functional.poisson import poisson_blend
 from ._common import RealDefectSynthesizer, _extent, _linear, to_target_channels, warp_entry
 
 __all__ = ["DefectTransplantSynthesizer", "BLENDS"]
 
 BLENDS = ("mixed", "normal", "paste")
 _MIN_STAT_PIXELS = 16
+_RING = 8  # target pixels read around the canvas (the Poisson solve's boundary ring and its growth)
 
 
 class DefectTransplantSynthesizer(RealDefectSynthesizer):
@@ -78,8 +82,9 @@ class DefectTransplantSynthesizer(RealDefectSynthesizer):
     blend : str
         ``"mixed"`` (mixed-gradient Poisson, default), ``"normal"`` (Poisson) or ``"paste"``.
     blend_margin : int
-        Dilation in pixels of the component giving the Poisson region: 6 (chosen here: OpenCV's solver
-        loses about 3 pixels at the region's edge, so a tighter region cuts off the defect's own edges).
+        Dilation in pixels of the component giving the Poisson region: 6 (chosen here: the defect's
+        gradients guide only the region eroded by 3 pixels, as in OpenCV's solver, so a tighter region
+        cuts off the defect's own edges).
     tolerance : float
         Change (0..255) above which a pixel outside the transplanted component is in the mask; smaller
         changes there are undone: 8 (chosen here).
@@ -156,20 +161,20 @@ class DefectTransplantSynthesizer(RealDefectSynthesizer):
         h, w, c = shape
         displacement = None
         if "elastic" in p:
-            grid = np.asarray(p["elastic"], np.float32) * np.float32(p["elastic_px"])
+            # (g, g, 2): both offset fields upsampled by one bicubic resize
+            grid = np.ascontiguousarray(np.moveaxis(np.asarray(p["elastic"], np.float32), 0, -1)) * np.float32(p["elastic_px"])
 
             def displacement(ch: int, cw: int):
-                dx = cv2.resize(grid[0], (cw, ch), interpolation=cv2.INTER_CUBIC)
-                dy = cv2.resize(grid[1], (cw, ch), interpolation=cv2.INTER_CUBIC)
-                return dx, dy
+                field = cv2.resize(grid, (cw, ch), interpolation=cv2.INTER_CUBIC)
+                return field[..., 0], field[..., 1]
         warped = warp_entry(entry, p, h, w, displacement)
         if warped is None:
             return None
         top, left, crop, own, context, valid = warped
         bh, bw = own.shape
-        # the Poisson solver reads at most 3 pixels around the canvas: a window of 4 is the same
-        wy0, wx0 = max(top - 4, 0), max(left - 4, 0)
-        image = window(wy0, min(top + bh + 4, h), wx0, min(left + bw + 4, w))
+        # the Poisson solve reads a ring around the region, grown by a few pixels to a fast transform size
+        wy0, wx0 = max(top - _RING, 0), max(left - _RING, 0)
+        image = window(wy0, min(top + bh + _RING, h), wx0, min(left + bw + _RING, w))
         box = image[top - wy0:top - wy0 + bh, left - wx0:left - wx0 + bw]
         crop = to_target_channels(crop, c)
         if self.color_match:
@@ -185,11 +190,14 @@ class DefectTransplantSynthesizer(RealDefectSynthesizer):
             if area is not None:
                 sel &= area
             patch = np.where(valid[..., None], crop, box)
-            new, _ = poisson_paste(image, np.ascontiguousarray(patch), sel, top - wy0, left - wx0,
+            new, _ = poisson_blend(image, np.ascontiguousarray(patch), sel, top - wy0, left - wx0,
                                    self.blend == "mixed")
-        delta = np.abs(new.astype(np.int16) - box.astype(np.int16)).max(2)
+        diff = cv2.absdiff(new, box).reshape(bh, bw, c)
+        delta = diff[..., 0]
+        for k in range(1, c):
+            delta = np.maximum(delta, diff[..., k])
         changed = (delta > self.tolerance) | (own & (delta > 0))
-        if not changed.any():
+        if not cv2.countNonZero(changed.view(np.uint8)):
             return None
         return top, left, new, changed
 
