@@ -124,3 +124,33 @@ def test_prompt_inpaint_device_passes_through(sd_folder):
         out = cuda(x, seed=0)
         assert out.images.device == x.device
         assert torch.equal(out.images[out.masks.expand_as(x) == 0], x[out.masks.expand_as(x) == 0])
+
+
+# --- the few-shot benchmark with methods that need a model -------------------------------------
+def test_few_shot_benchmark_runs_methods_given_a_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from defectforge.cli.main import _register_commands, app
+    from defectforge.detectors import BenchmarkConfig
+    from defectforge.detectors.benchmark.fewshot import run_few_shot_benchmark
+    from test_realdefect import make_category
+
+    cat = make_category(tmp_path / "cat", per_type=6)
+    tiny_gan(16, 3, types=("hole", "scratch"), seed=1).save(tmp_path / "gan")
+    cfg = BenchmarkConfig(backbone="tiny", size=32, steps=2, batch_size=4, width=8)
+    options = {"gan_transplant": {"model": str(tmp_path / "gan")}}
+    result = run_few_shot_benchmark(cat, "1/3", ["gan_transplant"], [0], tmp_path / "bench", cfg, baseline=False,
+                                    log=lambda m: None, method_options=options)
+    run = json.loads((tmp_path / "bench" / result["run_dir"].split("/")[-1] / "gan_transplant" / "seed0.json").read_text())
+    assert set(run["per_type"]) == {"hole", "scratch"}
+    with pytest.raises(ValueError, match="model=PATH"):  # without a model: the error says what to pass
+        run_few_shot_benchmark(cat, "1/3", ["gan_transplant"], [0], tmp_path / "b2", cfg, baseline=False,
+                               log=lambda m: None)
+    with pytest.raises(ValueError, match="does not include"):
+        run_few_shot_benchmark(cat, "1/3", ["copy_paste"], [0], tmp_path / "b3", cfg, baseline=False,
+                               log=lambda m: None, method_options=options)
+    _register_commands()
+    result = CliRunner().invoke(app, ["benchmark", str(cat), "--set", "gan_transplant.model=x"])
+    assert result.exit_code == 2 and "--few-shot" in result.output
+    result = CliRunner().invoke(app, ["benchmark", str(cat), "--few-shot", "1/3", "--set", "model=x"])
+    assert result.exit_code == 2 and "METHOD.KEY=VALUE" in result.output

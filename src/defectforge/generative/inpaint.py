@@ -122,7 +122,7 @@ def tiny_sd_inpaint(folder, seed: int = 0):
     Examples
     --------
     >>> import pytest, tempfile; _ = pytest.importorskip("transformers"); _ = pytest.importorskip("diffusers")
-    >>> folder = tempfile.mkdtemp(); tiny_sd_inpaint(folder)
+    >>> folder = tempfile.mkdtemp(); _ = tiny_sd_inpaint(folder)
     >>> sorted(p.name for p in Path(folder).iterdir())[:3]
     ['model_index.json', 'scheduler', 'text_encoder']
     """
