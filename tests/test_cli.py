@@ -71,6 +71,16 @@ def test_bench_json():
     assert {"ms_per_image", "threads"} <= set(rows[0]) and rows[0]["size"] == 64
 
 
+def test_bench_measures_the_anomalous_share_instead_of_assuming_it():
+    # cutpaste_3way's class 0 is normal (1/3 of samples): the row says so, cutpaste's row says 100%
+    result = runner.invoke(app, ["bench", "-m", "cutpaste_3way,cutpaste", "--size", "64", "--batch", "48",
+                                 "--min-time", "0.05", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["method"]: r for r in json.loads(result.stdout)}
+    assert 0.45 < rows["cutpaste_3way"]["anomalous_fraction"] < 0.85
+    assert rows["cutpaste"]["anomalous_fraction"] == 1.0
+
+
 def _fake_anomalib(monkeypatch, make_output):
     """Install a stand-in ``anomalib`` package whose generator returns ``make_output(x)``."""
     import sys

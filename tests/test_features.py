@@ -167,6 +167,21 @@ def test_pbas_shift_is_k_times_r_away_from_nearest_centre(radius):
     torch.testing.assert_close(new_dist.reshape(4, -1), dist + (0.25 * r)[:, None], rtol=1e-4, atol=1e-5)
 
 
+def test_pbas_with_a_given_assignment_equals_its_own_search():
+    f = _features(4)
+    centres = torch.randn(10, C)
+    rows = f.permute(0, 2, 3, 1).reshape(-1, C)
+    nearest = nearest_centres(rows, centres).reshape(4, H, W, C).permute(0, 3, 1, 2)
+    assert nearest.shape == f.shape
+    pbas = defectforge.create("pbas")
+    searched, given = pbas(f, centres=centres), pbas(f, centres=centres, nearest=nearest)
+    assert torch.equal(searched.features, given.features)
+    # a wrong assignment changes the result (the argument is used), and a wrong shape is refused
+    assert not torch.equal(pbas(f, centres=centres, nearest=torch.zeros_like(f)).features, searched.features)
+    with pytest.raises(ValueError, match="nearest must have the features' shape"):
+        pbas(f, centres=centres, nearest=nearest[:, :, :2])
+
+
 def test_centre_bank_ema():
     bank = CentreBank(momentum=0.9)
     a, b = torch.ones(2, 3, 2, 2), torch.zeros(2, 3, 2, 2)

@@ -222,3 +222,54 @@ def _tiny():
     from conftest import tiny_defect_bank
 
     return tiny_defect_bank()
+
+
+def test_blend_keeps_the_defects_contrast():
+    """The Poisson blend keeps a small dark defect as dark against its surround as a paste does
+    (the defect's own gradients guide its edge; before, an eroded guidance region faded it)."""
+    # a 24 px hole in a 256 px image lands at 64 px as 6 px with 3 px of its surround (crop margin 12 px)
+    g = np.random.default_rng(0)
+    image = (100 + g.normal(0, 5, (256, 256, 3))).clip(0, 255).astype(np.uint8)
+    mask = np.zeros((256, 256), np.uint8)
+    mask[100:124, 90:114] = 255
+    image[mask > 0] = 40
+    bank = DefectBank.from_arrays([image], [mask], ["hole"])
+    x = normal_batch(8)
+    paste = defectforge.create("defect_transplant", bank=bank, blend="paste", tolerance=254)(x, seed=4)
+    mixed = defectforge.create("defect_transplant", bank=bank, tolerance=254)(x, seed=4)
+    sel = paste.masks.expand_as(x) > 0
+    drop_paste = (x.float() - paste.images.float())[sel].mean()
+    drop_mixed = (x.float() - mixed.images.float())[sel].mean()
+    assert drop_paste > 30 and drop_mixed > 0.8 * drop_paste
+
+
+def _edge_bank(side: str):
+    """One dark defect cut off by its image's ``side`` edge."""
+    image = (100 + np.random.default_rng(0).normal(0, 4, (64, 64, 3))).clip(0, 255).astype(np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    rows, cols = {"bottom": (slice(50, 64), slice(20, 40)), "left": (slice(20, 40), slice(0, 14))}[side]
+    mask[rows, cols] = 255
+    image[mask > 0] = 40
+    return DefectBank.from_arrays([image], [mask], ["break"])
+
+
+@pytest.mark.parametrize("side", ["bottom", "left"])
+def test_transplant_keeps_edge_defects_at_the_edge(side):
+    bank = _edge_bank(side)
+    assert bank.entries[0].borders == (side,)
+    x = torch.full((6, 3, 80, 80), 180, dtype=torch.uint8)
+    out = defectforge.create("defect_transplant", bank=bank)(x, seed=0)
+    edge = out.masks[:, 0, -1, :] if side == "bottom" else out.masks[:, 0, :, 0]
+    assert edge.flatten(1).any(1).all(), "every defect reaches the same edge of the target"
+    assert all(p["anchor"] == {"source_side": side, "side": side} for p in out.params)
+    assert {p["angle"] for p in out.params} <= {0.0, 180.0}
+    # the cut side is a free (mirrored) Poisson boundary: the defect keeps its level up to the edge
+    # instead of being pulled to the target's value there (colour match: 180 - 60 * gain >= 0.75)
+    inside = out.images[:, 0][out.masks[:, 0] > 0].float()
+    assert inside.mean() < 150
+    # copy_paste (the papers' baseline) places anywhere
+    paste = defectforge.create("copy_paste", bank=bank)(x, seed=0)
+    assert "anchor" not in paste.params[0]
+    # anchor_edges=False: the old behaviour (any angle, anywhere)
+    free = defectforge.create("defect_transplant", bank=bank, anchor_edges=False)(x, seed=0)
+    assert any(p["angle"] % 90 for p in free.params)

@@ -51,9 +51,12 @@ def time_callable(fn, min_time: float, max_iterations: int) -> tuple[float, int]
 
 
 def bench_method(name: str, batch_images, min_time: float = 2.0, max_iterations: int = 1000, bank=None) -> dict:
-    """Throughput of registry method ``name`` (every sample anomalous) on ``batch_images``, textures preloaded.
+    """Throughput of registry method ``name`` on ``batch_images``, textures preloaded.
 
-    Methods that place real defects get ``bank`` (a loaded :class:`~defectforge.sources.defects.DefectBank`).
+    The method runs with its preset's own anomaly probability (every preset is all-anomalous
+    except ``cutpaste_3way``, whose class 0 is normal); ``anomalous_fraction`` is measured on the
+    timed calls' labels, not assumed. Methods that place real defects get ``bank`` (a loaded
+    :class:`~defectforge.sources.defects.DefectBank`).
     """
     from ..pipelines.generate import build_synthesizer
 
@@ -67,10 +70,16 @@ def bench_method(name: str, batch_images, min_time: float = 2.0, max_iterations:
         textures.preload(*batch_images.shape[-2:], getattr(synth, "texture_resize", "stretch"))
     # methods that cut from other images get the batch itself as their donor pool
     donors = batch_images if getattr(synth, "uses_donors", False) else None
-    per_call, iterations = time_callable(lambda k: synth(batch_images, seed=k, donors=donors), min_time, max_iterations)
+    labelled = []
+
+    def call(k):
+        labelled.append((synth(batch_images, seed=k, donors=donors).labels > 0).float().mean().item())
+
+    per_call, iterations = time_callable(call, min_time, max_iterations)
     b = batch_images.shape[0]
     return {"method": name, "images_per_second": b / per_call, "ms_per_image": per_call / b * 1e3,
-            "iterations": iterations, "cpu_bound": method_info(name).cpu_bound}
+            "iterations": iterations, "cpu_bound": method_info(name).cpu_bound,
+            "anomalous_fraction": sum(labelled) / len(labelled)}
 
 
 def _measured_masks(out, images) -> dict:
@@ -124,7 +133,10 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def _row_line(row: dict) -> str:
-    return f"{row['method']:<22} {row['images_per_second']:9.1f} img/s  {row['ms_per_image']:7.3f} ms/img"
+    line = f"{row['method']:<22} {row['images_per_second']:9.1f} img/s  {row['ms_per_image']:7.3f} ms/img"
+    if row.get("anomalous_fraction", 1.0) < 1.0:
+        line += f"  ({100 * row['anomalous_fraction']:.0f}% of samples anomalous)"
+    return line
 
 
 def scaling_table(rows: list[dict], sizes: list[int]) -> list[str]:
@@ -159,7 +171,8 @@ def bench_command(
                                            "(1/3, a fraction or a count), as the few-shot protocol."),
     level: str = typer.Option("image", "--level", help="image, or feature: time the feature-level methods on a "
                                                        "(batch, channels, 32, 32) feature batch and their share of "
-                                                       "a training step of their detector."),
+                                                       "a training step of their detector (dsr: on the bottom-encoder latents of a random VQ-VAE, "
+                                                       "(batch, channels, 32, 32) = 128 px images)."),
     channels: int = typer.Option(128, "--channels", min=1, help="Feature channels for --level feature."),
 ):
     """Measure images per second for each method on preloaded inputs."""
@@ -258,7 +271,7 @@ def _bench_features(level: str, names: list[str], batch: int, channels: int, dev
     if level != "feature":
         typer.secho(f"error: --level must be image or feature, got {level!r}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
-    names = names or defectforge.list_methods(level="feature")
+    names = names or defectforge.list_methods(level="feature") + defectforge.list_methods(level="latent")
     load_before = _load()
     if not as_json and load_before is not None:
         typer.echo(f"load average before: {load_before:.2f} (on {_cpus()} CPUs); features ({batch}, {channels}, 32, 32)")

@@ -1,5 +1,7 @@
 """``defectforge bench --level feature``: time each feature-level synthesizer on a ``(B, C, h, w)``
-batch and its share of one training step of the detector that uses it."""
+batch and its share of one training step of the detector that uses it; the latent-level ``dsr``
+on ``(B, C, h, w)`` bottom-encoder latents of a random ``small``-size VQ-VAE with ``C`` hidden
+channels (the latents of ``(4h, 4w)`` px images), its detector step on such images."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import time
 #: The detector that trains on each feature-level method (presets share their method's detector).
 DETECTOR_OF = {"simplenet": "simplenet", "simplenet_code": "simplenet", "supersimplenet": "supersimplenet",
                "supersimplenet_visa": "supersimplenet", "glass_gas": "glass", "pbas": "pbas",
-               "uniad_jitter": "uniad"}
+               "uniad_jitter": "uniad", "dsr": "dsr"}
 
 
 def bench_feature_method(name: str, batch: int = 32, channels: int = 128, grid: int = 32, device: str = "cpu",
@@ -29,9 +31,11 @@ def bench_feature_method(name: str, batch: int = 32, channels: int = 128, grid: 
     from .bench import time_callable
 
     info = defectforge.method_info(name)
-    if info.level != "feature":
+    if info.level not in ("feature", "latent"):
         raise ValueError(f"method {name!r} is {info.level}-level; --level feature times "
-                         f"{', '.join(defectforge.list_methods(level='feature'))}")
+                         f"{', '.join(defectforge.list_methods(level='feature') + defectforge.list_methods(level='latent'))}")
+    if info.level == "latent":
+        return _bench_dsr(name, batch, channels, grid, device, min_time, train_steps)
     synth = defectforge.create(name)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, channels, grid, grid, generator=gen).to(device)
@@ -54,6 +58,39 @@ def bench_feature_method(name: str, batch: int = 32, channels: int = 128, grid: 
         det.fit(None, name, steps=1, batch_size=batch, seed=0, features=pool)  # warm-up
         start = time.perf_counter()
         record = det.fit(None, name, steps=train_steps, batch_size=batch, seed=0, features=pool)
+        row.update(step_seconds=record.seconds / train_steps, synthesis_share=record.synthesis_seconds / record.seconds,
+                   wall_seconds=time.perf_counter() - start)
+    return row
+
+
+def _bench_dsr(name: str, batch: int, channels: int, grid: int, device: str, min_time: float, train_steps: int) -> dict:
+    """The ``dsr`` row: synthesis on ``enc_b`` latents ``(batch, channels, grid, grid)`` and the share of
+    the dsr detector's training step at ``4 * grid`` px (the detector synthesises from its images)."""
+    import torch
+
+    import defectforge
+
+    from ..detectors.dsr import DSRDetector
+    from ..generative.vqvae import VQVAE_WIDTHS, TwoLevelVQVAE
+    from .bench import time_callable
+
+    gen = torch.Generator().manual_seed(0)
+    settings = {**VQVAE_WIDTHS["small"], "hidden": channels, "residual_hidden": max(1, channels // 2)}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        vq = TwoLevelVQVAE(**settings).to(device).eval()
+    synth = defectforge.create(name)
+    x = torch.randn(batch, channels, grid, grid, generator=gen).to(device)
+    seconds, iterations = time_callable(lambda k: synth(x, seed=k, vqvae=vq), min_time, 1000)
+    row = {"method": name, "level": "latent", "batch": batch, "shape": [batch, channels, grid, grid],
+           "seconds_per_batch": seconds, "maps_per_second": batch / seconds, "iterations": iterations,
+           "detector": "dsr", "vqvae": settings}
+    if train_steps > 0:
+        det = DSRDetector(vq, resolution=4 * grid, device=device)
+        images = (torch.rand(batch * 2, 3, 4 * grid, 4 * grid, generator=gen) * 255).to(torch.uint8)
+        det.fit(images, name, steps=1, batch_size=batch, seed=0)  # warm-up
+        start = time.perf_counter()
+        record = det.fit(images, name, steps=train_steps, batch_size=batch, seed=0)
         row.update(step_seconds=record.seconds / train_steps, synthesis_share=record.synthesis_seconds / record.seconds,
                    wall_seconds=time.perf_counter() - start)
     return row

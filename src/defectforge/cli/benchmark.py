@@ -22,7 +22,8 @@ def benchmark_command(
                                                 help="Synthesis methods (repeatable or comma-separated); default: every image-level method "
                                                      "(feature-level detectors: their own method)."),
     detector: str = typer.Option("seghead", "--detector", help="seghead (frozen backbone + head), draem_seg (DRAEM's discriminative net), or a detector trained on "
-                                     "feature-level synthesis: simplenet, supersimplenet, glass, pbas, uniad."),
+                                     "feature-level synthesis: simplenet, supersimplenet, glass, pbas, uniad; or dsr (DSR's sub-networks on "
+                                     "a VQ-VAE trained once per dataset and cached, latent-level dsr anomalies)."),
     steps: int = typer.Option(500, "--steps", min=1, help="Training steps per run."),
     batch_size: int = typer.Option(8, "--batch", min=2, help="Images per step: half normal, half synthetic."),
     size: int = typer.Option(256, "--size", min=32, help="Images are resized to size x size."),
@@ -36,6 +37,8 @@ def benchmark_command(
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0,
                                          help="Also measure image AUROC every N steps (convergence check)."),
     threads: int = typer.Option(2, "--threads", min=1, help="torch threads."),
+    vqvae_steps: int = typer.Option(3000, "--vqvae-steps", min=1, help="--detector dsr: training steps of its VQ-VAE "
+                                    "(one-off per dataset, cached under OUT/cache)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ... (timings are recorded per run)."),
     few_shot: Optional[str] = typer.Option(None, "--few-shot", help="Few-shot protocol: this part of each defect "
                                            "type's real defects (1/3 = the papers', any fraction, or a count) feeds "
@@ -62,7 +65,7 @@ def benchmark_command(
     cfg = BenchmarkConfig(detector=detector, backbone=backbone,
                           backbone_weights=str(backbone_weights) if backbone_weights else None,
                           size=size, steps=steps, batch_size=batch_size, width=width,
-                          checkpoint_every=checkpoint_every, device=device)
+                          checkpoint_every=checkpoint_every, device=device, vqvae_steps=vqvae_steps)
     log = lambda msg: typer.echo(msg, err=True)  # noqa: E731
     if set_ and few_shot is None:
         typer.secho("error: --set METHOD.KEY=VALUE is a --few-shot option", fg=typer.colors.RED, err=True)

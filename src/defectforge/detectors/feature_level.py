@@ -69,7 +69,7 @@ from torch import nn
 from ..core.seeding import torch_generator
 from ..features import CentreBank, nearest_centres
 from .backbones import Backbone
-from .training import DETECTION_SIGMA, TrainingRecord, gaussian_smooth, scoring_features
+from .training import TrainingRecord, maps_from_cells, scoring_features
 
 __all__ = ["FEATURE_DETECTORS", "FeatureDetector", "SimpleNetDetector", "SuperSimpleNetDetector", "GlassDetector",
            "PBASDetector", "UniADDetector", "make_feature_detector"]
@@ -215,11 +215,7 @@ class FeatureDetector:
             raise RuntimeError("call fit() before score_maps()")
         features, size = scoring_features(self.backbone, images, features, size)
         self.modules.eval()
-        out = []
-        for start in range(0, features.shape[0], chunk):
-            scores = self.cell_scores(self.prepare(features[start:start + chunk])).float()
-            out.append(F.interpolate(scores, size=(size, size), mode="bilinear", align_corners=False)[:, 0])
-        return gaussian_smooth(torch.cat(out), DETECTION_SIGMA).cpu()
+        return maps_from_cells(features, size, lambda f: self.cell_scores(self.prepare(f)), chunk)
 
 
 class SimpleNetDetector(FeatureDetector):
@@ -403,8 +399,11 @@ class PBASDetector(_SigmoidDiscriminatorDetector):
         true = self.adapt(x)
         centres = self.bank.update(true)
         rows = _rows(true)
-        compact = (rows - nearest_centres(rows, centres)).norm(dim=1).mean()
-        fake = self.synthesize(synth, true.detach(), step, seed, centres=centres).features
+        b, _, h, w = true.shape
+        with torch.no_grad():  # one search serves the compactness loss and the push (both need c*)
+            nearest = nearest_centres(rows.detach(), centres)
+        compact = (rows - nearest).norm(dim=1).mean()
+        fake = self.synthesize(synth, true.detach(), step, seed, centres=centres, nearest=_grid(nearest, b, h, w)).features
         fake = true + (fake - true.detach())  # PBAS detaches only the push
         scores = self.modules["discriminator"](torch.cat([rows, _rows(fake)]))
         n = scores.shape[0] // 2

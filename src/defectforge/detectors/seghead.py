@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import Backbone
-from .training import DETECTION_SIGMA, TrainingBatches, TrainingRecord, focal_l1_loss, gaussian_smooth, scoring_features
+from .training import TrainingBatches, TrainingRecord, focal_l1_loss, maps_from_cells, scoring_features
 
 __all__ = ["SegHead", "SegHeadDetector"]
 
@@ -125,10 +125,5 @@ class SegHeadDetector:
             raise RuntimeError("call fit() before score_maps()")
         features, size = scoring_features(self.backbone, images, features, size)
         self.head.eval()
-        out = []
-        for start in range(0, features.shape[0], chunk):
-            logits = self.head(self._standardise(features[start:start + chunk]))
-            out.append(F.interpolate(torch.sigmoid(logits), size=(size, size), mode="bilinear",
-                                     align_corners=False)[:, 0])
-        return gaussian_smooth(torch.cat(out), DETECTION_SIGMA).cpu()
+        return maps_from_cells(features, size, lambda f: torch.sigmoid(self.head(self._standardise(f))), chunk)
 

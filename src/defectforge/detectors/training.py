@@ -138,6 +138,17 @@ def scoring_features(backbone, images: torch.Tensor | None, features: torch.Tens
     return features, size
 
 
+def maps_from_cells(features: torch.Tensor, size: int, cells, chunk: int) -> torch.Tensor:
+    """``(N, size, size)`` score maps: ``cells(features[chunk])`` -> ``(n, 1, h, w)`` scores per
+    feature cell, in chunks of ``chunk`` maps, upsampled bilinearly to ``size`` and smoothed
+    (sigma :data:`DETECTION_SIGMA`), as every detector of the benchmark scores."""
+    out = []
+    for start in range(0, features.shape[0], chunk):
+        scores = cells(features[start:start + chunk]).float()
+        out.append(F.interpolate(scores, size=(size, size), mode="bilinear", align_corners=False)[:, 0])
+    return gaussian_smooth(torch.cat(out), DETECTION_SIGMA).cpu()
+
+
 def focal_l1_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
     """Focal loss (Lin et al., ICCV 2017, gamma 2) plus L1 between the probabilities and the
     (soft) target, the segmentation loss of SuperSimpleNet (Rolih et al., ICPR 2024)."""

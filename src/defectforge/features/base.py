@@ -79,15 +79,21 @@ class FeatureContext:
     centres : torch.Tensor, optional
         ``(K, C)`` normal centres (PBAS pushes features away from the cosine-nearest one;
         GLASS-GAS hypersphere mode projects around ``centres`` of the same grid position).
+    nearest : torch.Tensor, optional
+        ``(B, C, h, w)`` the centre already assigned to each feature (PBAS's detector finds the
+        cosine-nearest centre once per step for its compactness loss; passing it here spares the
+        synthesizer the same search). Must equal what the search over ``centres`` would give.
     """
 
     masks: torch.Tensor | None = None
     discriminator: Callable[[torch.Tensor], torch.Tensor] | None = None
     centres: torch.Tensor | None = None
+    nearest: torch.Tensor | None = None
 
     def select(self, index: torch.Tensor) -> "FeatureContext":
         return FeatureContext(masks=None if self.masks is None else self.masks[index],
-                              discriminator=self.discriminator, centres=self.centres)
+                              discriminator=self.discriminator, centres=self.centres,
+                              nearest=None if self.nearest is None else self.nearest[index])
 
 
 def validate_features(features: torch.Tensor) -> None:
@@ -172,7 +178,7 @@ class FeatureSynthesizer:
 
     def __call__(self, features: torch.Tensor, *, seed: int = 0, indices: Sequence[int] | None = None,
                  masks: torch.Tensor | None = None, discriminator=None, centres: torch.Tensor | None = None,
-                 context: FeatureContext | None = None) -> FeatureSynthesisResult:
+                 nearest: torch.Tensor | None = None, context: FeatureContext | None = None) -> FeatureSynthesisResult:
         """Synthesise anomalies on a batch of feature maps.
 
         Parameters
@@ -183,14 +189,14 @@ class FeatureSynthesizer:
             Run seed; sample ``indices[i]`` depends on ``(seed, indices[i])`` only.
         indices : sequence of int, optional
             Global index of each sample (default ``0..B-1``).
-        masks, discriminator, centres
+        masks, discriminator, centres, nearest
             Shortcuts for the fields of :class:`FeatureContext`.
         """
         validate_features(features)
         indices = list(range(features.shape[0])) if indices is None else [int(i) for i in indices]
         if len(indices) != features.shape[0]:
             raise ValueError(f"got {len(indices)} indices for a batch of {features.shape[0]} feature maps")
-        ctx = context or FeatureContext(masks=masks, discriminator=discriminator, centres=centres)
+        ctx = context or FeatureContext(masks=masks, discriminator=discriminator, centres=centres, nearest=nearest)
         params = self.draw(seed, indices, FeatureShape(features.shape[1:]))
         return self._run(features, params, ctx)
 
@@ -215,6 +221,9 @@ class FeatureSynthesizer:
                                  f"pass it to the call (see the method's docstring)")
         if ctx.centres is not None and (ctx.centres.ndim != 2 or ctx.centres.shape[1] != features.shape[1]):
             raise ValueError(f"centres must have shape (K, {features.shape[1]}), got {tuple(ctx.centres.shape)}")
+        if ctx.nearest is not None and tuple(ctx.nearest.shape) != tuple(features.shape):
+            raise ValueError(f"nearest must have the features' shape {tuple(features.shape)} (one assigned centre per "
+                             f"feature), got {tuple(ctx.nearest.shape)}")
 
     def _run(self, features: torch.Tensor, params: list[dict], ctx: FeatureContext) -> FeatureSynthesisResult:
         self._check_context(features, ctx)

@@ -25,6 +25,8 @@ PBAS (Chen et al., 2024, "Progressive Boundary Guided Anomaly Synthesis"; cqylun
     feature per position and updated ``c <- 0.9 c + 0.1 * batch mean`` (:class:`CentreBank`).
     ``r_ct`` is a batch mean, so a sample depends on its batch: ``radius="sample"`` takes the
     mean over the sample's own positions instead (batch-independent, not the official choice).
+    PBAS's compactness loss uses the same nearest centres, so its detector searches once per step
+    and passes the assignment (``nearest=``) instead of searching twice.
 
 Neither method draws anything beyond GAS's starting noise (seeded per sample and recorded).
 """
@@ -225,7 +227,9 @@ class PBASPush(FeatureSynthesizer):
     def apply(self, features, params, context: FeatureContext):
         b, c, h, w = features.shape
         rows = _rows(features)
-        direction = rows - nearest_centres(rows, context.centres)
+        # the search is the cost of this method; a detector that already made it passes ``nearest``
+        nearest = _rows(context.nearest.to(rows)) if context.nearest is not None else nearest_centres(rows, context.centres)
+        direction = rows - nearest
         dist = direction.norm(dim=1, keepdim=True)
         if self.radius == "batch":
             r = dist.mean().expand(b)

@@ -250,8 +250,9 @@ class GanTransplantSynthesizer(DefectTransplantSynthesizer):
     model : path or DefectGAN
         A ``defectforge train gan`` run folder (``OUT``, ``OUT/model`` or the generator file).
     Others
-        As :class:`~defectforge.realdefect.transplant.DefectTransplantSynthesizer` (no ``bank``);
-        ``max_attempts`` also bounds the latents drawn while the generated mask is empty.
+        As :class:`~defectforge.realdefect.transplant.DefectTransplantSynthesizer` (no ``bank``; no
+        ``anchor_edges``: a generated defect touches no image edge); ``max_attempts`` also bounds the
+        latents drawn while the generated mask is empty.
 
     Examples
     --------
@@ -274,11 +275,14 @@ class GanTransplantSynthesizer(DefectTransplantSynthesizer):
                  scale_range=(0.75, 1.25), angle_range=(0.0, 360.0), aspect_range=(0.8, 1.25),
                  shear_range=(-0.15, 0.15), elastic_grid: int = 4, elastic_sigma: float = 0.04,
                  color_match: bool = True, gain_range=(0.75, 1.33), blend: str = "mixed", blend_margin: int = 6,
-                 tolerance: float = 8.0, max_attempts: int = 10):
+                 tolerance: float = 8.0, max_attempts: int = 10, guide_margin: int = 2):
         self.gan = resolve_gan(model)
-        super().__init__(GeneratedDefects(self.gan), anomaly_probability, defect_types, flip_probability, scale_range,
-                         angle_range, aspect_range, shear_range, elastic_grid, elastic_sigma, color_match, gain_range,
-                         blend, blend_margin, tolerance, max_attempts)
+        super().__init__(
+            bank=GeneratedDefects(self.gan), anomaly_probability=anomaly_probability, defect_types=defect_types,
+            flip_probability=flip_probability, scale_range=scale_range, angle_range=angle_range,
+            aspect_range=aspect_range, shear_range=shear_range, elastic_grid=elastic_grid, elastic_sigma=elastic_sigma,
+            color_match=color_match, gain_range=gain_range, blend=blend, blend_margin=blend_margin,
+            tolerance=tolerance, max_attempts=max_attempts, guide_margin=guide_margin)
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments (the model as given: a path rebuilds it)."""

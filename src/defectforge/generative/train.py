@@ -6,6 +6,12 @@
   crops of the few-shot real defects (``on="defects"``, content for ``masked_diffusion``,
   Defect-Gen-style). AdamW, learning rate 1e-4 (diffusers' example).
 - ``gan``: :mod:`defectforge.generative.gan` on defect crops + masks (Adam 2e-4, betas (0.5, 0.999): DCGAN).
+- ``vqvae``: DSR's two-level VQ-VAE (:mod:`defectforge.generative.vqvae`) on normal images, MSE
+  reconstruction + commitment, EMA codebooks, Adam 1e-3 (zalandoresearch/pytorch-vq-vae, whose
+  quantiser DSR uses; DSR does not publish its ImageNet pretraining settings); ``patch`` px random
+  crops of the ``size`` px images, new every step (the model is fully convolutional); dead codes
+  restarted every 100 steps. Needs no optional extra: its checkpoint (``checkpoint.pt``) and model
+  (``vqvae.pt``) are ``torch.save`` files read back with ``weights_only=True``.
 
 Every run is seeded: step ``k``'s batch, timesteps, noise and augmentations come from a generator
 keyed by ``(seed, k)`` (:func:`~defectforge.core.seeding.sample_rng`), so a run resumed from its
@@ -37,8 +43,12 @@ from ..io.files import atomic_write_text
 
 __all__ = ["TrainConfig", "train", "KINDS", "load_checkpoint_state"]
 
-KINDS = ("ddpm", "gan")
+KINDS = ("ddpm", "gan", "vqvae")
 CHECKPOINT = "checkpoint.safetensors"
+VQVAE_CHECKPOINT = "checkpoint.pt"
+#: Dead-code restarts of the VQ-VAE's codebooks: every 100 steps, codes whose EMA usage is below
+#: 0.01 move onto random latents of the batch (not in DSR; see :mod:`defectforge.generative.vqvae`).
+VQVAE_RESTART_EVERY, VQVAE_RESTART_THRESHOLD = 100, 0.01
 
 
 @dataclass
@@ -68,8 +78,10 @@ class TrainConfig:
     def checked(self) -> "TrainConfig":
         check_choice("kind", self.kind, KINDS)
         if self.on is None:
-            self.on = "normal" if self.kind == "ddpm" else "defects"
+            self.on = "defects" if self.kind == "gan" else "normal"
         check_choice("on", self.on, ("normal", "defects"))
+        if self.kind == "vqvae" and self.on != "normal":
+            raise ValueError("the VQ-VAE trains on normal images: use --on normal (the default for vqvae)")
         if self.kind == "gan" and self.on != "defects":
             raise ValueError("the GAN trains on defect crops and masks: use --on defects (the default)")
         check_range("steps", self.steps, 1, 10 ** 8, integer=True)
@@ -85,7 +97,7 @@ class TrainConfig:
         self.few_shot = str(self.few_shot)
         parse_few_shot(self.few_shot)
         if self.lr is None:
-            self.lr = 1e-4 if self.kind == "ddpm" else 2e-4
+            self.lr = {"ddpm": 1e-4, "gan": 2e-4, "vqvae": 1e-3}[self.kind]
         return self
 
 
@@ -189,11 +201,12 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
 def train(cfg: TrainConfig, progress: bool = True, resume: bool = False) -> dict[str, Any]:
     """Train (or resume) a run; returns the summary also written to ``OUT/train.json``."""
     cfg = cfg.checked()
-    from .models import require_diffusers
+    if cfg.kind != "vqvae":
+        from .models import require_diffusers
 
-    require_diffusers()
+        require_diffusers()
     out = Path(cfg.out)
-    ckpt = out / CHECKPOINT
+    ckpt = out / (VQVAE_CHECKPOINT if cfg.kind == "vqvae" else CHECKPOINT)
     if ckpt.exists() and not resume:
         raise FileExistsError(f"{out} already holds a training run ({ckpt}); pass --resume to continue it "
                               "or choose another OUT")
@@ -208,7 +221,7 @@ def train(cfg: TrainConfig, progress: bool = True, resume: bool = False) -> dict
     out.mkdir(parents=True, exist_ok=True)
     (out / "previews").mkdir(exist_ok=True)
     atomic_write_text(out / "train_config.json", json.dumps(asdict(cfg), indent=2))
-    return (_train_ddpm if cfg.kind == "ddpm" else _train_gan)(cfg, out, ckpt, progress)
+    return {"ddpm": _train_ddpm, "gan": _train_gan, "vqvae": _train_vqvae}[cfg.kind](cfg, out, ckpt, progress)
 
 
 def _first_channels(data: str) -> int:
@@ -395,3 +408,68 @@ def _train_gan(cfg: TrainConfig, out: Path, ckpt: Path, progress: bool) -> dict:
     return _summary(cfg, out, start, step, seconds, loop.losses,
                     {"types": types, "crops": n, "parameters": sum(p.numel() for p in G.parameters()),
                      "model": str(out / "model" / "generator.safetensors")})
+
+
+def _train_vqvae(cfg: TrainConfig, out: Path, ckpt: Path, progress: bool) -> dict:
+    from ..io.files import atomic_write_bytes
+    from .data import load_normal_images
+    from .vqvae import VQVAE_WIDTHS, TwoLevelVQVAE, save_vqvae
+
+    channels = _first_channels(cfg.data)
+    data = load_normal_images(cfg.data, cfg.size, channels)
+    if cfg.width not in VQVAE_WIDTHS:
+        raise ValueError(f"width must be one of {', '.join(VQVAE_WIDTHS)} for vqvae, got {cfg.width!r}")
+    crop = min(cfg.patch or cfg.size, cfg.size)
+    if crop % 8:
+        raise ValueError(f"the VQ-VAE needs crops whose side is a multiple of 8 (bottom /4, top /8), got {crop}")
+    torch.manual_seed(cfg.seed)
+    model = TwoLevelVQVAE(**VQVAE_WIDTHS[cfg.width], channels=channels).to(cfg.device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    start = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        start = int(state["step"])
+    loop = _Loop(cfg, start, progress)
+    step, n = start, len(data)
+    meta = {"kind": "vqvae", "size": cfg.size, "crop": crop, "width": cfg.width, "data": str(cfg.data)}
+    restarted = 0
+
+    def finish():
+        import io
+
+        buffer = io.BytesIO()
+        torch.save({"step": step, "model": model.state_dict(), "opt": opt.state_dict()}, buffer)
+        atomic_write_bytes(ckpt, buffer.getvalue())
+        save_vqvae(model, out / "vqvae.pt", {**meta, "steps": step})
+
+    model.train()
+    while step < cfg.steps:
+        rng, g = _step_generator(cfg.seed, step)
+        idx = torch.from_numpy(rng.integers(0, n, size=cfg.batch_size))
+        ys, xs = rng.integers(0, cfg.size - crop + 1, size=(2, cfg.batch_size))
+        x = torch.stack([data[i, :, y:y + crop, x0:x0 + crop] for i, y, x0 in zip(idx.tolist(), ys, xs)])
+        x = x.float().div(255.0).to(cfg.device)
+        recon, commitment, latents = model(x)
+        mse = F.mse_loss(recon, x)
+        loss = mse + commitment
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % VQVAE_RESTART_EVERY == 0 and step < cfg.steps:
+            restarted += model.vq_top.restart_dead_codes(latents["z_top"], VQVAE_RESTART_THRESHOLD, g)
+            restarted += model.vq_bottom.restart_dead_codes(latents["z_bot"], VQVAE_RESTART_THRESHOLD, g)
+        spent = loop.tick(step, {"mse": mse.item(), "commit": commitment.item()})
+        if step % cfg.checkpoint_every == 0:
+            finish()
+        if spent:
+            break
+    finish()
+    seconds = loop.close()
+    used = {name: int((vq.ema_cluster_size >= VQVAE_RESTART_THRESHOLD).sum())
+            for name, vq in (("top", model.vq_top), ("bottom", model.vq_bottom))}
+    return _summary(cfg, out, start, step, seconds, loop.losses,
+                    {"parameters": sum(p.numel() for p in model.parameters()), "images": n, "crop": crop,
+                     "codes_in_use": used, "codes_restarted": restarted, "model": str(out / "vqvae.pt")})

@@ -8,6 +8,8 @@ jitter (aspect and shear, identity for ``copy_paste``), ``R`` the rotation, ``s`
 ``c_s`` the centre of the component's box in the crop and ``c_t`` the drawn centre in the target.
 The centre is drawn on a foreground pixel (whole image without one) and shifted so the defect's
 box lies inside the image; a defect larger than 90% of a side is scaled down to fit (recorded).
+A method may anchor a defect cut off by its source image's edge (:attr:`DefectEntry.borders`) at
+the target's edge instead (:func:`anchored_centre`; ``defect_transplant``'s ``anchor_edges``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from ..core.validation import check_interval, check_probability, check_range
 from ..functional.paste import place_box
 from ..sources.defects import DefectBank, DefectEntry
 
-__all__ = ["RealDefectSynthesizer", "resolve_bank", "warp_entry", "to_target_channels", "differs"]
+__all__ = ["RealDefectSynthesizer", "resolve_bank", "warp_entry", "to_target_channels", "differs", "target_side",
+           "anchored_centre"]
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -102,6 +105,48 @@ def _extent(linear: np.ndarray, entry: DefectEntry) -> tuple[float, float]:
     cx, cy = _component_centre(entry)
     lx, hx, ly, hy = _moved_bounds(linear, x0 - cx, y0 - cy, x1 - cx, y1 - cy)
     return hy - ly, hx - lx
+
+
+_NORMALS = {"top": (0.0, -1.0), "bottom": (0.0, 1.0), "left": (-1.0, 0.0), "right": (1.0, 0.0)}
+
+
+def target_side(linear: np.ndarray, source_side: str) -> str:
+    """The target side a source side faces after ``linear`` (normals move by the inverse transpose).
+
+    >>> target_side(np.array([[0.0, 1.0], [-1.0, 0.0]]), "bottom")  # 90 degrees counter-clockwise
+    'right'
+    """
+    nx, ny = _NORMALS[source_side]
+    (a, b), (c, d) = linear.tolist()
+    sign = 1.0 if a * d - b * c > 0 else -1.0
+    mx, my = sign * (d * nx - c * ny), sign * (-b * nx + a * ny)
+    return max(_NORMALS, key=lambda k: _NORMALS[k][0] * mx + _NORMALS[k][1] * my)
+
+
+def anchored_centre(rng: np.random.Generator, side: str, eh: float, ew: float, height: int, width: int,
+                    region: np.ndarray | None, overshoot: float) -> list[float]:
+    """Centre ``[y, x]`` of an ``eh x ew`` defect whose ``side`` lies ``overshoot`` pixels beyond the edge.
+
+    The edge is the image's border, or with a ``region`` (foreground) the region's outermost pixel on
+    that side in a uniformly drawn row or column of it (the part's own edge); along the edge the
+    position is uniform, the box kept inside the image.
+    """
+    hy, hx = (eh - 1) / 2.0, (ew - 1) / 2.0
+    vertical = side in ("top", "bottom")
+    half_along, half_across = (hx, hy) if vertical else (hy, hx)
+    n_along, n_across = (width, height) if vertical else (height, width)
+    lo, hi = half_along, n_along - 1 - half_along
+    if region is None:
+        along = rng.uniform(lo, hi) if hi > lo else (n_along - 1) / 2.0
+        edge = 0 if side in ("top", "left") else n_across - 1
+    else:
+        lines = np.flatnonzero(region.any(0 if vertical else 1))
+        line = int(lines[int(rng.integers(len(lines)))])
+        inside = np.flatnonzero(region[:, line] if vertical else region[line])
+        edge = int(inside[0] if side in ("top", "left") else inside[-1])
+        along = min(max(float(line), lo), hi) if hi > lo else (n_along - 1) / 2.0
+    across = edge - overshoot + half_across if side in ("top", "left") else edge + overshoot - half_across
+    return [across, along] if vertical else [along, across]
 
 
 def warp_entry(entry: DefectEntry, p: dict, height: int, width: int, displacement=None, surround: bool = True):
@@ -227,17 +272,36 @@ class RealDefectSynthesizer(Synthesizer):
         p: dict[str, Any] = {"defect_type": t, "entry": entry.key, "flip": bool(rng.random() < self.flip_probability)}
         p["scale"] = float(rng.uniform(*self.scale_range))
         self._draw_shape(rng, p, entry)
-        eh, ew = _extent(_linear(p, entry, h, w), entry)
-        fit = min(1.0, 0.9 * h / max(eh, 1e-6), 0.9 * w / max(ew, 1e-6))
+        linear = _linear(p, entry, h, w)
+        eh, ew = _extent(linear, entry)
+        source_side = self._anchor_from(rng, entry)
+        side = None if source_side is None else target_side(linear, source_side)
+        # larger than 90% of a side: scaled down to fit; a defect at an edge only across the edge (along
+        # it, as in its source, it may run off the image)
+        fit = min(1.0, 0.9 * h / max(eh, 1e-6) if side not in ("left", "right") else 1.0,
+                  0.9 * w / max(ew, 1e-6) if side not in ("top", "bottom") else 1.0)
         if fit < 1.0:
             p["scale"] *= fit
             p["scaled_to_fit"] = fit
             eh, ew = eh * fit, ew * fit
         bh, bw = max(1, int(math.ceil(eh))), max(1, int(math.ceil(ew)))
         region = foreground if foreground is not None and foreground.any() else None
-        top, left = place_box(rng, h, w, min(bh, h), min(bw, w), region)
-        p["centre"] = [top + (eh - 1) / 2.0, left + (ew - 1) / 2.0]
+        if side is None:
+            top, left = place_box(rng, h, w, min(bh, h), min(bw, w), region)
+            p["centre"] = [top + (eh - 1) / 2.0, left + (ew - 1) / 2.0]
+        else:
+            p["anchor"] = {"source_side": source_side, "side": side}
+            p["centre"] = anchored_centre(rng, side, eh, ew, h, w, region, self._overshoot(eh, ew))
         return p
+
+    def _anchor_from(self, rng: np.random.Generator, entry: DefectEntry) -> str | None:
+        """The side of its source image by which an entry is placed at the target's edge, or ``None``
+        (placed anywhere). The base never anchors; ``defect_transplant`` does with ``anchor_edges``."""
+        return None
+
+    def _overshoot(self, eh: float, ew: float) -> float:
+        """Pixels an anchored defect's cut side is placed beyond the target's edge (no gap left)."""
+        return 1.0
 
     # --- application ------------------------------------------------------------------------
     def _make(self, window, shape: tuple[int, int, int], p: dict, entry: DefectEntry, region: np.ndarray | None):

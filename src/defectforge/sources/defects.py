@@ -224,6 +224,9 @@ class DefectEntry:
         ``(h, w)`` bool: crop pixels that belong to no defect of the source image (the surface).
     box : (int, int, int, int)
         ``(y0, x0, y1, x1)`` of the component inside the crop.
+    borders : tuple of str
+        Sides of the source image the component touches (``"top"``, ``"bottom"``, ``"left"``,
+        ``"right"``): a defect cut off by the image's edge (a break at the part's edge, say).
     """
 
     key: str
@@ -236,6 +239,7 @@ class DefectEntry:
     mask: np.ndarray
     context: np.ndarray
     box: tuple[int, int, int, int]
+    borders: tuple[str, ...] = ()
 
     def layers(self) -> tuple[np.ndarray, np.ndarray]:
         """``(crop + component as 4 channels, surface + validity + 0 as 3 channels)``, uint8 0/255, cached.
@@ -257,7 +261,7 @@ class DefectEntry:
     def record(self) -> dict[str, Any]:
         """What a manifest line records about the entry (no pixels)."""
         return {"key": self.key, "type": self.defect_type, "source": self.source,
-                "component": self.component, "area": self.area}
+                "component": self.component, "area": self.area, "borders": list(self.borders)}
 
 
 def _components(image: np.ndarray, mask: np.ndarray, defect_type: str, source: str, min_area: int,
@@ -274,10 +278,13 @@ def _components(image: np.ndarray, mask: np.ndarray, defect_type: str, source: s
         y0, x0 = max(0, y - pad), max(0, x - pad)
         y1, x1 = min(h_img, y + h + pad), min(w_img, x + w + pad)
         own = labels[y0:y1, x0:x1] == c
+        borders = tuple(side for side, touches in (("top", y == 0), ("bottom", y + h == h_img), ("left", x == 0),
+                                                   ("right", x + w == w_img)) if touches)
         entries.append(DefectEntry(
             key=f"{source}#{c}", defect_type=defect_type, source=source, component=c,
             image_size=(h_img, w_img), area=area, crop=np.ascontiguousarray(image[y0:y1, x0:x1]),
-            mask=own, context=binary[y0:y1, x0:x1] == 0, box=(y - y0, x - x0, y - y0 + h, x - x0 + w)))
+            mask=own, context=binary[y0:y1, x0:x1] == 0, box=(y - y0, x - x0, y - y0 + h, x - x0 + w),
+            borders=borders))
     return entries
 
 

@@ -150,7 +150,8 @@ def few_shot_markdown(runs: dict[str, list[dict]], order: list[str] | None = Non
 # realism per type
 
 def few_shot_realism(data: MVTecCategory, split, bank, methods: list[str], per_type: int = 50, seed: int = 0,
-                     fid_weights: str | None = None, log=print, method_options: dict | None = None) -> dict[str, Any]:
+                     fid_weights: str | None = None, log=print, on_method=None,
+                     method_options: dict | None = None) -> dict[str, Any]:
     """FID and KID per defect type of each method's images against the held-out real defects.
 
     For each type, the reference set is that type's held-out real images (at the benchmark's
@@ -160,6 +161,8 @@ def few_shot_realism(data: MVTecCategory, split, bank, methods: list[str], per_t
     against real). Normal images are the category's training images, drawn by ``seed``. A method
     that takes ``defect_types`` without a bank (``gan_transplant``) makes each type apart too.
     ``method_options``: ``{method: {parameter: value}}`` (e.g. a trained model's path).
+    ``on_method(result)``, when given, is called after each method with the result so far (a long
+    run can save as it goes).
     """
     from ...metrics.features import extract_features, load_fid_inception
     from ...metrics.realism import fid_from_features, kid_from_features
@@ -200,6 +203,8 @@ def few_shot_realism(data: MVTecCategory, split, bank, methods: list[str], per_t
             for t in types:
                 scores[t] = _fid_kid(feats[f"real/{t}"], gen, fid_from_features, kid_from_features)
         result["methods"][name] = scores
+        if on_method is not None:
+            on_method(result)
         log(f"realism {name:<18} " + "  ".join(f"{t} FID {s['fid']:.1f} KID {s['kid']:.4f}" for t, s in scores.items())
             + f"  ({time.perf_counter() - start:.0f} s)")
     return result

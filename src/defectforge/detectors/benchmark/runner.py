@@ -36,9 +36,15 @@ __all__ = ["DETECTORS", "IMAGE_DETECTORS", "BASELINE", "BenchmarkConfig", "make_
            "image_scores_of", "evaluate_detector", "load_data_cached", "features_cached", "data_fingerprint"]
 
 #: Detectors trained on image-level synthesis, then those trained on feature-level synthesis
-#: (:mod:`..feature_level`: each has its own default method, e.g. ``simplenet`` -> ``simplenet``).
+#: (:mod:`..feature_level`: each has its own default method, e.g. ``simplenet`` -> ``simplenet``),
+#: then those trained on latent-level synthesis (``dsr``: a VQ-VAE trained and cached per dataset).
 IMAGE_DETECTORS = ("seghead", "draem_seg")
-DETECTORS = IMAGE_DETECTORS + tuple(FEATURE_DETECTORS)
+LATENT_DETECTORS = {"dsr": "dsr"}
+DETECTORS = IMAGE_DETECTORS + tuple(FEATURE_DETECTORS) + tuple(LATENT_DETECTORS)
+#: The dsr detector's VQ-VAE (trained once per dataset, cached): resolution of the images it
+#: encodes, random crop side and batch of its training (``defectforge train vqvae``'s --size,
+#: --patch, --batch-size); see :mod:`..dsr` and :mod:`defectforge.generative.vqvae`.
+DSR_RESOLUTION, VQVAE_CROP, VQVAE_BATCH = 128, 64, 8
 #: The synthesis-free baseline, always on the leaderboard.
 BASELINE = "patchcore"
 
@@ -56,14 +62,18 @@ class BenchmarkConfig:
     width: int = 0  # 0: the detector's default
     checkpoint_every: int = 0
     device: str = "cpu"
+    vqvae_steps: int = 3000  # dsr only: training steps of the cached VQ-VAE
+    vqvae_width: str = "small"  # dsr only: VQVAE_WIDTHS name
 
     def run_folder_name(self, backbone_identity: str) -> str:
         width = f"-w{self.width}" if self.width else ""
-        return f"{self.detector}-{backbone_identity}-s{self.size}-n{self.steps}-b{self.batch_size}{width}"
+        vq = f"-vq{self.vqvae_width}{self.vqvae_steps}" if self.detector in LATENT_DETECTORS else ""
+        return f"{self.detector}-{backbone_identity}-s{self.size}-n{self.steps}-b{self.batch_size}{width}{vq}"
 
 
-def make_detector(name: str, backbone: Backbone | None, width: int = 0, device: str = "cpu"):
-    """A fresh detector: ``seghead``, ``draem_seg`` or the baseline ``patchcore``."""
+def make_detector(name: str, backbone: Backbone | None, width: int = 0, device: str = "cpu", vqvae=None):
+    """A fresh detector: ``seghead``, ``draem_seg``, a feature-level one, ``dsr`` (on ``vqvae``) or the
+    baseline ``patchcore``."""
     from ..draem_seg import DraemSegDetector
     from ..patchcore import PatchCoreBaseline
     from ..seghead import SegHeadDetector
@@ -76,6 +86,10 @@ def make_detector(name: str, backbone: Backbone | None, width: int = 0, device: 
         return PatchCoreBaseline(backbone)
     if name in FEATURE_DETECTORS:
         return make_feature_detector(name, backbone, device=device, width=width)
+    if name == "dsr":
+        from ..dsr import DSRDetector
+
+        return DSRDetector(vqvae, device=device, **({"width": width} if width else {}))
     from ...core.validation import suggest
 
     raise ValueError(f"unknown detector {name!r}.{suggest(name, DETECTORS)} Detectors: {', '.join(DETECTORS)}")
@@ -154,20 +168,44 @@ def features_cached(backbone: Backbone, data: MVTecCategory, fingerprint: str, c
     return _cached(path, make, log)
 
 
+def vqvae_cached(root: Path, fingerprint: str, cache_dir: Path, cfg: BenchmarkConfig, log=print):
+    """The dsr detector's VQ-VAE for this dataset: trained once (``cfg.vqvae_steps`` steps, resumable
+    when interrupted) under ``cache_dir`` and loaded from there afterwards (``weights_only``)."""
+    import json
+
+    from ...generative.train import TrainConfig, train
+    from ...generative.vqvae import load_vqvae
+
+    folder = cache_dir / f"vqvae-{fingerprint}-r{DSR_RESOLUTION}-{cfg.vqvae_width}-n{cfg.vqvae_steps}"
+    summary_path = folder / "train.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    if summary.get("steps_done", 0) < cfg.vqvae_steps:
+        log(f"training the dsr detector's VQ-VAE ({cfg.vqvae_steps} steps, one-off, cached in {folder})")
+        tc = TrainConfig(kind="vqvae", data=str(root), out=str(folder), steps=cfg.vqvae_steps, size=DSR_RESOLUTION,
+                         batch_size=VQVAE_BATCH, seed=0, width=cfg.vqvae_width, patch=VQVAE_CROP,
+                         checkpoint_every=250, preview_every=0, device=cfg.device)
+        summary = train(tc, progress=False, resume=(folder / "checkpoint.pt").is_file())
+        log(f"VQ-VAE trained: {summary['seconds_this_run']:.0f} s, codes in use {summary['codes_in_use']}")
+    model = load_vqvae(folder / "vqvae.pt", cfg.device)
+    model.extra = {**model.extra, "train": summary, "path": str(folder / "vqvae.pt")}
+    return model
+
+
 # ---------------------------------------------------------------------------------------------
 # one run
 
 
 def run_one(method: str, seed: int, cfg: BenchmarkConfig, data: MVTecCategory, backbone: Backbone | None,
             features: dict[str, torch.Tensor] | None, run_dir: Path, log=print, synthesizer=None,
-            per_type: bool = False) -> dict[str, Any]:
+            per_type: bool = False, vqvae=None) -> dict[str, Any]:
     """Train and evaluate one ``(method, seed)``; write ``run_dir/<method>/seed<seed>.json``.
 
     ``synthesizer`` replaces the registry method ``method`` (a method built with a defect bank,
-    or the few-shot ``real_only`` source); ``per_type`` adds metrics per defect type.
+    or the few-shot ``real_only`` source); ``per_type`` adds metrics per defect type; ``vqvae``
+    is the ``dsr`` detector's VQ-VAE (:func:`vqvae_cached`).
     """
     is_baseline = method == BASELINE
-    detector = make_detector(BASELINE if is_baseline else cfg.detector, backbone, cfg.width, cfg.device)
+    detector = make_detector(BASELINE if is_baseline else cfg.detector, backbone, cfg.width, cfg.device, vqvae)
     train_features = features["train"] if features is not None and detector.uses_features else None
     test_features = features["test"] if features is not None and detector.uses_features else None
     evaluate = None
@@ -196,6 +234,11 @@ def run_one(method: str, seed: int, cfg: BenchmarkConfig, data: MVTecCategory, b
         "examples": [data.test_names[i] for i in examples],
         "torch_threads": torch.get_num_threads(), "device": cfg.device,
     }
+    if vqvae is not None and not is_baseline:  # the VQ-VAE's one-off training, apart from this run's
+        train_info = getattr(vqvae, "extra", {}).get("train", {})
+        result["vqvae"] = {"path": getattr(vqvae, "extra", {}).get("path"), "settings": vqvae.settings,
+                           "steps": train_info.get("steps_done"), "train_seconds": train_info.get("seconds_this_run"),
+                           "codes_in_use": train_info.get("codes_in_use")}
     if per_type:
         from .fewshot import per_type_metrics
 
@@ -219,7 +262,7 @@ def _check_methods(methods: list[str], detector: str = "seghead") -> list[str]:
         if name == BASELINE:
             raise ValueError(f"{BASELINE!r} is the synthesis-free baseline, always included; do not list it in --methods")
         info = method_info(name)  # unknown names raise with suggestions
-        level = "feature" if detector in FEATURE_DETECTORS else "image"
+        level = "feature" if detector in FEATURE_DETECTORS else "latent" if detector in LATENT_DETECTORS else "image"
         if info.level != level:
             raise ValueError(f"method {name!r} synthesises at {info.level} level; detector {detector!r} trains on "
                              f"{level}-level anomalies (see: defectforge methods --level {level})")
@@ -265,6 +308,8 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
         names = _check_methods(list(methods), cfg.detector)
     elif cfg.detector in FEATURE_DETECTORS:
         names = [FEATURE_DETECTORS[cfg.detector].method]
+    elif cfg.detector in LATENT_DETECTORS:
+        names = [LATENT_DETECTORS[cfg.detector]]
     else:
         from ...realdefect import needs_bank
 
@@ -283,6 +328,7 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
     cache_dir.mkdir(parents=True, exist_ok=True)
     data, fingerprint = load_data_cached(root, cfg.size, cache_dir, log)
     features = features_cached(backbone, data, fingerprint, cache_dir, log) if backbone is not None else None
+    vqvae = vqvae_cached(root, fingerprint, cache_dir, cfg, log) if cfg.detector in LATENT_DETECTORS else None
     run_dir = out / cfg.run_folder_name(backbone.identity if backbone is not None else "nobackbone")
     # seed-major order: an interrupted benchmark has every method at the first seeds
     todo = [(m, s) for s in seeds for m in ([BASELINE] if baseline else []) + names]
@@ -290,7 +336,7 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
     from tqdm import tqdm
 
     for method, seed in tqdm(todo, desc="benchmark runs", unit="run", disable=not progress):
-        run_one(method, seed, cfg, data, backbone, features, run_dir, log)
+        run_one(method, seed, cfg, data, backbone, features, run_dir, log, vqvae=vqvae)
         # the table after every run, so an interrupted benchmark always has one
         write_leaderboard(run_dir, data, methods=([BASELINE] if baseline else []) + names, seeds=seeds)
     return write_leaderboard(run_dir, data, methods=([BASELINE] if baseline else []) + names, seeds=seeds)
