@@ -43,6 +43,47 @@ def tiny_model_folder():
     return _TINY_MODEL_DIR
 
 
+_TINY_GAN_DIR = None
+
+
+def tiny_gan_folder():
+    """A tiny random defect GAN (16 px, RGB, types blob and scratch) saved once in a run's layout."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from defectforge.generative.gan_transplant import tiny_gan
+
+    global _TINY_GAN_DIR
+    if _TINY_GAN_DIR is None:
+        root = tempfile.mkdtemp(prefix="defectforge-gan-")
+        atexit.register(shutil.rmtree, root, True)
+        tiny_gan(16, 3, seed=0).save(root)
+        _TINY_GAN_DIR = root
+    return _TINY_GAN_DIR
+
+
+_TINY_SD_DIR = None
+
+
+def tiny_sd_inpaint_folder():
+    """A tiny random Stable Diffusion inpainting pipeline (UNet of 9 input channels, VAE, CLIP text
+    encoder, a tokenizer of a tiny vocabulary) saved once with ``save_pretrained``."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from defectforge.generative.inpaint import tiny_sd_inpaint
+
+    global _TINY_SD_DIR
+    if _TINY_SD_DIR is None:
+        root = tempfile.mkdtemp(prefix="defectforge-sd-")
+        atexit.register(shutil.rmtree, root, True)
+        tiny_sd_inpaint(root)
+        _TINY_SD_DIR = root
+    return _TINY_SD_DIR
+
+
 _TINY_BANK_DIR = None
 
 
@@ -93,8 +134,15 @@ def method_for_tests(name, **kwargs):
     if getattr(cls, "needs_bank", False):
         kwargs.setdefault("bank", tiny_defect_bank())
     if getattr(cls, "needs_model", False):
-        kwargs.setdefault("model", tiny_model_folder())
-        kwargs.setdefault("num_inference_steps", 3)
+        kind = getattr(cls, "model_kind", "diffusion")
+        if kind == "gan":
+            kwargs.setdefault("model", tiny_gan_folder())
+        elif kind == "sd_inpaint":
+            kwargs.setdefault("model", tiny_sd_inpaint_folder())
+            kwargs.setdefault("num_inference_steps", 2)
+        else:
+            kwargs.setdefault("model", tiny_model_folder())
+            kwargs.setdefault("num_inference_steps", 3)
     return defectforge.create(name, **kwargs)
 
 

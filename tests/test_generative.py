@@ -186,10 +186,13 @@ def test_training_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_path, 
     if kind == "ddpm":  # the run's model folder loads and samples
         synth = defectforge.create("realnet_sdas", model=str(tmp_path / "full"), num_inference_steps=2)
         assert synth(torch.rand(1, 1, 20, 20), seed=0).images.shape == (1, 1, 20, 20)
-    else:
+    else:  # the run's generator loads into gan_transplant and its defects have masks
+        synth = defectforge.create("gan_transplant", model=str(tmp_path / "full"), max_attempts=50)
+        out = synth(torch.full((2, 1, 40, 40), 120, dtype=torch.uint8), seed=0)
+        assert out.masks.flatten(1).amax(1).tolist() == [1.0, 1.0]
         split = json.loads((tmp_path / "full" / "split.json").read_text())
         assert {k: len(v) for k, v in split["train"].items()} == {"dark": 1, "scratch": 1}
-        assert {k: len(v) for k, v in split["held_out"].items()} == {"dark": 2, "scratch": 2}
+        assert {k: len(v) for k, v in split["test"].items()} == {"dark": 2, "scratch": 2}
 
 
 def test_train_command_budget_and_errors(tmp_path):

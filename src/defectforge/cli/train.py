@@ -27,8 +27,9 @@ def train_command(
     width: str = typer.Option("small", "--width", help="Network width: tiny, small or base (vqvae base = DSR's sizes, small = a CPU size)."),
     patch: Optional[int] = typer.Option(None, "--patch", help="vqvae: random square crops of this many px of the --size images, new every step; ddpm on normal images: random square patches "
                                         "of this many px (4 per image) instead of whole images."),
-    few_shot: float = typer.Option(1 / 3, "--few-shot", help="Share of each defect type's images that trains "
-                                   "(the rest is held out; split.json records it)."),
+    few_shot: str = typer.Option("1/3", "--few-shot", help="Part of each defect type's images that trains: a "
+                                 "fraction (1/3) or a count per type; the rest is held out. The split is "
+                                 "benchmark --few-shot's for the same spec and --split-seed (split.json records it)."),
     split_seed: int = typer.Option(0, "--split-seed"),
     ema_decay: float = typer.Option(0.999, "--ema-decay"),
     checkpoint_every: int = typer.Option(100, "--checkpoint-every"),

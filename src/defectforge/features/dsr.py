@@ -245,8 +245,8 @@ class DSRCodeReplacement(FeatureSynthesizer):
                 "replace_seed": noise_seed(rng)}
 
     # --- public API (the base class's, with the VQ-VAE instead of a discriminator) -----------
-    def __call__(self, features: torch.Tensor, *, seed: int = 0, indices: Sequence[int] | None = None,
-                 vqvae=None, **unused) -> FeatureSynthesisResult:
+    def __call__(self, features: torch.Tensor, *, seed: int = 0,  # type: ignore[override]
+                 indices: Sequence[int] | None = None, vqvae=None) -> FeatureSynthesisResult:
         """Alter the latents of ``enc_b`` ``(B, hidden, h, w)`` (class docstring); ``vqvae`` is required."""
         validate_features(features)
         indices = list(range(features.shape[0])) if indices is None else [int(i) for i in indices]
@@ -255,8 +255,8 @@ class DSRCodeReplacement(FeatureSynthesizer):
         params = self.draw(seed, indices, FeatureShape(features.shape[1:]))
         return self._dsr(features, params, vqvae)
 
-    def replay(self, features: torch.Tensor, params: Sequence[dict[str, Any]], *, vqvae=None,
-               **unused) -> FeatureSynthesisResult:
+    def replay(self, features: torch.Tensor, params: Sequence[dict[str, Any]], *,  # type: ignore[override]
+               vqvae=None) -> FeatureSynthesisResult:
         """Remake a batch from recorded ``params``."""
         validate_features(features)
         if len(params) != features.shape[0]:

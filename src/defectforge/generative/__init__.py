@@ -6,4 +6,5 @@ diffusers and safetensors are an optional extra (``pip install 'defectforge[gene
 module here imports without them (they are imported inside the functions that need them).
 """
 
-from . import diffusion  # noqa: E402,F401  (registers realnet_sdas and masked_diffusion)
+from . import diffusion, gan_transplant, inpaint  # noqa: E402,F401  (registers realnet_sdas, masked_diffusion,
+#                                                  gan_transplant, prompt_inpaint)

@@ -5,7 +5,9 @@
   image (drawn from a generator seeded by ``seed``), resized to ``size``.
 - Defects: per defect type of an MVTec-AD category, the few-shot split of the generative papers
   (DFMGAN, AnomalyDiffusion: one third of each type's anomalies trains the generator, the rest is
-  held out), drawn by a seeded permutation and written next to the run (``split.json``); each
+  held out): the split of :class:`~defectforge.sources.defects.FewShotSplit` (the one the
+  real-defect methods and ``benchmark --few-shot`` use, so for the same spec and split seed a
+  generator never sees a benchmark test image), written next to the run (``split.json``); each
   training image gives one square crop around the bounding box of its mask (side ``context`` x the
   box's longer side, at least ``min_crop`` px, kept inside the image), resized to ``size``.
 """
@@ -22,9 +24,9 @@ import numpy as np
 import torch
 
 from ..io.images import list_images, read_image
-from ..io.mvtec import defect_folders, is_mvtec_category, mask_path
+from ..io.mvtec import is_mvtec_category
 
-__all__ = ["load_normal_images", "load_defect_crops", "DefectCrops", "few_shot_split", "square_crop_box"]
+__all__ = ["load_normal_images", "load_defect_crops", "DefectCrops", "square_crop_box"]
 
 
 def _resize(image: np.ndarray, size: int, interpolation=cv2.INTER_AREA) -> np.ndarray:
@@ -55,18 +57,6 @@ def load_normal_images(data: str | os.PathLike, size: int, channels: int, patch:
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
-def few_shot_split(files_by_type: dict[str, list[str]], fraction: float = 1 / 3, seed: int = 0) -> dict:
-    """``{"train": {type: [files]}, "held_out": {type: [files]}}``: ``ceil(fraction * n)`` of each type train."""
-    train, held = {}, {}
-    for k, (kind, files) in enumerate(sorted(files_by_type.items())):
-        files = sorted(files)
-        order = np.random.default_rng([seed, k]).permutation(len(files))
-        n = max(1, math.ceil(fraction * len(files)))
-        train[kind] = sorted(files[i] for i in order[:n])
-        held[kind] = sorted(files[i] for i in order[n:])
-    return {"fraction": fraction, "seed": seed, "train": train, "held_out": held}
-
-
 def square_crop_box(mask: np.ndarray, context: float = 1.5, min_crop: int = 32) -> tuple[int, int, int]:
     """``(y0, x0, side)`` of a square around the mask's bounding box, inside the image.
 
@@ -88,37 +78,41 @@ def square_crop_box(mask: np.ndarray, context: float = 1.5, min_crop: int = 32) 
 
 @dataclass
 class DefectCrops:
-    """Defect crops: ``images`` ``(N, C, S, S)`` uint8, ``masks`` ``(N, 1, S, S)`` {0, 1} float, type per crop."""
+    """Defect crops: ``images`` ``(N, C, S, S)`` uint8, ``masks`` ``(N, 1, S, S)`` {0, 1} float, type per crop.
+
+    ``extents`` ``(N, 2)``: each crop's side as a share of its source image's height and width (the
+    size a generated crop of that type is given when placed on an image).
+    """
 
     images: torch.Tensor
     masks: torch.Tensor
     labels: torch.Tensor
     types: list[str]
     split: dict = field(default_factory=dict)
+    extents: torch.Tensor | None = None
 
 
-def load_defect_crops(data: str | os.PathLike, size: int, channels: int, fraction: float = 1 / 3,
+def load_defect_crops(data: str | os.PathLike, size: int, channels: int, few_shot: str = "1/3",
                       split_seed: int = 0, context: float = 1.5, min_crop: int = 32) -> DefectCrops:
-    """Crops of the few-shot training defects of an MVTec-AD category (see the module docstring)."""
+    """Crops of the few-shot training defects of an MVTec-AD category (see the module docstring).
+
+    ``few_shot``: a fraction (``"1/3"``) or a count per type, as :func:`~defectforge.sources.defects.parse_few_shot`.
+    """
+    from ..sources.defects import FewShotSplit, find_defect_pairs
+
     root = Path(data)
     if not is_mvtec_category(root):
         raise ValueError(f"{root} is not an MVTec-AD category (train/good, test/<type>, ground_truth/<type>); "
                          "defect crops need real defects with masks")
-    files = {d.name: [p.relative_to(root).as_posix() for p in list_images(d, recursive=False)]
-             for d in defect_folders(root)}
-    files = {k: v for k, v in files.items() if v}
-    if not files:
-        raise ValueError(f"{root}/test holds no defect images")
-    split = few_shot_split(files, fraction, split_seed)
-    types = sorted(split["train"])
-    images, masks, labels = [], [], []
+    pairs = find_defect_pairs(root)
+    split = FewShotSplit.make(root, {t: [img for img, _ in v] for t, v in pairs.items()}, few_shot, split_seed)
+    types = sorted(split.train)
+    images, masks, labels, extents = [], [], [], []
     for label, kind in enumerate(types):
-        for rel in split["train"][kind]:
-            mpath = mask_path(root, kind, rel)
-            if mpath is None:
-                raise FileNotFoundError(f"{root / rel}: no mask in {root / 'ground_truth' / kind}")
+        mask_of = dict(pairs[kind])
+        for rel in split.train[kind]:
             img = read_image(root / rel, channels=channels)
-            mask = read_image(mpath, channels=1)[..., 0] > 127
+            mask = read_image(root / mask_of[rel], channels=1)[..., 0] > 127
             if not mask.any():
                 continue
             y0, x0, side = square_crop_box(mask, context, min_crop)
@@ -127,5 +121,7 @@ def load_defect_crops(data: str | os.PathLike, size: int, channels: int, fractio
                            interpolation=cv2.INTER_NEAREST)
             masks.append(m[None].astype(np.float32))
             labels.append(label)
+            extents.append((side / mask.shape[0], side / mask.shape[1]))
     return DefectCrops(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
-                       torch.from_numpy(np.stack(masks)), torch.tensor(labels), types, split)
+                       torch.from_numpy(np.stack(masks)), torch.tensor(labels), types, split.as_dict(),
+                       torch.tensor(extents, dtype=torch.float32))

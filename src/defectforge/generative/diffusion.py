@@ -113,18 +113,15 @@ class DiffusionSynthesizer(Synthesizer):
     requires = ("diffusers",)
     #: Cannot be created without ``model=``; the registry-wide tests give it a tiny random model.
     needs_model = True
+    #: What ``model=`` is: a pixel-space diffusion model folder.
+    model_kind = "diffusion"
 
     def __init__(self, model=None, scheduler: str = "ddpm", num_inference_steps: int | None = None,
                  eta: float = 1.0, batch_invariant: bool = True, max_attempts: int = 20,
                  perlin_exponent_range=(0, 6), rotation_range=(-90.0, 90.0), threshold: float = 0.5,
                  anomaly_probability: float = 1.0):
         super().__init__(anomaly_probability)
-        if model is None:
-            raise ValueError("this method samples a trained diffusion model: pass model=PATH (a folder from "
-                             "'defectforge train ddpm DATA OUT', i.e. OUT/model) or a DiffusionModel")
-        from .models import resolve_model
-
-        self.model = resolve_model(model)
+        self.model = self._load_model(model)
         self.scheduler = check_choice("scheduler", scheduler, SCHEDULERS)
         self.num_inference_steps = None if num_inference_steps is None else \
             check_range("num_inference_steps", num_inference_steps, 1, 100_000, integer=True)
@@ -132,6 +129,15 @@ class DiffusionSynthesizer(Synthesizer):
         self.batch_invariant = bool(batch_invariant)
         self.max_attempts = check_range("max_attempts", max_attempts, 1, 10_000, integer=True)
         self.perlin = PerlinMaskSpec.checked(perlin_exponent_range, rotation_range, threshold)
+
+    def _load_model(self, model):
+        """The model from ``model=`` (a subclass taking another kind of model overrides this)."""
+        if model is None:
+            raise ValueError("this method samples a trained diffusion model: pass model=PATH (a folder from "
+                             "'defectforge train ddpm DATA OUT', i.e. OUT/model) or a DiffusionModel")
+        from .models import resolve_model
+
+        return resolve_model(model)
 
     def _sample(self, params: list[dict], device, **kw) -> torch.Tensor:
         gens = [torch.Generator().manual_seed(int(p["noise_seed"])) for p in params]

@@ -11,6 +11,15 @@ al., ICLR 2018) that sees image and mask together. Losses: the non-saturating lo
 (Goodfellow et al. 2014; StyleGAN2-ADA and DFMGAN use it). Few-shot data: DiffAugment (Zhao et
 al., NeurIPS 2020) with its low-shot policy ``color,translation,cutout`` applied to real and fake
 batches in both updates; translation and cutout move the mask with the image.
+
+The mask channel is a logit: ``tanh(logit)`` is compared with the real masks mapped to ``{-1, 1}``
+during training, and a generated pixel is defect where ``logit > 0`` (``tanh > 0``, the midpoint).
+Empty masks (the GAN of the previous version gave only empty masks after 300 steps): the mask
+channel swings between covering most pixels and none while the discriminator learns (about the
+first hundred steps), and DiffAugment's cutout, applied to the mask too, erased small real
+defects from their masks, so the discriminator saw real samples without a defect; cutout now cuts
+the image channels only (see :func:`diff_augment`). A latent whose mask is still empty is redrawn
+at synthesis (``gan_transplant``), and recorded.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import spectral_norm
 
-__all__ = ["DefectGenerator", "DefectDiscriminator", "diff_augment", "Z_DIM"]
+__all__ = ["DefectGenerator", "DefectDiscriminator", "diff_augment", "Z_DIM", "mask_of", "save_generator"]
 
 #: Latent size (DCGAN uses 100; a power of two here).
 Z_DIM = 128
@@ -34,7 +43,7 @@ class DefectGenerator(nn.Module):
         levels = (size // 4).bit_length() - 1
         if 4 * 2 ** levels != size:
             raise ValueError(f"size must be 4 x a power of two (32, 64, 128), got {size}")
-        self.size, self.channels, self.n_types = size, channels, n_types
+        self.size, self.channels, self.n_types, self.width = size, channels, n_types, width
         c0 = width * 2 ** min(levels, 3)
         self.embed = nn.Embedding(n_types, 32)
         self.fc = nn.Linear(Z_DIM + 32, c0 * 16)
@@ -52,6 +61,37 @@ class DefectGenerator(nn.Module):
         h = self.fc(torch.cat([z, self.embed(types)], 1)).view(len(z), self.c0, 4, 4)
         out = self.out(self.blocks(F.leaky_relu(h, 0.2)))
         return torch.cat([torch.tanh(out[:, :-1]), out[:, -1:]], 1)
+
+
+def mask_of(generated: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, S, S)`` bool defect mask of a generator output: its mask logit ``> 0``.
+
+    Examples
+    --------
+    >>> out = torch.zeros(1, 2, 2, 2); out[0, 1, 0, 0] = 3.0
+    >>> mask_of(out)[0, 0].tolist()
+    [[True, False], [False, False]]
+    """
+    return generated[:, -1:] > 0
+
+
+def save_generator(path, generator: DefectGenerator, types: list[str], extents: dict[str, list], **extra) -> None:
+    """Write a generator's weights (keys ``G_ema.*``) and what loading and placing it needs to one
+    safetensors file (metadata ``extra``: kind, types, size, channels, width, crop extents per type)."""
+    import json
+    import os
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"kind": "gan", "types": list(types), "size": generator.size, "channels": generator.channels,
+            "width": generator.width, "extents": extents, **extra}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({f"G_ema.{k}": v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}, str(tmp),
+              metadata={"extra": json.dumps(meta)})
+    os.replace(tmp, path)
 
 
 class DefectDiscriminator(nn.Module):
@@ -78,8 +118,11 @@ def diff_augment(x: torch.Tensor, image_channels: int, g: torch.Generator) -> to
     """DiffAugment ``color,translation,cutout`` (Zhao et al. 2020 defaults) on ``(B, C+1, S, S)``.
 
     Colour (brightness + U(-0.5, 0.5), saturation x U(0, 2), contrast x U(0.5, 1.5)) touches the
-    image channels only; translation (up to 1/8 of the size, zero fill) and cutout (a square of
-    half the size, zeros) move and cut the mask with the image. Differentiable; every random number
+    image channels only; translation (up to 1/8 of the size, zero fill) moves the mask with the
+    image; cutout (a square of half the size, zeros) cuts the image channels only: cut from the
+    mask too, it erased small real defects (a blowhole covers a tenth of its crop) from their
+    masks, showing the discriminator real samples without a defect, and the generator's masks
+    drifted to empty. Differentiable; every random number
     from ``g``.
     """
     b, _, h, w = x.shape
@@ -109,4 +152,5 @@ def diff_augment(x: torch.Tensor, image_channels: int, g: torch.Generator) -> to
     cy = (gy[None] - oy[:, None, None] + ch // 2)
     cx = (gx[None] - ox[:, None, None] + cw // 2)
     keep = ~((cy >= 0) & (cy < ch) & (cx >= 0) & (cx < cw))
-    return x * keep[:, None].to(x.dtype)
+    cut = torch.cat([keep[:, None].expand(-1, image_channels, -1, -1), torch.ones_like(keep[:, None])], 1)
+    return x * cut.to(x.dtype)

@@ -153,7 +153,8 @@ def load_diffusion_model(path: str | os.PathLike) -> DiffusionModel:
     ``path`` is a folder with ``unet/`` and ``scheduler/`` (``DDPMPipeline`` layout), or the
     ``model/`` folder inside a training run, or a folder with a bare UNet's ``config.json``.
     Folders of latent or text-conditioned pipelines (``vae/``, ``text_encoder/``) are refused with a
-    message: this version samples pixel-space UNets only.
+    message: these samplers run pixel-space UNets; a Stable Diffusion inpainting folder is the model
+    of ``prompt_inpaint`` (:mod:`defectforge.generative.inpaint`).
     """
     require_diffusers()
     from diffusers import DDPMScheduler, UNet2DModel
@@ -166,8 +167,9 @@ def load_diffusion_model(path: str | os.PathLike) -> DiffusionModel:
         root = root / "model"
     for part in ("vae", "text_encoder"):
         if (root / part).is_dir():
-            raise ValueError(f"{root} holds a {part}/ (a latent or text-conditioned pipeline); defectforge's "
-                             "samplers run pixel-space UNet2DModel folders only (unet/ + scheduler/)")
+            raise ValueError(f"{root} holds a {part}/ (a latent or text-conditioned pipeline); realnet_sdas and "
+                             "masked_diffusion sample pixel-space UNet2DModel folders only (unet/ + scheduler/); "
+                             "a Stable Diffusion inpainting folder is prompt_inpaint's model")
     unet_dir = root / "unet" if (root / "unet").is_dir() else root
     config = _need(unet_dir / "config.json", "the UNet's configuration is missing")
     weights = [unet_dir / "diffusion_pytorch_model.safetensors", unet_dir / "diffusion_pytorch_model.bin"]

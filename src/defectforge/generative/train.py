@@ -30,6 +30,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -69,7 +70,7 @@ class TrainConfig:
     preview_every: int = 500
     max_minutes: float | None = None
     patch: int | None = None
-    few_shot: float = 1 / 3
+    few_shot: str = "1/3"
     split_seed: int = 0
     num_train_timesteps: int = 1000
     device: str = "cpu"
@@ -91,6 +92,10 @@ class TrainConfig:
         check_range("preview_every", self.preview_every, 0, 10 ** 8, integer=True)
         if self.max_minutes is not None:
             check_range("max_minutes", self.max_minutes, 0.0, 10 ** 6)
+        from ..sources.defects import parse_few_shot
+
+        self.few_shot = str(self.few_shot)
+        parse_few_shot(self.few_shot)
         if self.lr is None:
             self.lr = {"ddpm": 1e-4, "gan": 2e-4, "vqvae": 1e-3}[self.kind]
         return self
@@ -233,10 +238,12 @@ def _data(cfg: TrainConfig, out: Path):
 
     channels = _first_channels(cfg.data)
     if cfg.on == "normal":
-        return load_normal_images(cfg.data, cfg.size, channels, cfg.patch, seed=cfg.seed), None, None, channels
+        return SimpleNamespace(images=load_normal_images(cfg.data, cfg.size, channels, cfg.patch, seed=cfg.seed),
+                               channels=channels)
     crops = load_defect_crops(cfg.data, cfg.size, channels, cfg.few_shot, cfg.split_seed)
     atomic_write_text(out / "split.json", json.dumps({**crops.split, "types": crops.types}, indent=2))
-    return crops.images, crops.masks, crops.labels, channels, crops.types
+    crops.channels = channels
+    return crops
 
 
 class _Loop:
@@ -280,7 +287,7 @@ def _train_ddpm(cfg: TrainConfig, out: Path, ckpt: Path, progress: bool) -> dict
     from .sampler import diffusion_sample
 
     loaded = _data(cfg, out)
-    images, channels = loaded[0], loaded[3]
+    images, channels = loaded.images, loaded.channels
     data = images.float().div(127.5).sub(1.0)
     torch.manual_seed(cfg.seed)  # the UNet's initial weights (diffusers draws them from torch's global generator)
     unet = build_unet(cfg.size, channels, cfg.width).to(cfg.device)
@@ -333,11 +340,13 @@ def _train_gan(cfg: TrainConfig, out: Path, ckpt: Path, progress: bool) -> dict:
     import copy
 
     from ..io.images import write_image
-    from .gan import Z_DIM, DefectDiscriminator, DefectGenerator, diff_augment
+    from .gan import Z_DIM, DefectDiscriminator, DefectGenerator, diff_augment, mask_of, save_generator
 
-    images, masks, labels, channels, types = _data(cfg, out)
+    crops = _data(cfg, out)
+    images, masks, labels, channels, types = crops.images, crops.masks, crops.labels, crops.channels, crops.types
     x_all = torch.cat([images.float().div(127.5).sub(1.0), masks * 2 - 1], 1)
     width = {"tiny": 8, "small": 32, "base": 64}[cfg.width]
+    mask_fraction = round(float(masks.mean()), 4)
     torch.manual_seed(cfg.seed)
     G = DefectGenerator(cfg.size, channels, len(types), width).to(cfg.device)
     D = DefectDiscriminator(cfg.size, channels, len(types), width).to(cfg.device)
@@ -348,15 +357,15 @@ def _train_gan(cfg: TrainConfig, out: Path, ckpt: Path, progress: bool) -> dict:
     start = _restore(ckpt, modules, opts) if ckpt.exists() else 0
     loop = _Loop(cfg, start, progress)
     step, n = start, len(x_all)
-    meta = {"kind": "gan", "types": types, "size": cfg.size, "channels": channels, "width": width}
+    # what a generated crop's placement needs: each training crop's side as a share of its image (per type)
+    extents = {t: [[round(float(v), 4) for v in crops.extents[i]] for i in range(n) if int(labels[i]) == k]
+               for k, t in enumerate(types)}
+    meta = {"kind": "gan", "types": types, "size": cfg.size, "channels": channels, "width": width,
+            "mask_fraction": mask_fraction, "extents": extents}
 
     def finish():
         save_checkpoint(ckpt, step, modules, opts, meta)
-        from safetensors.torch import save_file
-
-        (out / "model").mkdir(exist_ok=True)
-        save_file(_flatten("G_ema", G_ema.state_dict()), str(out / "model" / "generator.safetensors"),
-                  metadata={"extra": json.dumps(meta)})
+        save_generator(out / "model" / "generator.safetensors", G_ema, types, extents, mask_fraction=mask_fraction)
 
     while step < cfg.steps:
         rng, g = _step_generator(cfg.seed, step)
@@ -389,7 +398,7 @@ def _train_gan(cfg: TrainConfig, out: Path, ckpt: Path, progress: bool) -> dict:
                 zz = torch.randn(16, Z_DIM, generator=pg).to(cfg.device)
                 yy = torch.arange(16, device=cfg.device) % len(types)
                 s = G_ema(zz, yy)
-                mask = torch.tanh(s[:, channels:]).expand(-1, channels, -1, -1)
+                mask = (mask_of(s).float() * 2 - 1).expand(-1, channels, -1, -1)
                 write_image(out / "previews" / f"step_{step:07d}.png",
                             _grid(_to_uint8(torch.cat([s[:, :channels], mask], 0))))
         if spent:

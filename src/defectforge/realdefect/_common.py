@@ -35,7 +35,7 @@ _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 def resolve_bank(bank, method: str) -> DefectBank:
     """``bank`` as a :class:`DefectBank` (a path is loaded whole, no split)."""
-    if isinstance(bank, DefectBank):
+    if isinstance(bank, DefectBank) or getattr(bank, "makes_entries", False):  # a bank, or a generator of entries
         return bank
     if bank is None:
         raise ValueError(f"{method} needs a bank of real defects: pass bank=DefectBank.from_folder('mvtec/bottle', "
@@ -260,11 +260,15 @@ class RealDefectSynthesizer(Synthesizer):
         """Method-specific draws (rotation, jitter); the base draws the rotation only."""
         p["angle"] = float(rng.integers(0, 4) * 90)
 
+    def _draw_entry(self, rng: np.random.Generator, defect_type: str) -> DefectEntry:
+        """An entry of ``defect_type``, uniformly (a generator of entries makes one instead)."""
+        entries = self.bank.of_type(defect_type)
+        return entries[int(rng.integers(len(entries)))]
+
     def sample_params(self, rng: np.random.Generator, shape: ImageShape, foreground=None) -> dict[str, Any]:
         h, w = shape.height, shape.width
         t = self.defect_types[int(rng.integers(len(self.defect_types)))]
-        entries = self.bank.of_type(t)
-        entry = entries[int(rng.integers(len(entries)))]
+        entry = self._draw_entry(rng, t)
         p: dict[str, Any] = {"defect_type": t, "entry": entry.key, "flip": bool(rng.random() < self.flip_probability)}
         p["scale"] = float(rng.uniform(*self.scale_range))
         self._draw_shape(rng, p, entry)

@@ -150,19 +150,23 @@ def few_shot_markdown(runs: dict[str, list[dict]], order: list[str] | None = Non
 # realism per type
 
 def few_shot_realism(data: MVTecCategory, split, bank, methods: list[str], per_type: int = 50, seed: int = 0,
-                     fid_weights: str | None = None, log=print, on_method=None) -> dict[str, Any]:
+                     fid_weights: str | None = None, log=print, on_method=None,
+                     method_options: dict | None = None) -> dict[str, Any]:
     """FID and KID per defect type of each method's images against the held-out real defects.
 
     For each type, the reference set is that type's held-out real images (at the benchmark's
     size). A method that needs a bank makes ``per_type`` images with that type only; a
     hand-crafted method makes ``per_type`` images once (it has no types) and is scored against
     every type; ``real_only`` is the training split's real images of the type (the floor: real
-    against real). Normal images are the category's training images, drawn by ``seed``.
+    against real). Normal images are the category's training images, drawn by ``seed``. A method
+    that takes ``defect_types`` without a bank (``gan_transplant``) makes each type apart too.
+    ``method_options``: ``{method: {parameter: value}}`` (e.g. a trained model's path).
     ``on_method(result)``, when given, is called after each method with the result so far (a long
     run can save as it goes).
     """
     from ...metrics.features import extract_features, load_fid_inception
     from ...metrics.realism import fid_from_features, kid_from_features
+    from ...core.registry import _accepted_kwargs, method_info
     from ...pipelines.generate import build_synthesizer
     from ...realdefect import needs_bank
 
@@ -185,14 +189,14 @@ def few_shot_realism(data: MVTecCategory, split, bank, methods: list[str], per_t
                 idx = [i for i in real if data.test_names[i].startswith(t + "/")]
                 gen = extract_features(data.test[idx], network, progress=False)
                 scores[t] = _fid_kid(feats[f"real/{t}"], gen, fid_from_features, kid_from_features)
-        elif needs_bank(name):
+        elif needs_bank(name) or "defect_types" in _accepted_kwargs(method_info(name).cls):
             for t in types:
-                synth = build_synthesizer(name, {"bank": bank, "defect_types": [t]})
+                synth = build_synthesizer(name, _options(name, bank, method_options, defect_types=[t]))
                 out = synth(normals, seed=seed, indices=range(per_type))
                 gen = extract_features(out.images, network, progress=False)
                 scores[t] = _fid_kid(feats[f"real/{t}"], gen, fid_from_features, kid_from_features)
         else:
-            synth = build_synthesizer(name)
+            synth = build_synthesizer(name, _options(name, bank, method_options))
             donors = normals if getattr(synth, "uses_donors", False) else None
             out = synth(normals, seed=seed, indices=range(per_type), donors=donors)
             gen = extract_features(out.images, network, progress=False)
@@ -204,6 +208,13 @@ def few_shot_realism(data: MVTecCategory, split, bank, methods: list[str], per_t
         log(f"realism {name:<18} " + "  ".join(f"{t} FID {s['fid']:.1f} KID {s['kid']:.4f}" for t, s in scores.items())
             + f"  ({time.perf_counter() - start:.0f} s)")
     return result
+
+
+def _options(name: str, bank, method_options: dict | None, **extra) -> dict[str, Any]:
+    """A method's constructor overrides: the bank (methods that need one), ``method_options[name]``, ``extra``."""
+    from ...realdefect import needs_bank
+
+    return {**({"bank": bank} if needs_bank(name) else {}), **(method_options or {}).get(name, {}), **extra}
 
 
 def _fid_kid(real, gen, fid, kid) -> dict[str, float]:
@@ -234,7 +245,7 @@ def realism_markdown(realism: dict[str, Any]) -> str:
 def run_few_shot_benchmark(data_dir, few_shot: str = "1/3", methods: list[str] | None = None,
                            seeds=(0, 1, 2), out="benchmark_out", config=None, baseline: bool = True,
                            split_seed: int = 0, realism: int = 0, fid_weights: str | None = None,
-                           log=print) -> dict[str, Any]:
+                           log=print, method_options: dict | None = None) -> dict[str, Any]:
     """Run every missing ``(method, seed)`` under the few-shot protocol and write its tables.
 
     Parameters
@@ -248,6 +259,9 @@ def run_few_shot_benchmark(data_dir, few_shot: str = "1/3", methods: list[str] |
         bank, and every other image-level method).
     realism : int
         When > 0, also FID / KID per type with this many generated images per method and type.
+    method_options : dict, optional
+        ``{method: {parameter: value}}`` (CLI ``--set METHOD.KEY=VALUE``): e.g. the ``model`` of
+        the methods that need a trained one, which the default method list leaves out otherwise.
 
     Returns
     -------
@@ -272,9 +286,13 @@ def run_few_shot_benchmark(data_dir, few_shot: str = "1/3", methods: list[str] |
     if methods:
         names = [REAL_ONLY] if REAL_ONLY in methods else []
         names += _check_methods([m for m in methods if m != REAL_ONLY], cfg.detector)
-    else:
-        image = defectforge.list_methods(level="image")
+    else:  # methods that need a trained model run only when given one
+        image = [n for n in defectforge.list_methods(level="image")
+                 if not getattr(defectforge.method_info(n).cls, "needs_model", False) or n in (method_options or {})]
         names = [REAL_ONLY] + [n for n in image if needs_bank(n)] + [n for n in image if not needs_bank(n)]
+    unused = sorted(set(method_options or {}) - set(names))
+    if unused:
+        raise ValueError(f"--set names {unused}, which this run does not include (methods: {names})")
     seeds = [int(s) for s in seeds]
     root = Path(data_dir).expanduser()
     check_mvtec_category(root)
@@ -299,8 +317,8 @@ def run_few_shot_benchmark(data_dir, few_shot: str = "1/3", methods: list[str] |
         if name == REAL_ONLY:
             idx = torch.tensor(real)
             return RealOnly(data.test[idx], data.test_masks[idx])
-        if needs_bank(name):
-            return build_synthesizer(name, {"bank": bank})
+        if needs_bank(name) or name in (method_options or {}):
+            return build_synthesizer(name, _options(name, bank, method_options))
         return None
 
     all_names = ([BASELINE] if baseline else []) + names
@@ -324,7 +342,8 @@ def run_few_shot_benchmark(data_dir, few_shot: str = "1/3", methods: list[str] |
 
             scores = json.loads(path.read_text())
         else:
-            scores = few_shot_realism(data, bank.split, bank, names, per_type=realism, fid_weights=fid_weights, log=log)
+            scores = few_shot_realism(data, bank.split, bank, names, per_type=realism, fid_weights=fid_weights, log=log,
+                                      method_options=method_options)
             write_json(path, scores)
         (run_dir / f"realism-{realism}.md").write_text(realism_markdown(scores))
         result["realism"] = scores
