@@ -7,7 +7,7 @@ normal images with an improved Poisson blending, and a fine mask is derived from
 replaced by the real defects of a :class:`~defectforge.sources.defects.DefectBank`; no DCDGANc code
 is used or published. Poisson image editing: Perez, Gangnet & Blake, SIGGRAPH 2003, solved by
 :func:`~defectforge.functional.poisson.poisson_blend` (sine transforms on the region's box; the
-same discretisation as OpenCV's ``seamlessClone``, about 3x faster, grey images as one channel);
+same discretisation as OpenCV's ``seamlessClone``, 4-6x faster, grey images as one channel);
 mixed gradients keep, per pixel edge, the larger of the defect's and the target's difference (the
 paper's eq. 13; OpenCV's ``MIXED_CLONE`` compares ``|gx - gy|`` instead), so the target's
 texture continues through the defect where it is stronger.
