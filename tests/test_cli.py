@@ -81,6 +81,18 @@ def test_bench_measures_the_anomalous_share_instead_of_assuming_it():
     assert rows["cutpaste"]["anomalous_fraction"] == 1.0
 
 
+def test_generate_refuses_feature_level_methods_by_name(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(tmp_path / "in" / "a.png")
+    result = runner.invoke(app, ["generate", str(tmp_path / "in"), str(tmp_path / "out"), "-m", "simplenet", "-n", "1"])
+    assert result.exit_code != 0
+    assert "feature-level" in result.output and "--level image" in result.output
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.png"))
+
+
 def _fake_anomalib(monkeypatch, make_output):
     """Install a stand-in ``anomalib`` package whose generator returns ``make_output(x)``."""
     import sys

@@ -39,3 +39,9 @@ def main() -> None:
     warnings.formatwarning = _one_line_warning
     _register_commands()
     app()
+
+
+if __name__ == "__main__":  # python -m defectforge.cli.main: the commands register on the package's module
+    from defectforge.cli.main import main as _package_main
+
+    _package_main()

@@ -196,6 +196,12 @@ def build_synthesizer(method: str, overrides: dict[str, Any] | None = None, text
     """
     overrides = dict(overrides or {})
     info = method_info(method)
+    if info.level != "image":
+        # feature/latent methods perturb a backbone's features inside their detector's training
+        raise ValueError(f"method {method!r} is {info.level}-level: it makes anomalies in feature space, not "
+                         f"images, so it cannot write a dataset; use it through its detector "
+                         f"(defectforge benchmark --detector ...) or its Python API, or pick an image-level "
+                         f"method (defectforge methods --level image)")
     accepted = _accepted_kwargs(info.cls)
     if textures is not None:
         if "textures" not in accepted:
