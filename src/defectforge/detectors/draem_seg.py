@@ -27,14 +27,19 @@ __all__ = ["DraemDiscriminative", "DraemSegDetector"]
 DRAEM_SCORE_WINDOW = 21
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                         nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+def conv_block(cin: int, cout: int, norm=nn.BatchNorm2d) -> nn.Sequential:
+    """Two 3x3 conv + norm + ReLU (the U-Net block of DRAEM's and DSR's networks; DSR: InstanceNorm)."""
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), norm(cout), nn.ReLU(inplace=True),
+                         nn.Conv2d(cout, cout, 3, padding=1), norm(cout), nn.ReLU(inplace=True))
 
 
-def _up(cin: int, cout: int) -> nn.Sequential:
+def up_block(cin: int, cout: int, norm=nn.BatchNorm2d) -> nn.Sequential:
+    """Bilinear x2 upsampling, then 3x3 conv + norm + ReLU."""
     return nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
-                         nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+                         nn.Conv2d(cin, cout, 3, padding=1), norm(cout), nn.ReLU(inplace=True))
+
+
+_block, _up = conv_block, up_block
 
 
 class DraemDiscriminative(nn.Module):

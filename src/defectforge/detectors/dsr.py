@@ -49,20 +49,18 @@ from torch import nn
 
 from ..core.seeding import torch_generator
 from ..generative.vqvae import ResidualStack, TwoLevelVQVAE
-from .draem_seg import DRAEM_SCORE_WINDOW
+from .draem_seg import DRAEM_SCORE_WINDOW, conv_block, up_block
 from .training import TrainingRecord
 
 __all__ = ["DSRDetector", "SubspaceRestriction", "ObjectDecoder", "AnomalyDetectionUNet", "dsr_focal_loss"]
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.InstanceNorm2d(cout), nn.ReLU(inplace=True),
-                         nn.Conv2d(cout, cout, 3, padding=1), nn.InstanceNorm2d(cout), nn.ReLU(inplace=True))
+    return conv_block(cin, cout, norm=nn.InstanceNorm2d)  # DSR's networks use instance norm
 
 
 def _up(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
-                         nn.Conv2d(cin, cout, 3, padding=1), nn.InstanceNorm2d(cout), nn.ReLU(inplace=True))
+    return up_block(cin, cout, norm=nn.InstanceNorm2d)
 
 
 class SubspaceRestriction(nn.Module):
