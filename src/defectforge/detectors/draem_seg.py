@@ -27,6 +27,12 @@ __all__ = ["DraemDiscriminative", "DraemSegDetector"]
 DRAEM_SCORE_WINDOW = 21
 
 
+def windowed_max_scores(maps: torch.Tensor, window: int = DRAEM_SCORE_WINDOW) -> torch.Tensor:
+    """``(N,)`` image scores: the maximum of each ``(N, H, W)`` map after a ``window`` x ``window``
+    mean filter (DRAEM's ``test_DRAEM.py`` and DSR's ``test_dsr.py``)."""
+    return F.avg_pool2d(maps[:, None], window, stride=1, padding=window // 2).amax(dim=(1, 2, 3))
+
+
 def conv_block(cin: int, cout: int, norm=nn.BatchNorm2d) -> nn.Sequential:
     """Two 3x3 conv + norm + ReLU (the U-Net block of DRAEM's and DSR's networks; DSR: InstanceNorm)."""
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), norm(cout), nn.ReLU(inplace=True),
@@ -141,5 +147,4 @@ class DraemSegDetector:
     @staticmethod
     def image_scores(maps: torch.Tensor) -> torch.Tensor:
         """DRAEM's image score: the maximum of the 21x21 mean-filtered map."""
-        k = DRAEM_SCORE_WINDOW
-        return F.avg_pool2d(maps[:, None], k, stride=1, padding=k // 2).amax(dim=(1, 2, 3))
+        return windowed_max_scores(maps)

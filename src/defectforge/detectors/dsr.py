@@ -49,7 +49,7 @@ from torch import nn
 
 from ..core.seeding import torch_generator
 from ..generative.vqvae import ResidualStack, TwoLevelVQVAE
-from .draem_seg import DRAEM_SCORE_WINDOW, conv_block, up_block
+from .draem_seg import conv_block, up_block, windowed_max_scores
 from .training import TrainingRecord
 
 __all__ = ["DSRDetector", "SubspaceRestriction", "ObjectDecoder", "AnomalyDetectionUNet", "dsr_focal_loss"]
@@ -298,5 +298,4 @@ class DSRDetector:
     @staticmethod
     def image_scores(maps: torch.Tensor) -> torch.Tensor:
         """DSR's image score: the maximum of the 21x21 mean-filtered map (``test_dsr.py``)."""
-        k = DRAEM_SCORE_WINDOW
-        return F.avg_pool2d(maps[:, None], k, stride=1, padding=k // 2).amax(dim=(1, 2, 3))
+        return windowed_max_scores(maps)
