@@ -19,7 +19,21 @@ def surface_batch():
     return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
 
 
-_TINY_MODEL_DIR = None
+_FOLDERS: dict = {}
+
+
+def _folder_once(prefix: str, write) -> str:
+    """A temporary folder filled by ``write(folder)`` on first use in this test run, removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    if prefix not in _FOLDERS:
+        root = tempfile.mkdtemp(prefix=f"defectforge-{prefix}-")
+        atexit.register(shutil.rmtree, root, True)
+        write(root)
+        _FOLDERS[prefix] = root
+    return _FOLDERS[prefix]
 
 
 def tiny_model_folder():
@@ -28,63 +42,47 @@ def tiny_model_folder():
     A folder (not an in-memory model) so that configs holding it round-trip through
     ``defectforge.from_config``.
     """
-    import atexit
-    import shutil
-    import tempfile
-
     from defectforge.generative.models import tiny_unet
 
-    global _TINY_MODEL_DIR
-    if _TINY_MODEL_DIR is None:
-        root = tempfile.mkdtemp(prefix="defectforge-model-")
-        atexit.register(shutil.rmtree, root, True)
-        tiny_unet(16, 3, seed=0).save(root)
-        _TINY_MODEL_DIR = root
-    return _TINY_MODEL_DIR
-
-
-_TINY_GAN_DIR = None
+    return _folder_once("model", lambda root: tiny_unet(16, 3, seed=0).save(root))
 
 
 def tiny_gan_folder():
     """A tiny random defect GAN (16 px, RGB, types blob and scratch) saved once in a run's layout."""
-    import atexit
-    import shutil
-    import tempfile
-
     from defectforge.generative.gan_transplant import tiny_gan
 
-    global _TINY_GAN_DIR
-    if _TINY_GAN_DIR is None:
-        root = tempfile.mkdtemp(prefix="defectforge-gan-")
-        atexit.register(shutil.rmtree, root, True)
-        tiny_gan(16, 3, seed=0).save(root)
-        _TINY_GAN_DIR = root
-    return _TINY_GAN_DIR
-
-
-_TINY_SD_DIR = None
+    return _folder_once("gan", lambda root: tiny_gan(16, 3, seed=0).save(root))
 
 
 def tiny_sd_inpaint_folder():
     """A tiny random Stable Diffusion inpainting pipeline (UNet of 9 input channels, VAE, CLIP text
     encoder, a tokenizer of a tiny vocabulary) saved once with ``save_pretrained``."""
-    import atexit
-    import shutil
-    import tempfile
-
     from defectforge.generative.inpaint import tiny_sd_inpaint
 
-    global _TINY_SD_DIR
-    if _TINY_SD_DIR is None:
-        root = tempfile.mkdtemp(prefix="defectforge-sd-")
-        atexit.register(shutil.rmtree, root, True)
-        tiny_sd_inpaint(root)
-        _TINY_SD_DIR = root
-    return _TINY_SD_DIR
+    return _folder_once("sd", tiny_sd_inpaint)
 
 
-_TINY_BANK_DIR = None
+def _write_tiny_bank(root) -> None:
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(root)
+    for k in range(3):
+        g = np.random.default_rng(k)
+        image = (110 + g.normal(0, 6, (48, 48, 3))).clip(0, 255).astype(np.uint8)
+        mask = np.zeros((48, 48), np.uint8)
+        if k < 2:  # dark blob
+            yy, xx = np.mgrid[:48, :48]
+            mask[(yy - 24) ** 2 / 64 + (xx - 20 - 4 * k) ** 2 / 25 <= 1] = 255
+            image[mask > 0] = (image[mask > 0] * 0.3).astype(np.uint8)
+        else:  # bright scratch
+            mask[10:38, 22:25] = 255
+            image[mask > 0] = 230
+        folder = root / ("blob" if k < 2 else "scratch")
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(image).save(folder / f"d{k}.png")
+        Image.fromarray(mask).save(folder / f"d{k}_mask.png")
 
 
 def tiny_defect_bank():
@@ -93,36 +91,11 @@ def tiny_defect_bank():
     A folder bank (not in-memory arrays) so that configs holding it round-trip through
     ``defectforge.from_config``.
     """
-    import atexit
-    import shutil
-    import tempfile
     from pathlib import Path
-
-    from PIL import Image
 
     from defectforge.sources.defects import DefectBank
 
-    global _TINY_BANK_DIR
-    if _TINY_BANK_DIR is None:
-        root = Path(tempfile.mkdtemp(prefix="defectforge-bank-"))
-        atexit.register(shutil.rmtree, root, True)
-        for k in range(3):
-            g = np.random.default_rng(k)
-            image = (110 + g.normal(0, 6, (48, 48, 3))).clip(0, 255).astype(np.uint8)
-            mask = np.zeros((48, 48), np.uint8)
-            if k < 2:  # dark blob
-                yy, xx = np.mgrid[:48, :48]
-                mask[(yy - 24) ** 2 / 64 + (xx - 20 - 4 * k) ** 2 / 25 <= 1] = 255
-                image[mask > 0] = (image[mask > 0] * 0.3).astype(np.uint8)
-            else:  # bright scratch
-                mask[10:38, 22:25] = 255
-                image[mask > 0] = 230
-            folder = root / ("blob" if k < 2 else "scratch")
-            folder.mkdir(exist_ok=True)
-            Image.fromarray(image).save(folder / f"d{k}.png")
-            Image.fromarray(mask).save(folder / f"d{k}_mask.png")
-        _TINY_BANK_DIR = root
-    return DefectBank.from_folder(_TINY_BANK_DIR)
+    return DefectBank.from_folder(Path(_folder_once("bank", _write_tiny_bank)))
 
 
 def method_for_tests(name, **kwargs):
