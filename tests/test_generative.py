@@ -120,8 +120,8 @@ def test_model_argument_is_required_and_loader_names_missing_files(tmp_path, mod
     (broken / "unet" / "config.json").write_text((model_dir / "unet" / "config.json").read_text())
     with pytest.raises(FileNotFoundError, match="diffusion_pytorch_model.safetensors"):
         load_diffusion_model(broken)
-    (broken / "vae").mkdir()
-    with pytest.raises(ValueError, match="vae"):
+    (broken / "text_encoder").mkdir()
+    with pytest.raises(ValueError, match="prompt_inpaint"):
         load_diffusion_model(broken)
     loaded = load_diffusion_model(model_dir)
     assert loaded.size == 16 and loaded.channels == 3

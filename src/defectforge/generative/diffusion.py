@@ -1,7 +1,8 @@
 """Diffusion synthesizers: RealNet's SDAS and masked (RePaint / AnomalyDiffusion / AdaBLDM) diffusion.
 
-Both sample a trained pixel-space diffusion model (:mod:`defectforge.generative.models`, e.g. one
-made by ``defectforge train ddpm``) with :func:`~defectforge.generative.sampler.diffusion_sample`,
+Both sample a trained diffusion model (:mod:`defectforge.generative.models`: a pixel-space one made
+by ``defectforge train ddpm``, or a latent diffusion folder, ``vqvae/`` or ``vae/`` + ``unet/`` +
+``scheduler/``) with :func:`~defectforge.generative.sampler.diffusion_sample`,
 so they need ``model=`` (a folder, or a :class:`~defectforge.generative.models.DiffusionModel`) and
 the ``generative`` extra (diffusers). Every random choice of sample ``i`` comes from
 ``(seed, index)``: its mask, its strength or opacity, and ``noise_seed``, which seeds the
@@ -10,8 +11,11 @@ bit for bit from the records.
 
 The model runs at its own resolution ``S``: the image (or, with ``crop_context``, a square around
 the mask) is resized to ``S x S`` (bilinear, antialiased), converted to the model's channels (grey:
-ITU-R 601 luma; colour: the grey channel repeated), sampled, and resized back. The final blend is
-made at the image's resolution: every pixel outside the mask is the input pixel, exactly.
+ITU-R 601 luma; colour: the grey channel repeated), sampled, and resized back. A latent model samples latents: the normal image is encoded (``E``),
+the mask is taken to the latent grid (a cell is inside when any of its pixels is), the sampler
+blends latents, and the result is decoded (``D``), as in AnomalyDiffusion's and AdaBLDM's latent
+diffusion. The final blend is made at the image's resolution: every pixel outside the mask is the
+input pixel, exactly (the auto-encoder's round trip would otherwise change the whole image).
 
 ``realnet_sdas``
     RealNet (Zhang et al., "RealNet: A Feature Selection Network with Realistic Synthetic Anomaly
@@ -34,8 +38,10 @@ made at the image's resolution: every pixel outside the mask is the input pixel,
     ``"cutpaste_scar"``, ...), or a user's mask bank through ``defectforge.control(...,
     mask_bank=)``. AdaBLDM's three stages (Jiang et al. 2024) are options: ``free_steps`` (no
     blending), then ``dilated_steps`` blended with the mask dilated by ``dilation`` px (AdaBLDM's
-    latent-space stage), then the exact mask (its image-space stage); pixel space here, no latent
-    auto-encoder. Differences: no RePaint resampling jumps; AnomalyDiffusion's learned
+    latent-space stage), then the exact mask. With a pixel-space model all three stages run on
+    pixels; with a latent model the dilation is in latent cells (where AdaBLDM dilates) and the
+    image-space stage is the final exact blend at full resolution (AdaBLDM also blends in pixel
+    space during its last steps, with its ControlNet-conditioned SD; not done here). Differences: no RePaint resampling jumps; AnomalyDiffusion's learned
     defect/position embeddings and its mask generator are not part of this method (the mask comes
     from a mask source; the content from a model trained on defects, e.g. ``defectforge train ddpm
     CATEGORY OUT --on defects`` with ``crop_context`` set).
@@ -97,8 +103,9 @@ class DiffusionSynthesizer(Synthesizer):
     Parameters
     ----------
     model : path or DiffusionModel
-        A folder written by ``defectforge train ddpm`` (``OUT`` or ``OUT/model``) or a diffusers
-        ``UNet2DModel`` folder; loaded with ``local_files_only=True``.
+        A folder written by ``defectforge train ddpm`` (``OUT`` or ``OUT/model``), a diffusers
+        ``UNet2DModel`` folder, or a latent diffusion folder (``LDMPipeline`` layout: ``vqvae/`` or
+        ``vae/``, ``unet/``, ``scheduler/``); loaded with ``local_files_only=True``.
     scheduler : {"ddpm", "ddim"}
         diffusers' scheduler used to sample.
     num_inference_steps : int or None
@@ -108,6 +115,10 @@ class DiffusionSynthesizer(Synthesizer):
     batch_invariant : bool
         One denoiser call per sample, so results never depend on the batch (see
         :func:`~defectforge.generative.sampler.diffusion_sample`).
+    device : str or None
+        Where the model runs (``"cuda"``; ``generate --set device=cuda``); default the images'
+        device. The noise is drawn on the CPU from each sample's generator either way, and the
+        results come back to the images' device.
     """
 
     requires = ("diffusers",)
@@ -119,8 +130,9 @@ class DiffusionSynthesizer(Synthesizer):
     def __init__(self, model=None, scheduler: str = "ddpm", num_inference_steps: int | None = None,
                  eta: float = 1.0, batch_invariant: bool = True, max_attempts: int = 20,
                  perlin_exponent_range=(0, 6), rotation_range=(-90.0, 90.0), threshold: float = 0.5,
-                 anomaly_probability: float = 1.0):
+                 anomaly_probability: float = 1.0, device: str | None = None):
         super().__init__(anomaly_probability)
+        self.device = None if device is None else torch.device(device)
         self.model = self._load_model(model)
         self.scheduler = check_choice("scheduler", scheduler, SCHEDULERS)
         self.num_inference_steps = None if num_inference_steps is None else \
@@ -140,11 +152,21 @@ class DiffusionSynthesizer(Synthesizer):
         return resolve_model(model)
 
     def _sample(self, params: list[dict], device, **kw) -> torch.Tensor:
+        """Samples in the model's pixel space, ``(B, channels, size, size)`` in ``[-1, 1]``.
+
+        ``known`` (pixels, model resolution), ``masks`` and ``dilated_masks`` (on the sampling grid:
+        model pixels, or latent cells for a latent model) are passed on to the sampler; a latent
+        model's ``known`` images are encoded first and its samples decoded.
+        """
         gens = [torch.Generator().manual_seed(int(p["noise_seed"])) for p in params]
-        self.model.unet.to(device)
-        return diffusion_sample(self.model, gens, scheduler=self.scheduler,
-                                num_inference_steps=self.num_inference_steps, eta=self.eta, device=device,
-                                batch_invariant=self.batch_invariant, **kw)
+        back, device = device, self.device or device
+        self.model.to(device)
+        if kw.get("known") is not None:
+            kw["known"] = self.model.encode(kw["known"].to(device), self.batch_invariant)
+        z = diffusion_sample(self.model, gens, scheduler=self.scheduler,
+                             num_inference_steps=self.num_inference_steps, eta=self.eta, device=device,
+                             batch_invariant=self.batch_invariant, **kw)
+        return self.model.decode(z, self.batch_invariant).to(back)
 
     def _redraw_perlin(self, rng: np.random.Generator, p: dict) -> None:
         p["perlin"] = self.perlin.sample(rng)
@@ -201,9 +223,9 @@ class RealNetSDAS(DiffusionSynthesizer):
     def __init__(self, model=None, strength_range=(0.1, 0.2), opacity_range=(0.5, 1.0), scheduler: str = "ddpm",
                  num_inference_steps: int | None = None, eta: float = 1.0, batch_invariant: bool = True,
                  max_attempts: int = 20, perlin_exponent_range=(0, 6), rotation_range=(-90.0, 90.0),
-                 threshold: float = 0.5, anomaly_probability: float = 1.0):
+                 threshold: float = 0.5, anomaly_probability: float = 1.0, device: str | None = None):
         super().__init__(model, scheduler, num_inference_steps, eta, batch_invariant, max_attempts,
-                         perlin_exponent_range, rotation_range, threshold, anomaly_probability)
+                         perlin_exponent_range, rotation_range, threshold, anomaly_probability, device)
         self.strength_range = check_interval("strength_range", strength_range, 0.0, 100.0)
         self.opacity_range = check_interval("opacity_range", opacity_range, 0.0, 1.0)
 
@@ -251,7 +273,8 @@ class MaskedDiffusion(DiffusionSynthesizer):
     free_steps, dilated_steps : int
         AdaBLDM's first two stages (0, 0: plain masked diffusion).
     dilation : int
-        Dilation in model pixels of the masks of the ``dilated_steps``.
+        Dilation of the masks of the ``dilated_steps``, in cells of the sampling grid (model pixels,
+        or latent cells for a latent model).
     Others : see :class:`DiffusionSynthesizer`.
 
     Examples
@@ -270,9 +293,10 @@ class MaskedDiffusion(DiffusionSynthesizer):
                  min_crop: int = 32, free_steps: int = 0, dilated_steps: int = 0, dilation: int = 2,
                  scheduler: str = "ddim", num_inference_steps: int | None = 200, eta: float = 1.0,
                  batch_invariant: bool = True, max_attempts: int = 20, perlin_exponent_range=(0, 6),
-                 rotation_range=(-90.0, 90.0), threshold: float = 0.5, anomaly_probability: float = 1.0):
+                 rotation_range=(-90.0, 90.0), threshold: float = 0.5, anomaly_probability: float = 1.0,
+                 device: str | None = None):
         super().__init__(model, scheduler, num_inference_steps, eta, batch_invariant, max_attempts,
-                         perlin_exponent_range, rotation_range, threshold, anomaly_probability)
+                         perlin_exponent_range, rotation_range, threshold, anomaly_probability, device)
         if mask_source != "perlin":
             info = method_info(mask_source)  # unknown names raise with suggestions
             if info.level != "image" or getattr(info.cls, "needs_model", False) or getattr(info.cls, "needs_bank", False):
@@ -325,8 +349,10 @@ class MaskedDiffusion(DiffusionSynthesizer):
             crops = [images[i:i + 1, :, y:y + bh, x:x + bw] for i, (y, x, bh, bw) in zip(sel, boxes)]
             mcrops = [masks[i:i + 1, :, y:y + bh, x:x + bw] for i, (y, x, bh, bw) in zip(sel, boxes)]
             known = torch.cat([to_model_space(cr, s, self.model.channels) for cr in crops])
-            # the model-resolution mask covers every pixel the full-resolution mask touches
-            m_s = torch.cat([(F.interpolate(m, size=(s, s), mode="area") > 0).float() for m in mcrops])
+            # the sampling grid's mask (model pixels, or latent cells) covers every pixel the
+            # full-resolution mask touches
+            g = self.model.latent_size
+            m_s = torch.cat([(F.interpolate(m, size=(g, g), mode="area") > 0).float() for m in mcrops])
             dil = F.max_pool2d(m_s, 2 * self.dilation + 1, 1, self.dilation) if self.dilation else m_s
             gen = self._sample([params[i] for i in sel], images.device, known=known, masks=m_s, dilated_masks=dil,
                                free_steps=self.free_steps, dilated_steps=self.dilated_steps)

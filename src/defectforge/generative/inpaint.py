@@ -63,12 +63,6 @@ def _require():
         raise ImportError("prompt_inpaint needs diffusers and transformers: pip install 'defectforge[generative]'") from exc
 
 
-def is_sd_inpaint_folder(path) -> bool:
-    """Whether ``path`` looks like a text-conditioned pipeline folder (``text_encoder/`` or ``model_index.json``)."""
-    root = Path(path).expanduser()
-    return root.is_dir() and ((root / "text_encoder").is_dir() or (root / "model_index.json").is_file())
-
-
 def check_sd_inpaint_folder(path) -> Path:
     """``path`` if it holds every file of a Stable Diffusion inpainting folder; else an error naming the first missing one."""
     root = Path(path).expanduser()
@@ -231,7 +225,8 @@ class PromptInpaintSynthesizer(MaskedDiffusion):
                  perlin_exponent_range=(0, 6), rotation_range=(-90.0, 90.0), threshold: float = 0.5,
                  anomaly_probability: float = 1.0):
         super().__init__(model, mask_source, crop_context, min_crop, 0, 0, 0, scheduler, num_inference_steps, eta,
-                         True, max_attempts, perlin_exponent_range, rotation_range, threshold, anomaly_probability)
+                         True, max_attempts, perlin_exponent_range, rotation_range, threshold, anomaly_probability,
+                         device)
         words = [d.strip() for d in (defects.split(",") if isinstance(defects, str) else defects)]
         if not words or not all(words):
             raise ValueError(f"defects={defects!r}: give at least one defect word, e.g. ['scratch', 'crack']")
@@ -242,7 +237,6 @@ class PromptInpaintSynthesizer(MaskedDiffusion):
         self.prompt_template = str(prompt_template)
         self.guidance_scale = float(check_range("guidance_scale", guidance_scale, 0.0, 100.0))
         self.size = None if size is None else check_range("size", size, 8, 4096, integer=True)
-        self.device = None if device is None else torch.device(device)
 
     def _load_model(self, model):
         if model is None or not isinstance(model, (str, os.PathLike)):

@@ -71,7 +71,9 @@ def diffusion_sample(model, generators: Sequence[torch.Generator], *, scheduler:
     Parameters
     ----------
     model : DiffusionModel
-        The denoiser and its training schedule.
+        The denoiser and its training schedule. For a latent diffusion model this samples (and
+        blends) latents: ``known`` and ``masks`` are on the latent grid, and the result is latents
+        (:meth:`~defectforge.generative.models.DiffusionModel.decode` makes images of them).
     generators : sequence of torch.Generator
         One CPU generator per sample; the batch size is ``len(generators)``.
     scheduler : {"ddpm", "ddim"}
@@ -100,12 +102,12 @@ def diffusion_sample(model, generators: Sequence[torch.Generator], *, scheduler:
     Returns
     -------
     torch.Tensor
-        ``(B, C, S, S)`` samples in ``[-1, 1]`` (clamped).
+        ``(B, C, S, S)`` samples in ``[-1, 1]`` (clamped; latent models: unclamped latents).
     """
     if scheduler not in SCHEDULERS:
         raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
     device = torch.device(device) if device is not None else next(model.unet.parameters()).device
-    b, c, s = len(generators), model.channels, model.size
+    b, c, s = len(generators), model.latent_channels, model.latent_size
     sched = model.make_scheduler(scheduler)
     steps = int(num_inference_steps or sched.config.num_train_timesteps)
     sched.set_timesteps(steps, device="cpu")
@@ -151,4 +153,4 @@ def diffusion_sample(model, generators: Sequence[torch.Generator], *, scheduler:
                 q = known
             x_prev = m * x_prev + (1.0 - m) * q
         x = x_prev
-    return x.clamp(-1.0, 1.0)
+    return x if model.latent else x.clamp(-1.0, 1.0)
