@@ -182,11 +182,20 @@ def test_generate_command_runs_a_latent_folder(tmp_path, ldm_dir):
     g = torch.Generator().manual_seed(0)
     for i in range(2):
         write_image(src / f"{i}.png", (torch.rand(32, 32, 3, generator=g) * 255).byte().numpy())
-    result = CliRunner().invoke(app, ["generate", str(src), str(tmp_path / "out"), "-m", "masked_diffusion",
-                                      "--set", f"model={ldm_dir}", "--set", "num_inference_steps=2", "--count", "2", "-q"])
+    runner = CliRunner()
+    result = runner.invoke(app, ["generate", str(src), str(tmp_path / "out"), "-m", "masked_diffusion",
+                                 "--model", str(ldm_dir), "--set", "num_inference_steps=2", "--count", "2", "-q"])
     assert result.exit_code == 0, result.output
     manifest = (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()
     assert len(manifest) == 2
+    twice = runner.invoke(app, ["generate", str(src), str(tmp_path / "o2"), "-m", "masked_diffusion",
+                                "--model", str(ldm_dir), "--set", f"model={ldm_dir}", "--count", "2", "-q"])
+    assert twice.exit_code != 0 and "not both" in twice.output
+    missing = runner.invoke(app, ["generate", str(src), str(tmp_path / "o3"), "-m", "masked_diffusion",
+                                  "--model", str(tmp_path / "nowhere"), "--count", "2", "-q"])
+    assert missing.exit_code != 0 and "nowhere does not exist" in missing.output
+    none = runner.invoke(app, ["generate", str(src), str(tmp_path / "o4"), "-m", "masked_diffusion", "--count", "2", "-q"])
+    assert none.exit_code != 0 and "--model PATH" in none.output
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")

@@ -176,6 +176,11 @@ def generate_command(
     address: Optional[str] = typer.Option(None, "--address", help="--engine ray: the cluster to join (e.g. auto, "
                                           "or HEAD_IP:6379 of `ray start --head`); default: a local Ray."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Method parameter, key=value (repeatable)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="The model of a generative method, a local folder "
+                                         "(the same as --set model=PATH): realnet_sdas / masked_diffusion: a "
+                                         "'train ddpm' run, a UNet2DModel or a latent diffusion (vqvae/ or vae/ + "
+                                         "unet/ + scheduler/) folder; gan_transplant: a 'train gan' run; "
+                                         "prompt_inpaint: a Stable Diffusion inpainting folder."),
     normal_ratio: float = typer.Option(0.0, "--normal-ratio", help="Share of samples left normal (test/good)."),
     bit_depth: str = typer.Option("auto", "--bit-depth", help="Bits of data in 16-bit inputs: auto (from the "
                                   "inputs' maximum), 8, 10, 12, 14 or 16."),
@@ -212,7 +217,7 @@ def generate_command(
             recorded = load_run_config(config)
             if recorded is None:
                 fail(f"--config {config} is not a config.yaml written by defectforge generate")
-            given = [name for name, value in (("--method", method), ("--mix", mix), ("--set", set_),
+            given = [name for name, value in (("--method", method), ("--mix", mix), ("--set", set_), ("--model", model),
                                                 ("--textures", textures), ("--size", size)) if value]
             if given:
                 fail(f"--config rebuilds a recorded run; drop {', '.join(given)} (edit the config.yaml instead)")
@@ -227,9 +232,16 @@ def generate_command(
                 fail("give INPUT and OUTPUT folders: defectforge generate INPUT OUTPUT -m METHOD")
             if (method is None) == (mix is None):
                 fail("give a method (--method NAME) or a mixture (--mix 'a:0.5,b:0.5'), not both and not neither")
+            overrides = parse_overrides(set_)
+            if model is not None:
+                if "model" in overrides:
+                    fail("give the model once: --model PATH or --set model=PATH, not both")
+                if not model.expanduser().exists():
+                    fail(f"--model {model} does not exist; pass a local model folder (nothing is downloaded)")
+                overrides["model"] = str(model)
             cfg = GenerateConfig(
                 input=str(input), method=method, count=100 if count is None else count, seed=seed, size=size,
-                textures=textures, overrides=parse_overrides(set_), normal_ratio=normal_ratio,
+                textures=textures, overrides=overrides, normal_ratio=normal_ratio,
                 foreground=foreground, foreground_threshold=foreground_threshold,
                 foreground_invert=foreground_invert, foreground_masks=foreground_masks, mix=mix,
                 defect_count=parse_count_range(defect_count), area_range=parse_area_range(area_range),

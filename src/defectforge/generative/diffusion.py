@@ -145,8 +145,9 @@ class DiffusionSynthesizer(Synthesizer):
     def _load_model(self, model):
         """The model from ``model=`` (a subclass taking another kind of model overrides this)."""
         if model is None:
-            raise ValueError("this method samples a trained diffusion model: pass model=PATH (a folder from "
-                             "'defectforge train ddpm DATA OUT', i.e. OUT/model) or a DiffusionModel")
+            raise ValueError("this method samples a trained diffusion model: pass model=PATH (command line: "
+                             "--model PATH), a folder from 'defectforge train ddpm DATA OUT' (OUT/model), a "
+                             "UNet2DModel folder or a latent diffusion folder, or a DiffusionModel")
         from .models import resolve_model
 
         return resolve_model(model)
