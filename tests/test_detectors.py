@@ -233,3 +233,36 @@ def test_backbone_architectures_classify_imagenet_images(name):
     with torch.no_grad():
         logits = model((image - mean) / std)
     assert 967 in logits.topk(3).indices[0].tolist()
+
+
+def test_residual_seg_sees_features_and_their_residuals_to_patchcores_bank(category):
+    from defectforge.detectors.benchmark import make_detector
+    from defectforge.detectors.residual_seg import ResidualSegDetector
+
+    data = load_mvtec_category(category, size=32)
+    backbone = load_backbone("tiny")
+    det = make_detector("residual_seg", backbone, width=8)
+    assert isinstance(det, ResidualSegDetector)
+    record = det.fit(data.train, "cutpaste", steps=3, batch_size=4, seed=1)
+    assert len(record.losses) == 3
+    # the bank is patchcore's: same features, same seed -> the same memory, so the same maps as patchcore
+    features = backbone.extract(data.train)
+    baseline = PatchCoreBaseline(backbone)
+    baseline.fit(data.train, seed=1, features=features)
+    assert torch.equal(det.bank.memory, baseline.memory)
+    torch.testing.assert_close(det.bank.score_maps(data.test, size=32), baseline.score_maps(data.test, size=32))
+    # the residual of a patch in the memory is zero; the head takes features and residuals
+    c = features.shape[1]
+    assert det.head.net[0].in_channels == 2 * c
+    aggregated = det.bank._aggregate(features)
+    residual = det._residuals(features)
+    patches = aggregated.permute(0, 2, 3, 1).reshape(-1, c)
+    in_memory = (torch.cdist(patches, det.bank.memory).min(1).values == 0).view(aggregated.shape[0], *aggregated.shape[2:])
+    assert in_memory.any()
+    assert residual.permute(0, 2, 3, 1)[in_memory].abs().max() == 0
+    maps = det.score_maps(data.test, size=32)
+    assert maps.shape == (6, 32, 32) and torch.isfinite(maps).all() and (maps >= 0).all() and (maps <= 1).all()
+    # seeded
+    again = make_detector("residual_seg", backbone, width=8)
+    again.fit(data.train, "cutpaste", steps=3, batch_size=4, seed=1)
+    torch.testing.assert_close(again.score_maps(data.test, size=32), maps)

@@ -21,7 +21,8 @@ def benchmark_command(
     methods: Optional[list[str]] = typer.Option(None, "--methods", "-m",
                                                 help="Synthesis methods (repeatable or comma-separated); default: every image-level method "
                                                      "(feature-level detectors: their own method)."),
-    detector: str = typer.Option("seghead", "--detector", help="seghead (frozen backbone + head), draem_seg (DRAEM's discriminative net), or a detector trained on "
+    detector: str = typer.Option("seghead", "--detector", help="seghead (frozen backbone + head), residual_seg (seghead also given each patch's residual to "
+                                     "patchcore's memory bank, after PRN), draem_seg (DRAEM's discriminative net), or a detector trained on "
                                      "feature-level synthesis: simplenet, supersimplenet, glass, pbas, uniad; or dsr (DSR's sub-networks on "
                                      "a VQ-VAE trained once per dataset and cached, latent-level dsr anomalies)."),
     steps: int = typer.Option(500, "--steps", min=1, help="Training steps per run."),

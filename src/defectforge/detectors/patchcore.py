@@ -74,6 +74,7 @@ class PatchCoreBaseline:
         self.projection_dim = int(projection_dim)
         self.neighbourhood = int(neighbourhood)
         self.memory: torch.Tensor | None = None
+        self._memory_sq: torch.Tensor | None = None
 
     def _aggregate(self, features: torch.Tensor) -> torch.Tensor:
         k = self.neighbourhood
@@ -110,14 +111,24 @@ class PatchCoreBaseline:
         if self.memory is None:
             raise RuntimeError("call fit() before score_maps()")
         features, size = scoring_features(self.backbone, images, features, size)
-        memory_sq = (self.memory ** 2).sum(1)
         out = []
         for start in range(0, features.shape[0], chunk):
             x = self._aggregate(features[start:start + chunk].to(self.memory.device))
-            b, c, h, w = x.shape
-            q = x.permute(0, 2, 3, 1).reshape(-1, c)
-            # squared distances by the expansion |q|^2 - 2 q.m + |m|^2 (one matrix product)
-            d2 = (q ** 2).sum(1, keepdim=True) - 2 * q @ self.memory.T + memory_sq
-            dist = d2.min(1).values.clamp_min(0).sqrt().view(b, 1, h, w)
+            dist, _ = self.nearest(x)
             out.append(F.interpolate(dist, size=(size, size), mode="bilinear", align_corners=False)[:, 0])
         return gaussian_smooth(torch.cat(out), DETECTION_SIGMA).cpu()
+
+    @torch.no_grad()
+    def nearest(self, aggregated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distance ``(B, 1, h, w)`` of each aggregated patch to its nearest memory patch, and that
+        patch's index ``(B, h, w)``."""
+        if self.memory is None:
+            raise RuntimeError("call fit() before nearest()")
+        if self._memory_sq is None or self._memory_sq.shape[0] != self.memory.shape[0]:
+            self._memory_sq = (self.memory ** 2).sum(1)
+        b, c, h, w = aggregated.shape
+        q = aggregated.permute(0, 2, 3, 1).reshape(-1, c)
+        # squared distances by the expansion |q|^2 - 2 q.m + |m|^2 (one matrix product)
+        d2 = (q ** 2).sum(1, keepdim=True) - 2 * q @ self.memory.T + self._memory_sq
+        best = d2.min(1)
+        return best.values.clamp_min(0).sqrt().view(b, 1, h, w), best.indices.view(b, h, w)

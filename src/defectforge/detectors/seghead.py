@@ -99,7 +99,7 @@ class SegHeadDetector:
         self.std = flat.std(1).clamp_min(1e-6).view(1, -1, 1, 1).to(device)
         with torch.random.fork_rng(devices=[]):  # seeded initialisation, global state untouched
             torch.manual_seed(int(seed))
-            self.head = SegHead(features.shape[1], self.width).to(device)
+            self.head = SegHead(self._input_channels(features.shape[1]), self.width).to(device)
         optimiser = torch.optim.Adam(self.head.parameters(), lr=self.lr)
         batches = TrainingBatches(images, synthesizer, batch_size, seed, device)
         grid = features.shape[-2:]
@@ -113,7 +113,7 @@ class SegHeadDetector:
             target = torch.cat([torch.zeros(normal_idx.shape[0], 1, *grid, device=device),
                                 F.adaptive_avg_pool2d(masks.to(device), grid)])
             self.head.train()
-            loss = focal_l1_loss(self.head(self._standardise(x)), target)
+            loss = focal_l1_loss(self.head(self._head_input(x)), target)
             record.optimise(loss, optimiser, step, evaluate, checkpoint_every, self)
         return record.finish(start, batches.synthesis_seconds)
 
@@ -125,5 +125,13 @@ class SegHeadDetector:
             raise RuntimeError("call fit() before score_maps()")
         features, size = scoring_features(self.backbone, images, features, size)
         self.head.eval()
-        return maps_from_cells(features, size, lambda f: torch.sigmoid(self.head(self._standardise(f))), chunk)
+        return maps_from_cells(features, size, lambda f: torch.sigmoid(self.head(self._head_input(f))), chunk)
+
+    def _input_channels(self, channels: int) -> int:
+        """Channels the head takes for backbone features of ``channels`` channels."""
+        return channels
+
+    def _head_input(self, features: torch.Tensor) -> torch.Tensor:
+        """What the head sees of a batch of backbone features: the standardised features."""
+        return self._standardise(features)
 

@@ -276,8 +276,8 @@ def run_few_shot_benchmark(data_dir, few_shot: str = "1/3", methods: list[str] |
     from ..backbones import load_backbone
     from ..data import check_mvtec_category
     from .leaderboard import collect_runs, write_json, write_leaderboard
-    from .runner import BASELINE, DETECTORS, BenchmarkConfig, _check_methods, features_cached, load_data_cached, \
-        make_detector, run_one
+    from .runner import BACKBONE_DETECTORS, BASELINE, DETECTORS, BenchmarkConfig, _check_methods, features_cached, \
+        load_data_cached, make_detector, run_one
 
     cfg = config or BenchmarkConfig()
     if cfg.detector not in DETECTORS:
@@ -301,7 +301,7 @@ def run_few_shot_benchmark(data_dir, few_shot: str = "1/3", methods: list[str] |
     cache_dir.mkdir(parents=True, exist_ok=True)
     bank = DefectBank.from_folder(root, few_shot=few_shot, split_file=out / SPLIT_FILE, split_seed=split_seed)
     backbone = load_backbone(cfg.backbone, cfg.backbone_weights).to(cfg.device) \
-        if cfg.detector == "seghead" or baseline else None
+        if cfg.detector in BACKBONE_DETECTORS or baseline else None
     data, fingerprint = load_data_cached(root, cfg.size, cache_dir, log)
     test, keep, real = few_shot_subset(data, bank.split)
     features = None

@@ -32,13 +32,15 @@ from ..feature_level import FEATURE_DETECTORS, make_feature_detector
 from .figures import example_indices, example_maps
 from .leaderboard import write_json, write_leaderboard
 
-__all__ = ["DETECTORS", "IMAGE_DETECTORS", "BASELINE", "BenchmarkConfig", "make_detector", "run_benchmark", "run_one",
+__all__ = ["DETECTORS", "IMAGE_DETECTORS", "BACKBONE_DETECTORS", "BASELINE", "BenchmarkConfig", "make_detector", "run_benchmark", "run_one",
            "image_scores_of", "evaluate_detector", "load_data_cached", "features_cached", "data_fingerprint"]
 
 #: Detectors trained on image-level synthesis, then those trained on feature-level synthesis
 #: (:mod:`..feature_level`: each has its own default method, e.g. ``simplenet`` -> ``simplenet``),
 #: then those trained on latent-level synthesis (``dsr``: a VQ-VAE trained and cached per dataset).
-IMAGE_DETECTORS = ("seghead", "draem_seg")
+IMAGE_DETECTORS = ("seghead", "draem_seg", "residual_seg")
+#: The image-level detectors on the frozen backbone's (cached) features.
+BACKBONE_DETECTORS = ("seghead", "residual_seg")
 LATENT_DETECTORS = {"dsr": "dsr"}
 DETECTORS = IMAGE_DETECTORS + tuple(FEATURE_DETECTORS) + tuple(LATENT_DETECTORS)
 #: The dsr detector's VQ-VAE (trained once per dataset, cached): resolution of the images it
@@ -80,6 +82,10 @@ def make_detector(name: str, backbone: Backbone | None, width: int = 0, device: 
 
     if name == "seghead":
         return SegHeadDetector(backbone, **({"width": width} if width else {}))
+    if name == "residual_seg":
+        from ..residual_seg import ResidualSegDetector
+
+        return ResidualSegDetector(backbone, **({"width": width} if width else {}))
     if name == "draem_seg":
         return DraemSegDetector(device=device, **({"width": width} if width else {}))
     if name == BASELINE:
@@ -321,7 +327,7 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
     root = Path(data_dir).expanduser()
     check_mvtec_category(root)  # layout errors before anything else
     backbone = None
-    if cfg.detector == "seghead" or cfg.detector in FEATURE_DETECTORS or baseline:
+    if cfg.detector in BACKBONE_DETECTORS or cfg.detector in FEATURE_DETECTORS or baseline:
         backbone = load_backbone(cfg.backbone, cfg.backbone_weights).to(cfg.device)  # weight errors before training
     out = Path(out)
     cache_dir = out / "cache"
