@@ -262,6 +262,12 @@ def test_residual_seg_sees_features_and_their_residuals_to_patchcores_bank(categ
     assert residual.permute(0, 2, 3, 1)[in_memory].abs().max() == 0
     maps = det.score_maps(data.test, size=32)
     assert maps.shape == (6, 32, 32) and torch.isfinite(maps).all() and (maps >= 0).all() and (maps <= 1).all()
+    # training inputs: the sources' cached residuals, searched again where the features changed,
+    # equal the residuals searched from scratch (to the float16 cache's rounding)
+    sources = torch.tensor([0, 2, 2])
+    batch = features[sources].clone().float()
+    batch[1, :, 1:3, 0:2] += 3 * det.std[0, :, :1, :1]  # an "anomaly" on image 2's features
+    torch.testing.assert_close(det._train_input(batch, sources), det._head_input(batch), rtol=0, atol=2e-2)
     # seeded
     again = make_detector("residual_seg", backbone, width=8)
     again.fit(data.train, "cutpaste", steps=3, batch_size=4, seed=1)

@@ -124,11 +124,16 @@ class PatchCoreBaseline:
         patch's index ``(B, h, w)``."""
         if self.memory is None:
             raise RuntimeError("call fit() before nearest()")
+        b, c, h, w = aggregated.shape
+        dist, index = self.nearest_rows(aggregated.permute(0, 2, 3, 1).reshape(-1, c))
+        return dist.view(b, 1, h, w), index.view(b, h, w)
+
+    @torch.no_grad()
+    def nearest_rows(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distance ``(n,)`` of each row of ``patches`` ``(n, C)`` to its nearest memory patch, and its index."""
         if self._memory_sq is None or self._memory_sq.shape[0] != self.memory.shape[0]:
             self._memory_sq = (self.memory ** 2).sum(1)
-        b, c, h, w = aggregated.shape
-        q = aggregated.permute(0, 2, 3, 1).reshape(-1, c)
         # squared distances by the expansion |q|^2 - 2 q.m + |m|^2 (one matrix product)
-        d2 = (q ** 2).sum(1, keepdim=True) - 2 * q @ self.memory.T + self._memory_sq
+        d2 = (patches ** 2).sum(1, keepdim=True) - 2 * patches @ self.memory.T + self._memory_sq
         best = d2.min(1)
-        return best.values.clamp_min(0).sqrt().view(b, 1, h, w), best.indices.view(b, h, w)
+        return best.values.clamp_min(0).sqrt(), best.indices

@@ -113,7 +113,7 @@ class SegHeadDetector:
             target = torch.cat([torch.zeros(normal_idx.shape[0], 1, *grid, device=device),
                                 F.adaptive_avg_pool2d(masks.to(device), grid)])
             self.head.train()
-            loss = focal_l1_loss(self.head(self._head_input(x)), target)
+            loss = focal_l1_loss(self.head(self._train_input(x, torch.cat([normal_idx, synth_idx]))), target)
             record.optimise(loss, optimiser, step, evaluate, checkpoint_every, self)
         return record.finish(start, batches.synthesis_seconds)
 
@@ -134,4 +134,8 @@ class SegHeadDetector:
     def _head_input(self, features: torch.Tensor) -> torch.Tensor:
         """What the head sees of a batch of backbone features: the standardised features."""
         return self._standardise(features)
+
+    def _train_input(self, features: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+        """:meth:`_head_input` of a training batch whose rows were made from training images ``sources``."""
+        return self._head_input(features)
 
