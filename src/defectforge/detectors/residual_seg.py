@@ -87,6 +87,9 @@ class ResidualSegDetector(SegHeadDetector):
         Share of the training patches kept in the memory bank (``patchcore``'s 1%).
     residual_sample : int
         Training images whose residuals set the residual's standardisation (per channel mean, std).
+    with_features : bool
+        Give the head the standardised features beside the residuals (PRN fuses both); ``False``:
+        the residuals only.
 
     Examples
     --------
@@ -102,8 +105,9 @@ class ResidualSegDetector(SegHeadDetector):
     name = "residual_seg"
 
     def __init__(self, backbone: Backbone, width: int = 64, lr: float = 1e-3, coreset_ratio: float = 0.01,
-                 residual_sample: int = 64):
+                 residual_sample: int = 64, with_features: bool = True):
         super().__init__(backbone, width, lr)
+        self.with_features = bool(with_features)
         if residual_sample < 1:
             raise ValueError(f"residual_sample must be >= 1, got {residual_sample}")
         self.bank = PatchCoreBaseline(backbone, coreset_ratio=coreset_ratio)
@@ -157,11 +161,11 @@ class ResidualSegDetector(SegHeadDetector):
             [self._residuals(features[s:s + chunk]).half().cpu() for s in range(0, features.shape[0], chunk)]))
 
     def _input_channels(self, channels: int) -> int:
-        return 2 * channels
+        return 2 * channels if self.with_features else channels
 
     def _combine(self, features: torch.Tensor, residuals: torch.Tensor) -> torch.Tensor:
         residuals = (residuals.to(self.mean.device).float() - self.residual_mean) / self.residual_std
-        return torch.cat([self._standardise(features), residuals], 1)
+        return torch.cat([self._standardise(features), residuals], 1) if self.with_features else residuals
 
     def _head_input(self, features: torch.Tensor) -> torch.Tensor:
         return self._combine(features, self._residuals(features))
