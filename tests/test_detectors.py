@@ -272,3 +272,20 @@ def test_residual_seg_sees_features_and_their_residuals_to_patchcores_bank(categ
     again = make_detector("residual_seg", backbone, width=8)
     again.fit(data.train, "cutpaste", steps=3, batch_size=4, seed=1)
     torch.testing.assert_close(again.score_maps(data.test, size=32), maps)
+
+
+def test_anchored_residual_seg_starts_from_patchcores_distance(category):
+    from defectforge.detectors.residual_seg import ResidualSegDetector
+
+    data = load_mvtec_category(category, size=32)
+    backbone = load_backbone("tiny")
+    det = ResidualSegDetector(backbone, width=8, anchored=True)
+    det.fit(data.train, "cutpaste", steps=0, batch_size=4, seed=0)
+    features = backbone.extract(data.test)
+    inputs = det._combine(features, det._residuals(features))
+    distance, _ = det.bank.nearest(det.bank._aggregate(features))
+    z = (distance - det.distance_mean) / det.distance_std
+    torch.testing.assert_close(inputs[:, -1:], z)
+    torch.testing.assert_close(det.head(inputs), z)  # untrained: the logit is patchcore's standardised distance
+    det.fit(data.train, "cutpaste", steps=3, batch_size=4, seed=0)
+    assert not torch.allclose(det.head(det._combine(features, det._residuals(features))), z)

@@ -38,10 +38,11 @@ from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .backbones import Backbone
 from .patchcore import PatchCoreBaseline
-from .seghead import SegHeadDetector
+from .seghead import SegHead, SegHeadDetector
 from .training import TrainingRecord, maps_from_cells, scoring_features
 
 __all__ = ["ResidualSegDetector", "CHANGE_TOLERANCE"]
@@ -74,6 +75,22 @@ def _cached(key: tuple, make):
     return value
 
 
+class AnchoredHead(nn.Module):
+    """``seghead``'s head whose logit is ``w * z + b + head(x)`` (``z``: the input's last channel);
+    the head's last layer starts at zero, ``w`` at 1 and ``b`` at 0."""
+
+    def __init__(self, channels: int, width: int = 64):
+        super().__init__()
+        self.net = SegHead(channels, width).net
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+        self.weight = nn.Parameter(torch.ones(()))
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(inputs[:, :-1]) + self.weight * inputs[:, -1:] + self.bias
+
+
 class ResidualSegDetector(SegHeadDetector):
     """``seghead`` on features and their residuals to a PatchCore memory bank (see the module docstring).
 
@@ -90,6 +107,11 @@ class ResidualSegDetector(SegHeadDetector):
     with_features : bool
         Give the head the standardised features beside the residuals (PRN fuses both); ``False``:
         the residuals only.
+    anchored : bool
+        The head's logit is ``w * z + b + head(...)`` with ``z`` the standardised distance to the
+        nearest memory patch (``patchcore``'s score), ``w = 1``, ``b = 0`` and the head's last layer
+        zero at the start: training starts from ``patchcore``'s ranking and the synthetic anomalies
+        can only correct it.
 
     Examples
     --------
@@ -105,9 +127,11 @@ class ResidualSegDetector(SegHeadDetector):
     name = "residual_seg"
 
     def __init__(self, backbone: Backbone, width: int = 64, lr: float = 1e-3, coreset_ratio: float = 0.01,
-                 residual_sample: int = 64, with_features: bool = True):
+                 residual_sample: int = 64, with_features: bool = True, anchored: bool = False):
         super().__init__(backbone, width, lr)
         self.with_features = bool(with_features)
+        self.anchored = bool(anchored)
+        self.distance_mean = self.distance_std = None
         if residual_sample < 1:
             raise ValueError(f"residual_sample must be >= 1, got {residual_sample}")
         self.bank = PatchCoreBaseline(backbone, coreset_ratio=coreset_ratio)
@@ -141,6 +165,8 @@ class ResidualSegDetector(SegHeadDetector):
         device = self.backbone.device
         self.residual_mean = flat.mean(1).view(1, -1, 1, 1).to(device)
         self.residual_std = flat.std(1).clamp_min(1e-6).view(1, -1, 1, 1).to(device)
+        distances = flat.norm(dim=0)
+        self.distance_mean, self.distance_std = float(distances.mean()), float(distances.std().clamp_min(1e-6))
         prepared = time.perf_counter() - start
         record = super().fit(images, synthesizer, steps, batch_size, seed, features, checkpoint_every, evaluate)
         record.seconds += prepared
@@ -161,11 +187,18 @@ class ResidualSegDetector(SegHeadDetector):
             [self._residuals(features[s:s + chunk]).half().cpu() for s in range(0, features.shape[0], chunk)]))
 
     def _input_channels(self, channels: int) -> int:
-        return 2 * channels if self.with_features else channels
+        return (2 * channels if self.with_features else channels) + int(self.anchored)
+
+    def _make_head(self, channels: int) -> nn.Module:
+        return AnchoredHead(channels - 1, self.width) if self.anchored else super()._make_head(channels)
 
     def _combine(self, features: torch.Tensor, residuals: torch.Tensor) -> torch.Tensor:
-        residuals = (residuals.to(self.mean.device).float() - self.residual_mean) / self.residual_std
-        return torch.cat([self._standardise(features), residuals], 1) if self.with_features else residuals
+        raw = residuals.to(self.mean.device).float()
+        residuals = (raw - self.residual_mean) / self.residual_std
+        parts = [self._standardise(features), residuals] if self.with_features else [residuals]
+        if self.anchored:  # the distance to the nearest memory patch, last channel
+            parts.append((raw.norm(dim=1, keepdim=True) - self.distance_mean) / self.distance_std)
+        return torch.cat(parts, 1)
 
     def _head_input(self, features: torch.Tensor) -> torch.Tensor:
         return self._combine(features, self._residuals(features))

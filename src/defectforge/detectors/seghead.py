@@ -99,7 +99,7 @@ class SegHeadDetector:
         self.std = flat.std(1).clamp_min(1e-6).view(1, -1, 1, 1).to(device)
         with torch.random.fork_rng(devices=[]):  # seeded initialisation, global state untouched
             torch.manual_seed(int(seed))
-            self.head = SegHead(self._input_channels(features.shape[1]), self.width).to(device)
+            self.head = self._make_head(self._input_channels(features.shape[1])).to(device)
         optimiser = torch.optim.Adam(self.head.parameters(), lr=self.lr)
         batches = TrainingBatches(images, synthesizer, batch_size, seed, device)
         grid = features.shape[-2:]
@@ -126,6 +126,10 @@ class SegHeadDetector:
         features, size = scoring_features(self.backbone, images, features, size)
         self.head.eval()
         return maps_from_cells(features, size, lambda f: torch.sigmoid(self.head(self._head_input(f))), chunk)
+
+    def _make_head(self, channels: int) -> nn.Module:
+        """The trainable head for inputs of ``channels`` channels (drawn from the seeded generator)."""
+        return SegHead(channels, self.width)
 
     def _input_channels(self, channels: int) -> int:
         """Channels the head takes for backbone features of ``channels`` channels."""
