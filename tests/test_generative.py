@@ -14,7 +14,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("safetensors")
 
 import defectforge  # noqa: E402
-from defectforge.generative.models import load_diffusion_model, tiny_unet  # noqa: E402
+from defectforge.generative.models import load_diffusion_model, tiny_latent_model, tiny_unet  # noqa: E402
 from defectforge.generative.sampler import diffusion_sample  # noqa: E402
 
 
@@ -71,6 +71,17 @@ def model_dir(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module", params=["pixel", "vq", "kl"])
+def any_model_dir(request, tmp_path_factory):
+    """A pixel-space model folder, and latent diffusion folders with a VQ and a KL auto-encoder."""
+    folder = tmp_path_factory.mktemp(f"model_{request.param}")
+    if request.param == "pixel":
+        tiny_unet(16, 3, seed=2).save(folder)
+    else:
+        tiny_latent_model(16, 3, request.param, seed=4).save(folder)
+    return folder
+
+
 def _images():
     from defectforge.sources.procedural import surface
 
@@ -81,9 +92,9 @@ def _images():
 @pytest.mark.parametrize("kwargs", [{}, {"crop_context": 1.5, "min_crop": 8},
                                     {"free_steps": 1, "dilated_steps": 1, "dilation": 1},
                                     {"mask_source": "defectmaker"}])
-def test_masked_diffusion_changes_only_the_mask_and_replays(model_dir, kwargs):
+def test_masked_diffusion_changes_only_the_mask_and_replays(any_model_dir, kwargs):
     x = _images()
-    synth = defectforge.create("masked_diffusion", model=str(model_dir), num_inference_steps=3, **kwargs)
+    synth = defectforge.create("masked_diffusion", model=str(any_model_dir), num_inference_steps=3, **kwargs)
     out = synth(x, seed=5)
     assert (out.labels == 1).all()
     changed = (out.images != x).any(1, keepdim=True)

@@ -1,5 +1,8 @@
 """Latent diffusion models (an auto-encoder's latents denoised by a UNet) in the diffusion samplers.
 
+(``masked_diffusion``'s outside-the-mask, replay and batch-split checks run on latent models too,
+in ``test_generative.py``.)
+
 Tiny random ``VQModel`` / ``AutoencoderKL`` + latent ``UNet2DModel`` built in code, saved in
 diffusers' ``LDMPipeline`` layout and loaded back (nothing downloaded).
 """
@@ -79,23 +82,6 @@ def test_latent_masked_sampler_keeps_the_known_latents_outside_the_mask(kind):
     outside = masks.expand_as(known) == 0
     torch.testing.assert_close(out[outside], known[outside], rtol=0, atol=1e-6)
     assert not torch.allclose(out[~outside], known[~outside])
-
-
-@pytest.mark.parametrize("kwargs", [{}, {"crop_context": 1.5, "min_crop": 8},
-                                    {"free_steps": 1, "dilated_steps": 1, "dilation": 1},
-                                    {"mask_source": "defectmaker"}])
-def test_masked_diffusion_on_a_latent_model_changes_only_the_mask_and_replays(ldm_dir, kwargs):
-    x = _images(4)
-    synth = defectforge.create("masked_diffusion", model=str(ldm_dir), num_inference_steps=3, **kwargs)
-    out = synth(x, seed=5)
-    assert (out.labels == 1).all()
-    changed = (out.images != x).any(1, keepdim=True)
-    assert not (changed & (out.masks == 0)).any(), "a pixel outside the mask changed"
-    assert changed.any()
-    again = synth.replay(x, out.params)
-    assert torch.equal(again.images, out.images) and torch.equal(again.masks, out.masks)
-    part = synth(x[1:3], seed=5, indices=[1, 2])
-    assert torch.equal(part.images, out.images[1:3])
 
 
 def test_masked_diffusion_inside_the_mask_is_the_decoded_latent_sample(ldm_dir):
