@@ -110,8 +110,8 @@ class ResidualSegDetector(SegHeadDetector):
     anchored : bool
         The head's logit is ``w * z + b + head(...)`` with ``z`` the standardised distance to the
         nearest memory patch (``patchcore``'s score), ``w = 1``, ``b = 0`` and the head's last layer
-        zero at the start: training starts from ``patchcore``'s ranking and the synthetic anomalies
-        can only correct it.
+        zero at the start: training starts from ``patchcore``'s ranking (and may move far from it:
+        docs/benchmark.md measures how far, step by step).
 
     Examples
     --------
