@@ -289,3 +289,15 @@ def test_anchored_residual_seg_starts_from_patchcores_distance(category):
     torch.testing.assert_close(det.head(inputs), z)  # untrained: the logit is patchcore's standardised distance
     det.fit(data.train, "cutpaste", steps=3, batch_size=4, seed=0)
     assert not torch.allclose(det.head(det._combine(features, det._residuals(features))), z)
+
+
+def test_patchcore_refit_scores_with_the_new_memory(category):
+    data = load_mvtec_category(category, size=32)
+    backbone = load_backbone("tiny")
+    refit = PatchCoreBaseline(backbone)
+    refit.fit(data.train, seed=0)
+    refit.score_maps(data.test, size=32)  # caches the first memory's norms
+    refit.fit(data.train, seed=1)  # a new memory of the same size
+    fresh = PatchCoreBaseline(backbone)
+    fresh.fit(data.train, seed=1)
+    torch.testing.assert_close(refit.score_maps(data.test, size=32), fresh.score_maps(data.test, size=32))

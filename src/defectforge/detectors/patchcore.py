@@ -74,7 +74,7 @@ class PatchCoreBaseline:
         self.projection_dim = int(projection_dim)
         self.neighbourhood = int(neighbourhood)
         self.memory: torch.Tensor | None = None
-        self._memory_sq: torch.Tensor | None = None
+        self._memory_sq: tuple[torch.Tensor, torch.Tensor] | None = None  # (memory, its squared row norms)
 
     def _aggregate(self, features: torch.Tensor) -> torch.Tensor:
         k = self.neighbourhood
@@ -122,8 +122,6 @@ class PatchCoreBaseline:
     def nearest(self, aggregated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Distance ``(B, 1, h, w)`` of each aggregated patch to its nearest memory patch, and that
         patch's index ``(B, h, w)``."""
-        if self.memory is None:
-            raise RuntimeError("call fit() before nearest()")
         b, c, h, w = aggregated.shape
         dist, index = self.nearest_rows(aggregated.permute(0, 2, 3, 1).reshape(-1, c))
         return dist.view(b, 1, h, w), index.view(b, h, w)
@@ -131,9 +129,11 @@ class PatchCoreBaseline:
     @torch.no_grad()
     def nearest_rows(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Distance ``(n,)`` of each row of ``patches`` ``(n, C)`` to its nearest memory patch, and its index."""
-        if self._memory_sq is None or self._memory_sq.shape[0] != self.memory.shape[0]:
-            self._memory_sq = (self.memory ** 2).sum(1)
+        if self.memory is None:
+            raise RuntimeError("call fit() before nearest()")
+        if self._memory_sq is None or self._memory_sq[0] is not self.memory:  # the norms of this memory
+            self._memory_sq = (self.memory, (self.memory ** 2).sum(1))
         # squared distances by the expansion |q|^2 - 2 q.m + |m|^2 (one matrix product)
-        d2 = (patches ** 2).sum(1, keepdim=True) - 2 * patches @ self.memory.T + self._memory_sq
+        d2 = (patches ** 2).sum(1, keepdim=True) - 2 * patches @ self.memory.T + self._memory_sq[1]
         best = d2.min(1)
         return best.values.clamp_min(0).sqrt(), best.indices

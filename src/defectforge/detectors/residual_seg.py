@@ -34,6 +34,7 @@ their 3x3 aggregation neighbours); elsewhere its source image's cached residuals
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import OrderedDict
 
 import torch
@@ -143,8 +144,6 @@ class ResidualSegDetector(SegHeadDetector):
     def fit(self, images: torch.Tensor, synthesizer, steps: int = 500, batch_size: int = 8, seed: int = 0,
             features: torch.Tensor | None = None, checkpoint_every: int = 0, evaluate=None) -> TrainingRecord:
         """Build the memory bank on the training features, then train the head as ``seghead`` does."""
-        import time
-
         start = time.perf_counter()
         if features is None:
             features = self.backbone.extract(images)
@@ -157,7 +156,6 @@ class ResidualSegDetector(SegHeadDetector):
             return bank.memory
 
         bank.memory = _cached(self._bank_key, build)
-        bank._memory_sq = None
         self._train_features = features
         self._train_residuals = self.residuals(features)
         flat = self._train_residuals[:self.residual_sample].float()
@@ -214,13 +212,10 @@ class ResidualSegDetector(SegHeadDetector):
         if k > 1:  # an aggregated patch changes when any cell of its neighbourhood does
             changed = F.max_pool2d(changed, k, stride=1, padding=k // 2)
         where = changed[:, 0] > 0
-        if where.any():
-            aggregated = self.bank._aggregate(features.float()).permute(0, 2, 3, 1)
-            patches = aggregated[where]
+        if where.any():  # residuals is this call's own copy: overwrite its changed cells
+            patches = self.bank._aggregate(features.float()).permute(0, 2, 3, 1)[where]
             _, index = self.bank.nearest_rows(patches)
-            fresh = residuals.permute(0, 2, 3, 1).clone()
-            fresh[where] = patches - self.bank.memory[index]
-            residuals = fresh.permute(0, 3, 1, 2)
+            residuals.permute(0, 2, 3, 1)[where] = patches - self.bank.memory[index]
         return self._combine(features, residuals)
 
     @torch.no_grad()
