@@ -11,11 +11,12 @@ bit for bit from the records.
 
 The model runs at its own resolution ``S``: the image (or, with ``crop_context``, a square around
 the mask) is resized to ``S x S`` (bilinear, antialiased), converted to the model's channels (grey:
-ITU-R 601 luma; colour: the grey channel repeated), sampled, and resized back. A latent model samples latents: the normal image is encoded (``E``),
-the mask is taken to the latent grid (a cell is inside when any of its pixels is), the sampler
-blends latents, and the result is decoded (``D``), as in AnomalyDiffusion's and AdaBLDM's latent
-diffusion. The final blend is made at the image's resolution: every pixel outside the mask is the
-input pixel, exactly (the auto-encoder's round trip would otherwise change the whole image).
+ITU-R 601 luma; colour: the grey channel repeated), sampled, and resized back. A latent model
+samples latents: the normal image is encoded (``E``), the mask is taken to the latent grid (a cell
+is inside when any of its pixels is), the sampler blends latents, and the result is decoded
+(``D``), as in AnomalyDiffusion's and AdaBLDM's latent diffusion. The final blend is made at the
+image's resolution: every pixel outside the mask is the input pixel, exactly (the auto-encoder's
+round trip would otherwise change the whole image).
 
 ``realnet_sdas``
     RealNet (Zhang et al., "RealNet: A Feature Selection Network with Realistic Synthetic Anomaly
@@ -37,11 +38,12 @@ input pixel, exactly (the auto-encoder's round trip would otherwise change the w
     (default), any registered image-level method's masks by name (``"defectmaker"``: Bezier shapes,
     ``"cutpaste_scar"``, ...), or a user's mask bank through ``defectforge.control(...,
     mask_bank=)``. AdaBLDM's three stages (Jiang et al. 2024) are options: ``free_steps`` (no
-    blending), then ``dilated_steps`` blended with the mask dilated by ``dilation`` px (AdaBLDM's
-    latent-space stage), then the exact mask. With a pixel-space model all three stages run on
-    pixels; with a latent model the dilation is in latent cells (where AdaBLDM dilates) and the
-    image-space stage is the final exact blend at full resolution (AdaBLDM also blends in pixel
-    space during its last steps, with its ControlNet-conditioned SD; not done here). Differences: no RePaint resampling jumps; AnomalyDiffusion's learned
+    blending), then ``dilated_steps`` blended with the mask dilated by ``dilation`` cells of the
+    sampling grid (AdaBLDM's latent-space stage), then the exact mask. With a pixel-space model all
+    three stages run on pixels; with a latent model the dilation is in latent cells (where AdaBLDM
+    dilates) and the image-space stage is the final exact blend at full resolution (AdaBLDM also
+    blends in pixel space during its last steps, with its ControlNet-conditioned SD; not done
+    here). Differences: no RePaint resampling jumps; AnomalyDiffusion's learned
     defect/position embeddings and its mask generator are not part of this method (the mask comes
     from a mask source; the content from a model trained on defects, e.g. ``defectforge train ddpm
     CATEGORY OUT --on defects`` with ``crop_context`` set).
@@ -124,7 +126,7 @@ class DiffusionSynthesizer(Synthesizer):
     requires = ("diffusers",)
     #: Cannot be created without ``model=``; the registry-wide tests give it a tiny random model.
     needs_model = True
-    #: What ``model=`` is: a pixel-space diffusion model folder.
+    #: What ``model=`` is: a diffusion model folder (pixel-space or latent).
     model_kind = "diffusion"
 
     def __init__(self, model=None, scheduler: str = "ddpm", num_inference_steps: int | None = None,
