@@ -32,8 +32,9 @@ from ..feature_level import FEATURE_DETECTORS, make_feature_detector
 from .figures import example_indices, example_maps
 from .leaderboard import write_json, write_leaderboard
 
-__all__ = ["DETECTORS", "IMAGE_DETECTORS", "BACKBONE_DETECTORS", "BASELINE", "BenchmarkConfig", "make_detector", "run_benchmark", "run_one",
-           "image_scores_of", "evaluate_detector", "load_data_cached", "features_cached", "data_fingerprint"]
+__all__ = ["DETECTORS", "IMAGE_DETECTORS", "BACKBONE_DETECTORS", "BASELINE", "BenchmarkConfig", "make_detector",
+           "run_benchmark", "run_one", "image_scores_of", "evaluate_detector", "load_data_cached", "features_cached",
+           "data_fingerprint"]
 
 #: Detectors trained on image-level synthesis, then those trained on feature-level synthesis
 #: (:mod:`..feature_level`: each has its own default method, e.g. ``simplenet`` -> ``simplenet``),
