@@ -169,6 +169,10 @@ def generate_command(
     area_range: Optional[str] = typer.Option(None, "--area-range",
                                              help="Allowed total defect area, MIN,MAX fractions of the image."),
     mask_bank: Optional[Path] = typer.Option(None, "--mask-bank", help="Folder of binary defect-shape PNGs."),
+    mask_threshold: Optional[int] = typer.Option(None, "--mask-threshold", help="Grey level (1-255) from which a "
+                                                 "pixel of a --mask-bank or --foreground-masks mask is shape, for "
+                                                 "near-binary masks (JPEG, anti-aliased), e.g. 128; default: masks "
+                                                 "must be binary."),
     workers: int = typer.Option(1, "--workers", "-w", help="Worker processes (Ray: tasks in flight); files are "
                                 "identical for any count."),
     engine: str = typer.Option("local", "--engine", help="local (processes on this machine) or ray (Ray tasks; "
@@ -245,7 +249,7 @@ def generate_command(
                 foreground=foreground, foreground_threshold=foreground_threshold,
                 foreground_invert=foreground_invert, foreground_masks=foreground_masks, mix=mix,
                 defect_count=parse_count_range(defect_count), area_range=parse_area_range(area_range),
-                mask_bank=mask_bank, bit_depth=bit_depth, output_bit_depth=output_bit_depth,
+                mask_bank=mask_bank, mask_threshold=mask_threshold, bit_depth=bit_depth, output_bit_depth=output_bit_depth,
                 max_pixels=max_pixels, min_contrast=min_contrast, defects=defects, defect_types=defect_types,
                 few_shot=few_shot)
         summary = generate(cfg, output, workers=workers, resume=resume, overwrite=overwrite,

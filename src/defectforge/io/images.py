@@ -1,22 +1,48 @@
-"""Reading and writing images: every mode users have (grey, RGB, RGBA, 16-bit), atomically."""
+"""Reading and writing images: every input read the way an image viewer shows it, written atomically.
+
+:func:`read_image_raw` is the one decode path of the package: normal images, foreground masks,
+mask banks, textures, real defect banks and their masks all go through it, so a mask and its
+image are always read alike. The rule (README, "Make a dataset"; docs/reliability.md):
+
+- orientation: the EXIF orientation tag is applied (``PIL.ImageOps.exif_transpose``), so a phone
+  photo comes out upright as in a viewer, whatever the format (JPEG, PNG, TIFF, WebP);
+- transparency: RGBA, grey+alpha and palette images with a transparent colour are composited
+  onto black (a transparent pixel reads as 0, so a transparent mask background is background);
+  a file with any non-opaque pixel gets a warning naming it;
+- palettes are converted to their colours; 1-bit and grey stay grey (one channel); CMYK is
+  converted to RGB by Pillow's plain formula (ICC profiles are not applied to any image), with a
+  warning, since a colour-managed viewer may show other colours;
+- bit depth: 16-bit grey and colour (PNG, TIFF) keep their 16 bits for :func:`to_uint8`'s
+  bit-depth rule (``--bit-depth``); 32-bit integer grey is clipped to 16 bits, float grey read as
+  [0, 1] (or [0, 255] when larger);
+- size: an image whose width x height exceeds the pixel limit (``--max-pixels``, default PIL's
+  ~89 Mpx, :func:`pixel_limit`) is refused before it is decoded, in every format alike;
+- several frames (an animated GIF, a multi-page TIFF): the first is read, with a warning.
+
+Every warning is issued once per file and process (:class:`ImageDecodeWarning`).
+"""
 
 from __future__ import annotations
 
 import os
 import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..core.dtype import LUMA_WEIGHTS
 from .files import atomic_write_bytes
 
-#: Held while PIL's global decode limit is lifted for one open (see read_image_raw).
+#: Held while PIL's global decode limit is lifted for one decode (see read_image_raw).
 _PIL_LIMIT = threading.Lock()
 
-__all__ = ["IMAGE_EXTENSIONS", "BIT_DEPTHS", "ImageReadError", "list_images", "read_image", "read_image_raw",
-           "to_uint8", "bit_depth_of", "write_image", "atomic_write_bytes"]
+__all__ = ["IMAGE_EXTENSIONS", "BIT_DEPTHS", "ImageReadError", "ImageDecodeWarning", "list_images", "read_image",
+           "read_image_raw", "image_size", "pixel_limit", "set_pixel_limit", "warn_once", "binary_mask", "to_uint8", "bit_depth_of",
+           "write_image", "atomic_write_bytes"]
 
 #: Bit depths a 16-bit container (PNG, TIFF) may hold: 10/12/14-bit sensor data is stored in 16
 #: bits with the top bits zero, so dividing by 65535 would make it almost black.
@@ -26,10 +52,49 @@ BIT_DEPTHS = (8, 10, 12, 14, 16)
 #: generate's inputs, textures, masks, and evaluate's generated and real sets.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
 
+#: EXIF / TIFF tag of the orientation.
+_ORIENTATION = 0x0112
+#: The pixel limit of this process's reads when a caller gives none (set by :func:`pixel_limit`).
+_default_max_pixels: int | None = None
+#: Warnings already issued by this process (each file is reported once).
+_reported: set[str] = set()
 
 
 class ImageReadError(ValueError):
     """An image file could not be read; the message names the file and the fix."""
+
+
+class ImageDecodeWarning(UserWarning):
+    """A file was read, but not exactly as stored (transparency, CMYK, frames); names the file."""
+
+
+def warn_once(message: str) -> None:
+    """Issue ``message`` as an :class:`ImageDecodeWarning` unless this process already did."""
+    if message not in _reported:
+        _reported.add(message)
+        warnings.warn(message, ImageDecodeWarning, stacklevel=3)
+
+
+@contextmanager
+def pixel_limit(max_pixels: int | None) -> Iterator[None]:
+    """Every read inside the block refuses images above ``max_pixels`` (``None``: PIL's limit).
+
+    ``generate --max-pixels`` sets it for the whole run, so textures, masks and defect banks obey
+    the same limit as the inputs.
+    """
+    global _default_max_pixels
+    saved = _default_max_pixels
+    _default_max_pixels = max_pixels
+    try:
+        yield
+    finally:
+        _default_max_pixels = saved
+
+
+def set_pixel_limit(max_pixels: int | None) -> None:
+    """Set this process's limit for good (a worker process of a run; see :func:`pixel_limit`)."""
+    global _default_max_pixels
+    _default_max_pixels = max_pixels
 
 
 def list_images(folder: str | os.PathLike, recursive: bool = True, what: str = "image folder") -> list[Path]:
@@ -48,47 +113,177 @@ def list_images(folder: str | os.PathLike, recursive: bool = True, what: str = "
     return sorted(files, key=lambda p: p.as_posix())
 
 
-def read_image_raw(path: str | os.PathLike, max_pixels: int | None = None, reduce_to: int | None = None) -> np.ndarray:
-    """Decode an image as ``(H, W, C)``: uint8 (C = 1 or 3), or uint16 for 16/32-bit grey data.
+@contextmanager
+def _opened(path: Path) -> Iterator[Image.Image]:
+    # PIL's own bomb check runs at open and, for TIFF, again at load: lifted for the whole decode
+    # (the caller's limit is checked instead), under a lock since the setting is global
+    with _PIL_LIMIT:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            with Image.open(path) as im:
+                yield im
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
-    ``max_pixels`` is the largest accepted ``width * height`` (default: PIL's
-    ``Image.MAX_IMAGE_PIXELS``, about 89 Mpx). ``reduce_to`` lets a JPEG above that limit decode
-    at a reduced scale (DCT scaling) when the caller only needs ``reduce_to`` pixels a side.
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = im.getexif().get(_ORIENTATION, 1)
+    except (OSError, SyntaxError, ValueError, TypeError):
+        return 1  # unreadable EXIF: shown as stored, as viewers do
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _pixels(n: int) -> str:
+    return f"{n / 1e6:.0f} Mpx" if n >= 10**7 else f"{n / 1e6:.1f} Mpx" if n >= 10**5 else f"{n} px"
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of an image as :func:`read_image_raw` reads it (orientation applied),
+    from its header alone.
 
     Raises
     ------
     ImageReadError
-        Unreadable, truncated or oversized files (the message names ``--max-pixels``).
+        Unreadable files.
     """
     path = Path(path)
-    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
     try:
-        with _PIL_LIMIT:
-            saved = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = None  # checked below, against the caller's limit
-            try:
-                im = Image.open(path)
-            finally:
-                Image.MAX_IMAGE_PIXELS = saved
-        with im:
-            w, h = im.size
-            if limit is not None and w * h > limit:
-                if reduce_to is not None and im.format == "JPEG":
-                    im.draft(im.mode, (reduce_to, reduce_to))
-                    w, h = im.size
-                if w * h > limit:
-                    raise ImageReadError(
-                        f"{path}: refused, too many pixels for a safe decode ({w}x{h} = {w * h / 1e6:.0f} Mpx, "
-                        f"limit {limit / 1e6:.0f} Mpx); pass --max-pixels {w * h} if memory allows "
-                        f"(about {w * h * 4 / 2**30:.1f} GiB), or downscale the file")
-            im.load()
-            arr = _decode(im)
-    except ImageReadError:
-        raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        with _opened(path) as im:
+            width, height = im.size
+            if _orientation(im) in (5, 6, 7, 8):
+                stored = (im.tag_v2.get(256), im.tag_v2.get(257)) if im.format == "TIFF" else (width, height)
+                if stored == (width, height):  # not already turned by PIL (its TIFF reader turns at open)
+                    width, height = height, width
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: cannot read this image ({exc}); the file is truncated, "
                              "corrupt or not an image: replace or remove it") from exc
+    return width, height
+
+
+def read_image_raw(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an image as a viewer shows it (module docstring): ``(H, W, C)``, C = 1 or 3, uint8,
+    or uint16 for 16-bit data (scale it with :func:`to_uint8`).
+
+    ``max_pixels`` is the largest accepted ``width * height`` (default: the :func:`pixel_limit` in
+    force, else PIL's ``Image.MAX_IMAGE_PIXELS``, about 89 Mpx), checked before decoding, for
+    every format.
+
+    Raises
+    ------
+    ImageReadError
+        Unreadable, truncated or oversized files (the message names ``--max-pixels``), and colour
+        modes with no RGB reading.
+    """
+    path = Path(path)
+    if max_pixels is not None:
+        limit = int(max_pixels)
+    else:
+        limit = _default_max_pixels if _default_max_pixels is not None else Image.MAX_IMAGE_PIXELS
+    notes: list[str] = []
+    try:
+        with _opened(path) as im:
+            w, h = im.size
+            if limit is not None and w * h > limit:
+                raise ImageReadError(
+                    f"{path}: refused, too many pixels for a safe decode ({w}x{h} = {_pixels(w * h)}, "
+                    f"limit {_pixels(limit)}); pass --max-pixels {w * h} if memory allows "
+                    f"(about {w * h * 4 / 2**30:.1f} GiB), or downscale the file")
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                notes.append(f"holds {frames} frames (an animation or pages); only the first is read")
+            arr = _decode(im, path, notes)
+    except ImageReadError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"{path}: cannot read this image ({exc}); the file is truncated, "
+                             "corrupt or not an image: replace or remove it") from exc
+    for note in notes:
+        warn_once(f"{path}: {note}")
     return arr
+
+
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """``arr`` (H, W, C) turned as ``ImageOps.exif_transpose`` turns an image of that orientation."""
+    if orientation in (5, 6, 7, 8):
+        arr = np.swapaxes(arr, 0, 1)  # transpose; then 6 = flip left-right, 8 = flip top-bottom
+        orientation = {5: 1, 6: 2, 7: 3, 8: 4}[orientation]
+    if orientation == 2:
+        arr = arr[:, ::-1]
+    elif orientation == 3:
+        arr = arr[::-1, ::-1]
+    elif orientation == 4:
+        arr = arr[::-1]
+    return np.ascontiguousarray(arr)
+
+
+def _rawmode(im: Image.Image) -> str:
+    if not im.tile:
+        return ""
+    args = im.tile[0][3]
+    return args if isinstance(args, str) else str(args[0]) if args else ""
+
+
+def _flatten(colour: np.ndarray, alpha: np.ndarray, top: float, path: Path, notes: list[str]) -> np.ndarray:
+    """``colour`` composited onto black by ``alpha`` (both float32, ``top`` = opaque)."""
+    clear = float((alpha < top).mean())
+    if clear > 0:
+        notes.append(f"has transparent pixels ({clear:.1%} of the image not opaque); they are composited onto "
+                     "black (transparent reads as 0): flatten the file onto another background to change that")
+    dtype = np.uint8 if top == 255.0 else np.uint16
+    return (colour * alpha / top + 0.5).astype(dtype)
+
+
+def _decode_deep(path: Path, im: Image.Image, grey: bool, notes: list[str]) -> np.ndarray | None:
+    """A 16-bit colour or grey+alpha PNG/TIFF with its 16 bits (PIL keeps only the high bytes)."""
+    import cv2
+
+    arr = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4) or \
+            arr.shape[:2] not in ((im.size[1], im.size[0]), im.size):
+        return None
+    arr = _orient(arr, _orientation(im))  # OpenCV's unchanged reading leaves the orientation to us
+    colour = arr[..., :1] if grey else arr[..., 2::-1]
+    if arr.shape[2] == 3:
+        return np.ascontiguousarray(colour)
+    return _flatten(colour.astype(np.float32), arr[..., 3:4].astype(np.float32), 65535.0, path, notes)
+
+
+def _decode(im: Image.Image, path: Path, notes: list[str]) -> np.ndarray:
+    rawmode = _rawmode(im)  # before anything loads the pixels (PNG's EXIF lies after them) and clears it
+    grey_alpha = rawmode.startswith("LA")  # PIL reads 16-bit grey+alpha as RGBA
+    if im.format in ("PNG", "TIFF") and ";16" in rawmode and im.mode in ("RGB", "RGBA", "LA"):
+        deep = _decode_deep(path, im, grey_alpha, notes)
+        if deep is not None:
+            return deep
+        notes.append("16-bit colour that only its 8 high bits could be read of")
+    im.load()
+    ImageOps.exif_transpose(im, in_place=True)  # TIFF: PIL has already turned it while loading
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(im)
+        return np.clip(arr, 0, 65535).astype(np.uint16)[..., None]
+    if mode == "F":
+        arr = np.asarray(im, dtype=np.float64)
+        hi = 1.0 if arr.max() <= 1.0 else 255.0
+        return (np.clip(arr / hi, 0, 1) * 255 + 0.5).astype(np.uint8)[..., None]
+    if mode in ("L", "1"):
+        return np.asarray(im.convert("L"), dtype=np.uint8)[..., None]
+    if mode == "LA" or (mode == "RGBA" and grey_alpha):
+        la = np.asarray(im.convert("LA"), dtype=np.float32)
+        return _flatten(la[..., :1], la[..., 1:2], 255.0, path, notes)
+    if mode in ("RGBA", "PA") or (mode == "P" and "transparency" in im.info) or "A" in mode:
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
+        return _flatten(rgba[..., :3], rgba[..., 3:4], 255.0, path, notes)
+    if mode == "CMYK":
+        notes.append("is CMYK: converted to RGB by the plain formula without a colour profile, so colours may "
+                     "differ from a colour-managed viewer; save it as RGB for exact colours")
+    try:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except ValueError as exc:
+        raise ImageReadError(f"{path}: its colour mode {mode} has no RGB reading ({exc}); save it as RGB or "
+                             "grey") from exc
 
 
 def bit_depth_of(arrays) -> int:
@@ -111,12 +306,11 @@ def to_uint8(arr: np.ndarray, bit_depth: int | str = "auto") -> np.ndarray:
 
 def read_image(path: str | os.PathLike, channels: int | None = None, bit_depth: int | str = "auto",
                max_pixels: int | None = None) -> np.ndarray:
-    """Read an image as ``(H, W, C)`` uint8, C = 1 or 3.
+    """Read an image as ``(H, W, C)`` uint8, C = 1 or 3, by :func:`read_image_raw`'s rule.
 
-    Grey and RGB images keep their channels unless ``channels`` asks for 1 or 3; RGBA and palette
-    images are composited on black / converted to RGB; 16-bit images are scaled by their bit
-    depth (``"auto"``: the smallest of 8, 10, 12, 14, 16 bits that holds the image's maximum, so
-    12-bit sensor data keeps its contrast).
+    Grey and RGB images keep their channels unless ``channels`` asks for 1 or 3; 16-bit images
+    are scaled by their bit depth (``"auto"``: the smallest of 8, 10, 12, 14, 16 bits that holds
+    the image's maximum, so 12-bit sensor data keeps its contrast).
 
     Raises
     ------
@@ -131,24 +325,29 @@ def read_image(path: str | os.PathLike, channels: int | None = None, bit_depth: 
     return arr
 
 
-def _decode(im: Image.Image) -> np.ndarray:
-    mode = im.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(im)
-        return np.clip(arr, 0, 65535).astype(np.uint16)[..., None]
-    if mode == "F":
-        arr = np.asarray(im, dtype=np.float64)
-        hi = 1.0 if arr.max() <= 1.0 else 255.0
-        return (np.clip(arr / hi, 0, 1) * 255 + 0.5).astype(np.uint8)[..., None]
-    if mode in ("L", "1"):
-        return np.asarray(im.convert("L"), dtype=np.uint8)[..., None]
-    if mode in ("LA",):
-        la = np.asarray(im, dtype=np.float32)
-        return (la[..., :1] * la[..., 1:2] / 255.0 + 0.5).astype(np.uint8)
-    if mode in ("RGBA", "PA", "P") or "A" in mode:
-        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
-        return (rgba[..., :3] * rgba[..., 3:4] / 255.0 + 0.5).astype(np.uint8)
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+def binary_mask(grey: np.ndarray, path: str | os.PathLike, threshold: int | None = None,
+                what: str = "mask") -> np.ndarray:
+    """A user's mask (``(H, W)`` uint8 grey, as :func:`read_image` reads it) as bool.
+
+    Without ``threshold`` the file must be binary (at most two grey levels, 0 the background):
+    a mask with more levels (JPEG-compressed, anti-aliased) is refused, and the message names
+    ``--mask-threshold``. With it, pixels ``>= threshold`` are the shape.
+
+    Examples
+    --------
+    >>> m = np.array([[0, 3, 250, 255]], np.uint8)
+    >>> binary_mask(m, "m.jpg", 128).tolist()
+    [[False, False, True, True]]
+    """
+    if threshold is not None:
+        return grey >= threshold
+    levels = np.unique(grey)
+    if len(levels) > 2 or (len(levels) == 2 and levels[0] != 0):
+        shown = ", ".join(str(v) for v in levels[:6]) + (", ..." if len(levels) > 6 else "")
+        raise ValueError(f"{what} {path} is not binary ({len(levels)} grey levels: {shown}), as a JPEG-compressed "
+                         "or anti-aliased mask is; pass --mask-threshold 128 (Python: mask_threshold=128) to take "
+                         "pixels >= 128 as the shape, or save it with 0 for background and 255 for the shape")
+    return grey > 0
 
 
 def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:

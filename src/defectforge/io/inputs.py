@@ -107,9 +107,9 @@ def load_normal_images(path: str | os.PathLike, size: int | None = None, progres
                        bit_depth: int | str = "auto", max_pixels: int | None = None) -> NormalImages:
     """Read every image under ``path`` (recursively; ``train/good`` for an MVTec category).
 
-    Unreadable or truncated files, and images too small for any defect (below
-    :data:`MIN_IMAGE_SIZE` px after ``size``), are skipped with a warning and listed in
-    ``skipped``; mask folders (``ground_truth/``) and defectforge outputs nested in ``path``
+    Unreadable, truncated and oversized files (``max_pixels``), and images too small to be a
+    normal image (below :data:`MIN_IMAGE_SIZE` px a side, whatever ``size``), are skipped with a
+    warning and listed in ``skipped``; mask folders (``ground_truth/``) and defectforge outputs nested in ``path``
     are not read. ``size`` resizes every image to ``size x size``; without it sizes are kept.
     16-bit images are scaled by ``bit_depth``: ``"auto"`` takes the smallest of 8, 10, 12, 14,
     16 bits holding the largest value of all 16-bit inputs (one scale for the whole set, so
@@ -137,14 +137,15 @@ def load_normal_images(path: str | os.PathLike, size: int | None = None, progres
 
     for f in iterator:
         try:
-            img = read_image_raw(f, max_pixels=max_pixels, reduce_to=size)
+            img = read_image_raw(f, max_pixels=max_pixels)
         except ImageReadError as exc:
             skip(f, str(exc))
             continue
-        final = (size, size) if size is not None else img.shape[:2]
-        if min(final) < MIN_IMAGE_SIZE:
+        if min(img.shape[:2]) < MIN_IMAGE_SIZE:
+            # a thumbnail or icon, not a picture of a part: --size would only blow it up
             skip(f, f"{f}: image is {img.shape[1]}x{img.shape[0]} px, smaller than the smallest defects "
-                    f"({MIN_IMAGE_SIZE} px); remove it or pass --size")
+                    f"({MIN_IMAGE_SIZE} px a side): too small to be a normal image, skipped with or without --size; "
+                    "remove it from INPUT")
             continue
         paths.append(f)
         raw.append(img)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .images import list_images
+from .images import ImageReadError, image_size, list_images
 
 __all__ = ["MVTecLayoutError", "MASK_SUFFIX", "is_mvtec_category", "mask_path", "defect_folders",
            "check_mvtec_category"]
@@ -70,13 +70,11 @@ class MVTecLayoutError(ValueError):
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
+    # as the image is read (orientation applied), so a mask is compared with its image as both are used
     try:
-        with Image.open(path) as im:
-            return im.size
-    except (OSError, ValueError) as exc:
-        raise MVTecLayoutError(f"{path}: cannot read this image ({exc}); replace or remove it") from exc
+        return image_size(path)
+    except ImageReadError as exc:
+        raise MVTecLayoutError(str(exc)) from exc
 
 
 def check_mvtec_category(root: str | os.PathLike) -> dict[str, list]:

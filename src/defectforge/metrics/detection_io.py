@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..io.images import image_size, read_image
 from ..io.mvtec import mask_path
 from .detection import MVTEC_FPR_LIMIT, detection_metrics
 from .features import IMAGE_EXTENSIONS
@@ -43,6 +44,7 @@ def load_score_map(path: str | os.PathLike) -> np.ndarray:
                     raise ValueError(f"holds arrays {keys}; store one array or name it 'anomaly_map'")
                 array = data[key]
         else:
+            # a score map is data, not a picture: its raw values, not the viewer's reading of them
             with Image.open(path) as image:
                 array = np.asarray(image)
     except (OSError, ValueError) as exc:
@@ -54,13 +56,9 @@ def load_score_map(path: str | os.PathLike) -> np.ndarray:
 
 
 def load_mask(path: str | os.PathLike) -> np.ndarray:
-    """A ground-truth mask as bool: values >= 128 of 255 (MVTec masks are 0/255, JPEG-safe)."""
-    try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("L"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read mask {path}: {exc}") from exc
-    return array >= 128
+    """A ground-truth mask as bool: values >= 128 of 255 (MVTec masks are 0/255, JPEG-safe), read
+    as its image is (:func:`~defectforge.io.images.read_image`: orientation, transparency)."""
+    return read_image(path, channels=1)[..., 0] >= 128
 
 
 @dataclass
@@ -121,8 +119,8 @@ def read_detection_folder(scores_dir: str | os.PathLike, category_dir: str | os.
             mask_file = mask_path(category_dir, defect_dir.name, image) or \
                 category_dir / "ground_truth" / defect_dir.name / f"{image.stem}_mask.png"
             if defect_dir.name == "good":
-                with Image.open(image) as im:
-                    mask = np.zeros((im.size[1], im.size[0]), dtype=bool)
+                width, height = image_size(image)
+                mask = np.zeros((height, width), dtype=bool)
             elif mask_file.is_file():
                 mask = load_mask(mask_file)
             else:

@@ -22,11 +22,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from ..io.files import atomic_write
-from ..io.images import IMAGE_EXTENSIONS, list_images
+from ..io.images import IMAGE_EXTENSIONS, list_images, read_image
 from .weights import file_digest, resolve_weights
 
 __all__ = [
@@ -47,13 +46,9 @@ INCEPTION_SIZE = 299
 
 
 def load_image(path: str | os.PathLike) -> torch.Tensor:
-    """Read an image file as a ``(3, H, W)`` uint8 RGB tensor (grey is repeated to 3 channels)."""
-    try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+    """Read an image file as a ``(3, H, W)`` uint8 RGB tensor (grey is repeated to 3 channels), as
+    every input is read (:func:`~defectforge.io.images.read_image`)."""
+    return torch.from_numpy(read_image(path, channels=3)).permute(2, 0, 1)
 
 
 def tf1_bilinear_resize(images: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:

@@ -73,10 +73,10 @@ def _read_mask(path: Path) -> np.ndarray:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
+    from ..io.images import image_size
 
-    with Image.open(path) as im:
-        return im.height, im.width
+    width, height = image_size(path)
+    return height, width
 
 
 def mask_components(mask: np.ndarray) -> list[np.ndarray]:

@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
@@ -45,7 +46,7 @@ from ..core.registry import _accepted_kwargs, create, method_info
 from ..core.seeding import DONOR_POOL, MAX_RETRIES, MAX_SEED, Stream, donor_indices, retry_stream, sample_rng
 from ..core.validation import check_choice, check_probability, check_range
 from ..io.files import atomic_write_bytes
-from ..io.images import BIT_DEPTHS, encode_png
+from ..io.images import BIT_DEPTHS, ImageDecodeWarning, encode_png, pixel_limit, set_pixel_limit, warn_once
 from ..io.inputs import NormalImages, load_normal_images, resolve_input_folder
 
 __all__ = ["GenerateConfig", "generate", "build_synthesizer", "build_from_config", "synthesizer_from_config",
@@ -92,6 +93,8 @@ class GenerateConfig:
     defect_count: list[int] | None = None
     area_range: list[float] | None = None
     mask_bank: str | None = None
+    # grey level from which a pixel of a near-binary (JPEG) mask-bank or foreground mask is shape
+    mask_threshold: int | None = None
     donor_pool: int = DONOR_POOL
     # inputs that are not plain 8-bit images (see defectforge.io.images)
     bit_depth: str = "auto"
@@ -163,6 +166,11 @@ class GenerateConfig:
             check_range("min_contrast (--min-contrast)", self.min_contrast, 0.0, 0.5, low_inclusive=False)
         check_foreground_options(self.foreground, self.foreground_threshold, self.foreground_invert,
                                  self.foreground_masks)
+        if self.mask_threshold is not None:
+            check_range("mask_threshold (--mask-threshold)", self.mask_threshold, 1, 255, integer=True)
+            if self.mask_bank is None and self.foreground_masks is None:
+                raise ValueError("--mask-threshold applies only with --mask-bank or --foreground-masks; add one or "
+                                 "drop it")
         if self.mix is not None and self.overrides:
             raise ValueError("--set applies to a single method; drop it when using --mix")
         if self.defects is None and (self.defect_types or self.few_shot is not None):
@@ -172,7 +180,7 @@ class GenerateConfig:
 
             parse_few_shot(self.few_shot)
         return parse_foreground(self.foreground, self.foreground_threshold, self.foreground_invert,
-                                self.foreground_masks)
+                                self.foreground_masks, self.mask_threshold)
 
     def methods(self) -> list[str]:
         """Registry names this run uses (the members of a mixture)."""
@@ -260,11 +268,15 @@ def build_from_config(cfg: GenerateConfig, bank=None):
     else:
         synth = one(cfg.method, cfg.overrides)
     if cfg.defect_count is not None or cfg.area_range is not None or cfg.mask_bank is not None:
+        from ..sources.mask_bank import MaskBank
         from ..synthesizers.compose import control
 
+        bank = cfg.mask_bank
+        if bank is not None and cfg.mask_threshold is not None:
+            bank = MaskBank(bank, threshold=cfg.mask_threshold)
         synth = control(synth, defect_count=tuple(cfg.defect_count) if cfg.defect_count else 1,
                         area_range=None if cfg.area_range is None else tuple(cfg.area_range),
-                        mask_bank=cfg.mask_bank)
+                        mask_bank=bank)
     return synth
 
 
@@ -348,6 +360,7 @@ class _Worker:
     def __init__(self, cfg: GenerateConfig, output: str, images: NormalImages, foreground=None,
                  synthesizer: dict | None = None):
         self.cfg, self.output, self.images = cfg, Path(output), images
+        set_pixel_limit(cfg.max_pixels)  # a worker process reads textures (and banks) under the run's limit
         # a few-shot split was written next to the output before the workers started: reused here
         self.synth = (build_from_config(cfg, defect_bank(cfg, self.output / SPLIT_FILE)) if synthesizer is None
                       else synthesizer_from_config(synthesizer))
@@ -408,6 +421,14 @@ class _Worker:
             for start in range(0, len(group), cfg.batch_size):
                 records.extend(self._synthesize(group[start:start + cfg.batch_size], plans))
         return records
+
+    def run_reporting(self, indices: Sequence[int]) -> tuple[list[dict], list[tuple[type, str]]]:
+        """:meth:`run` in a worker process: its records and the warnings it raised, for the main
+        process to show (a file's decode warning once, whichever worker read it)."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            records = self.run(indices)
+        return records, [(w.category, str(w.message)) for w in caught]
 
     def _redraw_reason(self, image, mask, label: int, params, source: np.ndarray) -> str | None:
         """Why this result is not kept: an anomaly left normal, or (``min_contrast``) too faint."""
@@ -514,12 +535,24 @@ _WORKER: _Worker | None = None
 def _init_worker(cfg: GenerateConfig, output: str, images: NormalImages, foreground, synthesizer) -> None:
     global _WORKER
     torch.set_num_threads(1)
-    _WORKER = _Worker(cfg, output, images, foreground, synthesizer)
+    with warnings.catch_warnings():
+        # the main process built the same banks from the same files and has reported them
+        warnings.simplefilter("ignore", ImageDecodeWarning)
+        _WORKER = _Worker(cfg, output, images, foreground, synthesizer)
 
 
-def _run_chunk(indices: list[int]) -> list[dict]:
+def _run_chunk(indices: list[int]) -> tuple[list[dict], list[tuple[type, str]]]:
     assert _WORKER is not None
-    return _WORKER.run(indices)
+    return _WORKER.run_reporting(indices)
+
+
+def show_worker_warnings(caught: list[tuple[type, str]]) -> None:
+    """Warnings a worker process raised (:meth:`_Worker.run_reporting`), shown by this process."""
+    for category, message in caught:
+        if issubclass(category, ImageDecodeWarning):
+            warn_once(message)
+        else:
+            warnings.warn(message, category, stacklevel=2)
 
 
 # --- the output folder --------------------------------------------------------------------------
@@ -544,11 +577,14 @@ def _flatten(value, prefix: str = "") -> dict[str, Any]:
 
 
 def _differences(old: dict, new: dict) -> list[str]:
-    """``field: old -> new`` for every field that differs (version and count ignored)."""
+    """``field: old -> new`` for every field that differs (version and count ignored; a field
+    one record lacks and the other holds as ``None`` is no difference: an option added later, unused)."""
     a, b = _flatten(old), _flatten(new)
     ignored = {"defectforge_version", "generator.count"}
     out = []
     for k in sorted((set(a) | set(b)) - ignored):
+        if a.get(k) is None and b.get(k) is None:
+            continue
         if k not in a or k not in b or json.dumps(a[k], sort_keys=True, default=str) != \
                 json.dumps(b[k], sort_keys=True, default=str):
             out.append(f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}")
@@ -791,6 +827,13 @@ def generate(cfg: GenerateConfig | str | os.PathLike, output: str | os.PathLike 
         raise TypeError("generate() needs an output folder")
     output = Path(output)
     spec = cfg.validate()
+    with pixel_limit(cfg.max_pixels):  # textures, masks and defect banks obey --max-pixels as the inputs do
+        return _generate(cfg, output, spec, workers=workers, resume=resume, overwrite=overwrite, progress=progress,
+                         synthesizer=synthesizer, engine=engine, ray_address=ray_address)
+
+
+def _generate(cfg: GenerateConfig, output: Path, spec, *, workers: int, resume: bool, overwrite: bool,
+              progress: bool, synthesizer: dict | None, engine: str, ray_address: str | None) -> dict:
     check_range("workers", workers, 1, 256, integer=True)
     check_choice("engine", engine, ("local", "ray"))
     if engine == "ray":
@@ -812,7 +855,7 @@ def generate(cfg: GenerateConfig | str | os.PathLike, output: str | os.PathLike 
                                 max_pixels=cfg.max_pixels)
     if spec is not None and hasattr(spec, "path_for"):
         for i in range(len(images)):
-            spec.path_for(images.relative(i))  # every image has its foreground mask
+            spec.read(images.relative(i))  # every image has its foreground mask, binary or thresholded
     config = _config_dict(cfg, synth, images)
     done, repaired = _prepare_output(output, config, resume, overwrite, cfg.count)
     if bank is not None and bank.split is not None:  # next to the output: which real defects fed synthesis
@@ -831,7 +874,9 @@ def generate(cfg: GenerateConfig | str | os.PathLike, output: str | os.PathLike 
     if engine == "ray":
         from .ray_engine import run_chunks
 
-        for c, result in run_chunks(chunks, (cfg, str(output), images, spec, synth_config), workers, ray_address):
+        for c, (result, caught) in run_chunks(chunks, (cfg, str(output), images, spec, synth_config), workers,
+                                              ray_address):
+            show_worker_warnings(caught)
             for r in result:
                 records[r["index"]] = r
             if bar:
@@ -847,7 +892,8 @@ def generate(cfg: GenerateConfig | str | os.PathLike, output: str | os.PathLike 
         ctx = get_context("spawn")  # fork after OpenMP start-up can hang; spawn is always safe
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(cfg, str(output), images, spec, synth_config)) as pool:
-            for c, result in zip(chunks, pool.map(_run_chunk, chunks)):
+            for c, (result, caught) in zip(chunks, pool.map(_run_chunk, chunks)):
+                show_worker_warnings(caught)
                 for r in result:
                     records[r["index"]] = r
                 if bar:

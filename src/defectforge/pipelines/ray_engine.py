@@ -23,18 +23,24 @@ __all__ = ["run_chunks", "require_ray"]
 _WORKERS: dict[str, Any] = {}
 
 
-def _shard(token: str, init_args: tuple, indices: list[int]) -> list[dict]:
-    """One Ray task: the local engine's worker on ``indices``."""
+def _shard(token: str, init_args: tuple, indices: list[int]) -> tuple[list[dict], list]:
+    """One Ray task: the local engine's worker on ``indices`` (its records and warnings)."""
+    import warnings
+
     import torch
 
+    from ..io.images import ImageDecodeWarning
     from .generate import _Worker
 
     worker = _WORKERS.get(token)
     if worker is None:
         torch.set_num_threads(1)
         _WORKERS.clear()  # one run at a time per process
-        worker = _WORKERS[token] = _Worker(*init_args)
-    return worker.run(indices)
+        with warnings.catch_warnings():
+            # the driver built the same banks from the same files and has reported them
+            warnings.simplefilter("ignore", ImageDecodeWarning)
+            worker = _WORKERS[token] = _Worker(*init_args)
+    return worker.run_reporting(indices)
 
 
 def require_ray():
@@ -46,8 +52,8 @@ def require_ray():
 
 
 def run_chunks(chunks: Sequence[list[int]], init_args: tuple, workers: int,
-               address: str | None = None) -> Iterator[tuple[list[int], list[dict]]]:
-    """Run ``chunks`` as Ray tasks; yield ``(chunk, records)`` as each finishes.
+               address: str | None = None) -> Iterator[tuple[list[int], tuple[list[dict], list]]]:
+    """Run ``chunks`` as Ray tasks; yield ``(chunk, (records, warnings))`` as each finishes.
 
     Uses the running Ray instance if there is one; otherwise connects to ``address`` (a cluster
     started with ``ray start --head``; ``"auto"`` finds it) or starts a local instance with

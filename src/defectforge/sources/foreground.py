@@ -143,14 +143,19 @@ class MaskFolder:
     """Per-image foreground masks from a folder: ``<folder>/<image stem>.png`` (any image type).
 
     A mask is matched to an image by the image's relative path without extension (``a/b.png``
-    looks for ``a/b.*``, then ``b.*`` at the top, then ``b_mask.*``). Non-zero pixels are
-    foreground. A mask of another size than its image is resized (nearest neighbour) with a
-    warning; an image without a mask raises an error naming the missing file.
+    looks for ``a/b.*``, then ``b.*`` at the top, then ``b_mask.*``), and read as its image is
+    (:func:`~defectforge.io.images.read_image`: orientation, transparency), so both line up.
+    Non-zero pixels are foreground; a mask with more than two grey levels (a JPEG) is refused
+    unless ``threshold`` (``--mask-threshold``) says from which grey level a pixel is foreground.
+    A mask of another size than its image is resized (nearest neighbour) with a warning; an
+    image without a mask raises an error naming the missing file.
     """
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, threshold: int | None = None):
         from ..io.images import list_images
 
+        self.threshold = None if threshold is None else int(check_range("mask threshold (--mask-threshold)",
+                                                                        threshold, 1, 255, integer=True))
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise NotADirectoryError(f"foreground mask folder {self.folder} does not exist; "
@@ -175,14 +180,25 @@ class MaskFolder:
         raise FileNotFoundError(f"no foreground mask for image {name!r} in {self.folder} "
                                 f"(expected {self.folder / (Path(key).name + '.png')})")
 
+    def read(self, name: str) -> np.ndarray:
+        """The bool mask of image ``name`` (its path relative to the input folder) at its own size.
+
+        Raises
+        ------
+        ValueError
+            A mask that is not binary and no ``threshold``; an unreadable file.
+        """
+        from ..io.images import binary_mask, read_image
+
+        path = self.path_for(name)
+        return binary_mask(read_image(path, channels=1)[..., 0], path, self.threshold, what="foreground mask")
+
     def mask(self, name: str, height: int, width: int) -> np.ndarray:
         """The ``(height, width)`` bool mask of image ``name`` (its path relative to the input folder)."""
-        from ..io.images import read_image
-
         path = self.path_for(name)
         key = (str(path), height, width)
         if key not in self._cache:
-            m = read_image(path, channels=1)[..., 0] > 0
+            m = self.read(name)
             if m.shape != (height, width):
                 warnings.warn(f"foreground mask {path} is {m.shape[1]}x{m.shape[0]} but its image is "
                               f"{width}x{height}; resized (nearest neighbour)", stacklevel=3)
@@ -206,8 +222,11 @@ class ForegroundResult:
 
 
 def parse_foreground(mode, threshold: float | None = None, invert: bool = False,
-                     mask_folder: str | os.PathLike | None = None):
+                     mask_folder: str | os.PathLike | None = None, mask_threshold: int | None = None):
     """A spec from CLI-style options: ``mode`` in :data:`FOREGROUND_MODES` or a spec object.
+
+    ``mask_threshold`` (``--mask-threshold``) is the grey level from which a pixel of a
+    near-binary ``mask_folder`` mask is foreground (see :class:`MaskFolder`).
 
     Examples
     --------
@@ -219,7 +238,7 @@ def parse_foreground(mode, threshold: float | None = None, invert: bool = False,
     if mask_folder is not None:
         if mode not in (None, "none"):
             raise ValueError("give either a foreground mode or a mask folder, not both")
-        return MaskFolder(mask_folder)
+        return MaskFolder(mask_folder, mask_threshold)
     if mode is None or isinstance(mode, (Threshold, Saliency, MaskFolder)):
         return mode
     check_choice("foreground", mode, FOREGROUND_MODES)

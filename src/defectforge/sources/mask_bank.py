@@ -11,9 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..core.validation import check_interval
+from ..core.validation import check_interval, check_range
 from ..functional.paste import place_box, rotate_expand
-from ..io.images import list_images, read_image
+from ..io.images import binary_mask, list_images, read_image
 
 __all__ = ["MaskBank"]
 
@@ -21,8 +21,9 @@ __all__ = ["MaskBank"]
 class MaskBank:
     """A folder of user-drawn binary defect shapes (PNG or any image file, 0 = background).
 
-    Each shape is cropped to its bounding box when loaded. A file that is not binary (grey
-    levels other than two) or holds no foreground raises an error naming the file.
+    Each shape is cropped to its bounding box when loaded. A file that is not binary (more than
+    two grey levels, unless ``threshold`` is given) or holds no foreground raises an error naming
+    the file. Files are read as every input is (:func:`~defectforge.io.images.read_image`).
 
     Parameters
     ----------
@@ -32,9 +33,13 @@ class MaskBank:
         Longer side of a placed shape as a fraction of the image's shorter side.
     rotation_range : (float, float)
         Rotation in degrees.
+    threshold : int or None
+        Grey level (1-255) from which a pixel is shape, for near-binary masks (JPEG-compressed,
+        anti-aliased; ``--mask-threshold``). ``None``: every file must be binary.
     """
 
-    def __init__(self, folder: str | os.PathLike, scale_range=(0.1, 0.4), rotation_range=(0.0, 360.0)):
+    def __init__(self, folder: str | os.PathLike, scale_range=(0.1, 0.4), rotation_range=(0.0, 360.0),
+                 threshold: int | None = None):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise NotADirectoryError(f"mask bank {self.folder} is not a folder; pass a folder of binary mask PNGs")
@@ -43,25 +48,25 @@ class MaskBank:
             raise ValueError(f"mask bank {self.folder} holds no images; add binary PNG masks (0 background, 255 shape)")
         self.scale_range = check_interval("scale_range", scale_range, 1e-3, 1.0)
         self.rotation_range = check_interval("rotation_range", rotation_range, -360.0, 360.0)
+        self.threshold = None if threshold is None else int(check_range("mask threshold (--mask-threshold)",
+                                                                        threshold, 1, 255, integer=True))
         self.files, self.shapes = [], []
         for f in files:
-            m = read_image(f, channels=1)[..., 0]
-            values = np.unique(m)
-            if len(values) > 2 or (len(values) == 2 and values[0] != 0):
-                raise ValueError(f"mask bank file {f} is not binary (it has grey levels {values[:6].tolist()}"
-                                 f"{'...' if len(values) > 6 else ''}); save it with 0 for background and 255 "
-                                 "for the shape only")
-            if values.max() == 0:
+            m = binary_mask(read_image(f, channels=1)[..., 0], f, self.threshold, what="mask bank file")
+            if not m.any():
                 raise ValueError(f"mask bank file {f} is empty (no shape pixel); remove it or draw the shape in white")
             ys, xs = np.nonzero(m)
             self.files.append(f)
-            self.shapes.append(np.ascontiguousarray(m[ys.min():ys.max() + 1, xs.min():xs.max() + 1] > 0))
+            self.shapes.append(np.ascontiguousarray(m[ys.min():ys.max() + 1, xs.min():xs.max() + 1]))
         self.identity = str(self.folder)
 
     def config(self) -> dict:
         """The constructor arguments (``MaskBank(**bank.config())`` reloads the same bank)."""
-        return {"folder": str(self.folder), "scale_range": list(self.scale_range),
-                "rotation_range": list(self.rotation_range)}
+        config = {"folder": str(self.folder), "scale_range": list(self.scale_range),
+                  "rotation_range": list(self.rotation_range)}
+        if self.threshold is not None:  # absent otherwise, so records of binary banks read as before
+            config["threshold"] = self.threshold
+        return config
 
     def __len__(self) -> int:
         return len(self.shapes)
