@@ -139,6 +139,10 @@ def _pixels(n: int) -> str:
     return f"{n / 1e6:.0f} Mpx" if n >= 10**7 else f"{n / 1e6:.1f} Mpx" if n >= 10**5 else f"{n} px"
 
 
+def _memory(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**29 else f"{max(1, round(n_bytes / 2**20))} MiB"
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(width, height)`` of an image as :func:`read_image_raw` reads it (orientation applied),
     from its header alone.
@@ -189,7 +193,7 @@ def read_image_raw(path: str | os.PathLike, max_pixels: int | None = None) -> np
                 raise ImageReadError(
                     f"{path}: refused, too many pixels for a safe decode ({w}x{h} = {_pixels(w * h)}, "
                     f"limit {_pixels(limit)}); pass --max-pixels {w * h} if memory allows "
-                    f"(about {w * h * 4 / 2**30:.1f} GiB), or downscale the file")
+                    f"(about {_memory(w * h * 4)}), or downscale the file")
             frames = getattr(im, "n_frames", 1)
             if frames > 1:
                 notes.append(f"holds {frames} frames (an animation or pages); only the first is read")
