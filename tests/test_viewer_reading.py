@@ -354,7 +354,7 @@ def test_jpeg_mask_bank_refusal_names_the_threshold_option(good, tmp_path):
             "--mask-threshold", "128")
     assert r.exit_code == 0, r.output
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert config["generator"]["mask_threshold"] == 128 and config["synthesizer"]["mask_bank"]["threshold"] == 128
+    assert config["generator"]["mask_threshold"] == 128 and config["synthesizer"]["mask_bank"]["mask_threshold"] == 128
     again = tmp_path / "o3"
     r = cli("generate", "--config", out / "config.yaml", again)
     assert r.exit_code == 0, r.output
@@ -380,8 +380,8 @@ def test_mask_threshold_python_arguments_and_misuse(good, tmp_path):
     from defectforge.sources.foreground import MaskFolder
 
     region = _jpeg_masks(tmp_path / "m", ["a"])
-    assert np.array_equal(MaskFolder(tmp_path / "m", threshold=128).read("a.png"), region)
-    bank = MaskBank(tmp_path / "m", threshold=128)
+    assert np.array_equal(MaskFolder(tmp_path / "m", mask_threshold=128).read("a.png"), region)
+    bank = MaskBank(tmp_path / "m", mask_threshold=128)
     assert bank.shapes[0].shape == (32, 32) and bank.shapes[0].all()
     with pytest.raises(ValueError, match="--mask-threshold"):
         MaskBank(tmp_path / "m")

@@ -273,7 +273,7 @@ def build_from_config(cfg: GenerateConfig, bank=None):
 
         bank = cfg.mask_bank
         if bank is not None and cfg.mask_threshold is not None:
-            bank = MaskBank(bank, threshold=cfg.mask_threshold)
+            bank = MaskBank(bank, mask_threshold=cfg.mask_threshold)
         synth = control(synth, defect_count=tuple(cfg.defect_count) if cfg.defect_count else 1,
                         area_range=None if cfg.area_range is None else tuple(cfg.area_range),
                         mask_bank=bank)

@@ -146,16 +146,16 @@ class MaskFolder:
     looks for ``a/b.*``, then ``b.*`` at the top, then ``b_mask.*``), and read as its image is
     (:func:`~defectforge.io.images.read_image`: orientation, transparency), so both line up.
     Non-zero pixels are foreground; a mask with more than two grey levels (a JPEG) is refused
-    unless ``threshold`` (``--mask-threshold``) says from which grey level a pixel is foreground.
+    unless ``mask_threshold`` (``--mask-threshold``) says from which grey level a pixel is foreground.
     A mask of another size than its image is resized (nearest neighbour) with a warning; an
     image without a mask raises an error naming the missing file.
     """
 
-    def __init__(self, folder: str | os.PathLike, threshold: int | None = None):
+    def __init__(self, folder: str | os.PathLike, mask_threshold: int | None = None):
         from ..io.images import list_images
 
-        self.threshold = None if threshold is None else int(check_range("mask threshold (--mask-threshold)",
-                                                                        threshold, 1, 255, integer=True))
+        self.mask_threshold = None if mask_threshold is None else int(
+            check_range("mask threshold (--mask-threshold)", mask_threshold, 1, 255, integer=True))
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise NotADirectoryError(f"foreground mask folder {self.folder} does not exist; "
@@ -191,7 +191,7 @@ class MaskFolder:
         from ..io.images import binary_mask, read_image
 
         path = self.path_for(name)
-        return binary_mask(read_image(path, channels=1)[..., 0], path, self.threshold, what="foreground mask")
+        return binary_mask(read_image(path, channels=1)[..., 0], path, self.mask_threshold, what="foreground mask")
 
     def mask(self, name: str, height: int, width: int) -> np.ndarray:
         """The ``(height, width)`` bool mask of image ``name`` (its path relative to the input folder)."""

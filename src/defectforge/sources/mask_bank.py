@@ -22,8 +22,8 @@ class MaskBank:
     """A folder of user-drawn binary defect shapes (PNG or any image file, 0 = background).
 
     Each shape is cropped to its bounding box when loaded. A file that is not binary (more than
-    two grey levels, unless ``threshold`` is given) or holds no foreground raises an error naming
-    the file. Files are read as every input is (:func:`~defectforge.io.images.read_image`).
+    two grey levels, unless ``mask_threshold`` is given) or holds no foreground raises an error
+    naming the file. Files are read as every input is (:func:`~defectforge.io.images.read_image`).
 
     Parameters
     ----------
@@ -33,13 +33,13 @@ class MaskBank:
         Longer side of a placed shape as a fraction of the image's shorter side.
     rotation_range : (float, float)
         Rotation in degrees.
-    threshold : int or None
+    mask_threshold : int or None
         Grey level (1-255) from which a pixel is shape, for near-binary masks (JPEG-compressed,
         anti-aliased; ``--mask-threshold``). ``None``: every file must be binary.
     """
 
     def __init__(self, folder: str | os.PathLike, scale_range=(0.1, 0.4), rotation_range=(0.0, 360.0),
-                 threshold: int | None = None):
+                 mask_threshold: int | None = None):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise NotADirectoryError(f"mask bank {self.folder} is not a folder; pass a folder of binary mask PNGs")
@@ -48,11 +48,11 @@ class MaskBank:
             raise ValueError(f"mask bank {self.folder} holds no images; add binary PNG masks (0 background, 255 shape)")
         self.scale_range = check_interval("scale_range", scale_range, 1e-3, 1.0)
         self.rotation_range = check_interval("rotation_range", rotation_range, -360.0, 360.0)
-        self.threshold = None if threshold is None else int(check_range("mask threshold (--mask-threshold)",
-                                                                        threshold, 1, 255, integer=True))
+        self.mask_threshold = None if mask_threshold is None else int(
+            check_range("mask threshold (--mask-threshold)", mask_threshold, 1, 255, integer=True))
         self.files, self.shapes = [], []
         for f in files:
-            m = binary_mask(read_image(f, channels=1)[..., 0], f, self.threshold, what="mask bank file")
+            m = binary_mask(read_image(f, channels=1)[..., 0], f, self.mask_threshold, what="mask bank file")
             if not m.any():
                 raise ValueError(f"mask bank file {f} is empty (no shape pixel); remove it or draw the shape in white")
             ys, xs = np.nonzero(m)
@@ -64,8 +64,8 @@ class MaskBank:
         """The constructor arguments (``MaskBank(**bank.config())`` reloads the same bank)."""
         config = {"folder": str(self.folder), "scale_range": list(self.scale_range),
                   "rotation_range": list(self.rotation_range)}
-        if self.threshold is not None:  # absent otherwise, so records of binary banks read as before
-            config["threshold"] = self.threshold
+        if self.mask_threshold is not None:  # absent otherwise, so records of binary banks read as before
+            config["mask_threshold"] = self.mask_threshold
         return config
 
     def __len__(self) -> int:
