@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from defectforge.cli.main import _register_commands, app
 from defectforge.io.images import ImageDecodeWarning, image_size, read_image, read_image_raw
 from defectforge.sources.procedural import surface
+from test_reliability import good  # noqa: F401  (the fixture: four 64 px surfaces)
 
 _register_commands()
 runner = CliRunner()
@@ -55,15 +56,6 @@ def save_turned(upright: np.ndarray, path: Path, **options) -> None:
     """Store ``upright`` turned a quarter left with EXIF orientation 6, as a phone held upright
     does: a viewer turns it back, so it shows ``upright``."""
     Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1))).save(path, exif=exif_orientation(6), **options)
-
-
-@pytest.fixture
-def good(tmp_path):
-    folder = tmp_path / "good"
-    folder.mkdir()
-    for i, kind in enumerate(["metal", "wood", "tiles", "fabric"]):
-        Image.fromarray(surface(kind, 64, seed=i)).save(folder / f"{kind}.png")
-    return folder
 
 
 # --- orientation ------------------------------------------------------------------------------
