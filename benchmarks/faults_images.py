@@ -193,7 +193,8 @@ def main() -> None:
     folder = faults.good("masked")
     _jpeg_masks(TMP / "bank", ["shape"])
     case("mask bank of a JPEG mask (grey levels from ringing)", "generate in/ out --mask-bank bank/", G, folder,
-         TMP / "o_bank1", "-m", "cutpaste", "-n", "2", "-q", "--mask-bank", TMP / "bank", protect=[folder, TMP / "bank"])
+         TMP / "o_bank1", "-m", "cutpaste", "-n", "2", "-q", "--mask-bank", TMP / "bank",
+         protect=[folder, TMP / "bank"])
     case("the same, --mask-threshold 128", "... --mask-threshold 128", G, folder, TMP / "o_bank2", "-m", "cutpaste",
          "-n", "2", "-q", "--mask-bank", TMP / "bank", "--mask-threshold", "128", protect=[folder, TMP / "bank"])
     jregion = _jpeg_masks(TMP / "fg", [p.stem for p in folder.iterdir()])
@@ -220,7 +221,8 @@ def main() -> None:
                            "-n", "8", "-q", "--workers", "2", "--textures", str(textures)],
                           env=env, capture_output=True, text=True, timeout=900)
     lines = done.stderr.strip().splitlines()
-    once = {name: sum(f"{name}: has transparent pixels" in line for line in lines) for name in ("rgba.png", "clear.png")}
+    once = {name: sum(f"{name}: has transparent pixels" in line for line in lines)
+            for name in ("rgba.png", "clear.png")}
     shown = (" ⏎ ".join(done.stdout.strip().splitlines()) + f"; warning lines per file: {once}; stderr: "
              + " ⏎ ".join(lines)).replace(str(TMP), "…")
     ROWS.append(("RGBA texture read by 2 worker processes, RGBA input", "generate in/ out -m draem --textures t/ -w 2",

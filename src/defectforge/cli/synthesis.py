@@ -249,7 +249,8 @@ def generate_command(
                 foreground=foreground, foreground_threshold=foreground_threshold,
                 foreground_invert=foreground_invert, foreground_masks=foreground_masks, mix=mix,
                 defect_count=parse_count_range(defect_count), area_range=parse_area_range(area_range),
-                mask_bank=mask_bank, mask_threshold=mask_threshold, bit_depth=bit_depth, output_bit_depth=output_bit_depth,
+                mask_bank=mask_bank, mask_threshold=mask_threshold, bit_depth=bit_depth,
+                output_bit_depth=output_bit_depth,
                 max_pixels=max_pixels, min_contrast=min_contrast, defects=defects, defect_types=defect_types,
                 few_shot=few_shot)
         summary = generate(cfg, output, workers=workers, resume=resume, overwrite=overwrite,

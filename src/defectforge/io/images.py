@@ -41,8 +41,8 @@ from .files import atomic_write_bytes
 _PIL_LIMIT = threading.Lock()
 
 __all__ = ["IMAGE_EXTENSIONS", "BIT_DEPTHS", "ImageReadError", "ImageDecodeWarning", "list_images", "read_image",
-           "read_image_raw", "image_size", "pixel_limit", "set_pixel_limit", "warn_once", "binary_mask", "to_uint8", "bit_depth_of",
-           "write_image", "atomic_write_bytes"]
+           "read_image_raw", "image_size", "pixel_limit", "set_pixel_limit", "warn_once", "binary_mask", "to_uint8",
+           "bit_depth_of", "write_image", "atomic_write_bytes"]
 
 #: Bit depths a 16-bit container (PNG, TIFF) may hold: 10/12/14-bit sensor data is stored in 16
 #: bits with the top bits zero, so dividing by 65535 would make it almost black.
