@@ -422,13 +422,14 @@ class _Worker:
                 records.extend(self._synthesize(group[start:start + cfg.batch_size], plans))
         return records
 
-    def run_reporting(self, indices: Sequence[int]) -> tuple[list[dict], list[tuple[type, str]]]:
-        """:meth:`run` in a worker process: its records and the warnings it raised, for the main
-        process to show (a file's decode warning once, whichever worker read it)."""
+    def run_reporting(self, indices: Sequence[int]) -> tuple[list[dict], list[tuple[bool, str]]]:
+        """:meth:`run` in a worker process: its records and the warnings it raised, as
+        ``(is an ImageDecodeWarning, message)`` for the main process to show (a file's decode
+        warning once, whichever worker read it; a flag, since any warning class may not pickle)."""
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             records = self.run(indices)
-        return records, [(w.category, str(w.message)) for w in caught]
+        return records, [(issubclass(w.category, ImageDecodeWarning), str(w.message)) for w in caught]
 
     def _redraw_reason(self, image, mask, label: int, params, source: np.ndarray) -> str | None:
         """Why this result is not kept: an anomaly left normal, or (``min_contrast``) too faint."""
@@ -541,18 +542,18 @@ def _init_worker(cfg: GenerateConfig, output: str, images: NormalImages, foregro
         _WORKER = _Worker(cfg, output, images, foreground, synthesizer)
 
 
-def _run_chunk(indices: list[int]) -> tuple[list[dict], list[tuple[type, str]]]:
+def _run_chunk(indices: list[int]) -> tuple[list[dict], list[tuple[bool, str]]]:
     assert _WORKER is not None
     return _WORKER.run_reporting(indices)
 
 
-def show_worker_warnings(caught: list[tuple[type, str]]) -> None:
+def show_worker_warnings(caught: list[tuple[bool, str]]) -> None:
     """Warnings a worker process raised (:meth:`_Worker.run_reporting`), shown by this process."""
-    for category, message in caught:
-        if issubclass(category, ImageDecodeWarning):
+    for decode, message in caught:
+        if decode:
             warn_once(message)
         else:
-            warnings.warn(message, category, stacklevel=2)
+            warnings.warn(message, UserWarning, stacklevel=2)
 
 
 # --- the output folder --------------------------------------------------------------------------
