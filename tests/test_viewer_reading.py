@@ -102,6 +102,18 @@ def test_mvtec_masks_are_checked_against_their_image_as_shown(tmp_path):
     assert read_image(root / "test/crack/000.jpg").shape == (80, 48, 3)
 
 
+def test_label_maps_keep_their_indices_and_turn_like_their_image(tmp_path):
+    from defectforge.io.images import read_labels
+
+    labels = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    stored = Image.fromarray(labels, "P")
+    stored.putpalette([v for i in range(256) for v in (i * 10 % 256, i * 3 % 256, i)])  # distinct colours
+    stored.save(tmp_path / "labels.png", exif=exif_orientation(6))
+    assert np.array_equal(read_labels(tmp_path / "labels.png"), np.rot90(labels, -1))  # classes, turned
+    assert image_size(tmp_path / "labels.png") == (2, 3)
+    assert image_size(tmp_path / "labels.png", oriented=False) == (3, 2)
+
+
 def test_orientation_of_every_value_matches_pillow(tmp_path):
     """The numpy turn used for 16-bit colour (which OpenCV decodes) agrees with Pillow's."""
     from defectforge.io.images import _orient

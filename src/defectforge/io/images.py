@@ -41,7 +41,7 @@ from .files import atomic_write_bytes
 _PIL_LIMIT = threading.Lock()
 
 __all__ = ["IMAGE_EXTENSIONS", "BIT_DEPTHS", "ImageReadError", "ImageDecodeWarning", "list_images", "read_image",
-           "read_image_raw", "image_size", "pixel_limit", "set_pixel_limit", "warn_once", "binary_mask", "to_uint8",
+           "read_image_raw", "read_labels", "image_size", "pixel_limit", "set_pixel_limit", "warn_once", "binary_mask", "to_uint8",
            "bit_depth_of", "write_image", "atomic_write_bytes"]
 
 #: Bit depths a 16-bit container (PNG, TIFF) may hold: 10/12/14-bit sensor data is stored in 16
@@ -135,6 +135,12 @@ def _orientation(im: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
+def _limit(max_pixels: int | None) -> int | None:
+    if max_pixels is not None:
+        return int(max_pixels)
+    return _default_max_pixels if _default_max_pixels is not None else Image.MAX_IMAGE_PIXELS
+
+
 def _pixels(n: int) -> str:
     return f"{n / 1e6:.0f} Mpx" if n >= 10**7 else f"{n / 1e6:.1f} Mpx" if n >= 10**5 else f"{n} px"
 
@@ -143,9 +149,9 @@ def _memory(n_bytes: int) -> str:
     return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**29 else f"{max(1, round(n_bytes / 2**20))} MiB"
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """``(width, height)`` of an image as :func:`read_image_raw` reads it (orientation applied),
-    from its header alone.
+def image_size(path: str | os.PathLike, oriented: bool = True) -> tuple[int, int]:
+    """``(width, height)`` of an image as :func:`read_image_raw` reads it (orientation applied;
+    ``oriented=False``: as stored in the file), from its header alone.
 
     Raises
     ------
@@ -156,10 +162,11 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with _opened(path) as im:
             width, height = im.size
-            if _orientation(im) in (5, 6, 7, 8):
-                stored = (im.tag_v2.get(256), im.tag_v2.get(257)) if im.format == "TIFF" else (width, height)
-                if stored == (width, height):  # not already turned by PIL (its TIFF reader turns at open)
-                    width, height = height, width
+            stored = (im.tag_v2.get(256), im.tag_v2.get(257)) if im.format == "TIFF" else (width, height)
+            if stored != (width, height):  # PIL's TIFF reader turns the image at open
+                width, height = stored
+            if oriented and _orientation(im) in (5, 6, 7, 8):
+                width, height = height, width
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: cannot read this image ({exc}); the file is truncated, "
                              "corrupt or not an image: replace or remove it") from exc
@@ -181,10 +188,7 @@ def read_image_raw(path: str | os.PathLike, max_pixels: int | None = None) -> np
         modes with no RGB reading.
     """
     path = Path(path)
-    if max_pixels is not None:
-        limit = int(max_pixels)
-    else:
-        limit = _default_max_pixels if _default_max_pixels is not None else Image.MAX_IMAGE_PIXELS
+    limit = _limit(max_pixels)
     notes: list[str] = []
     try:
         with _opened(path) as im:
@@ -206,6 +210,34 @@ def read_image_raw(path: str | os.PathLike, max_pixels: int | None = None) -> np
     for note in notes:
         warn_once(f"{path}: {note}")
     return arr
+
+
+def read_labels(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """A label map or mask as ``(H, W)`` uint8: a palette file's indices (an index is a class, not
+    a colour), any other file's grey levels (:func:`read_image`); turned by its orientation and
+    under the pixel limit as every read, so labels line up with their image.
+
+    Raises
+    ------
+    ImageReadError
+        As :func:`read_image_raw`.
+    """
+    path = Path(path)
+    try:
+        with _opened(path) as im:
+            palette = im.mode == "P"
+            if palette:
+                limit = _limit(max_pixels)
+                if limit is not None and im.size[0] * im.size[1] > limit:
+                    palette = False  # refused below, with the message every read gives
+                else:
+                    im.load()
+                    ImageOps.exif_transpose(im, in_place=True)
+                    return np.asarray(im, dtype=np.uint8).copy()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageReadError(f"{path}: cannot read this image ({exc}); the file is truncated, "
+                             "corrupt or not an image: replace or remove it") from exc
+    return read_image(path, channels=1, max_pixels=max_pixels)[..., 0]
 
 
 def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
