@@ -112,6 +112,9 @@ def test_label_maps_keep_their_indices_and_turn_like_their_image(tmp_path):
     assert np.array_equal(read_labels(tmp_path / "labels.png"), np.rot90(labels, -1))  # classes, turned
     assert image_size(tmp_path / "labels.png") == (2, 3)
     assert image_size(tmp_path / "labels.png", oriented=False) == (3, 2)
+    from defectforge.io.images import image_mode
+
+    assert image_mode(tmp_path / "labels.png") == "P"
 
 
 def test_orientation_of_every_value_matches_pillow(tmp_path):

@@ -41,8 +41,8 @@ from .files import atomic_write_bytes
 _PIL_LIMIT = threading.Lock()
 
 __all__ = ["IMAGE_EXTENSIONS", "BIT_DEPTHS", "ImageReadError", "ImageDecodeWarning", "list_images", "read_image",
-           "read_image_raw", "read_labels", "image_size", "pixel_limit", "set_pixel_limit", "warn_once", "binary_mask", "to_uint8",
-           "bit_depth_of", "write_image", "atomic_write_bytes"]
+           "read_image_raw", "read_labels", "image_size", "image_mode", "pixel_limit", "set_pixel_limit", "warn_once",
+           "binary_mask", "to_uint8", "bit_depth_of", "write_image", "atomic_write_bytes"]
 
 #: Bit depths a 16-bit container (PNG, TIFF) may hold: 10/12/14-bit sensor data is stored in 16
 #: bits with the top bits zero, so dividing by 65535 would make it almost black.
@@ -210,6 +210,23 @@ def read_image_raw(path: str | os.PathLike, max_pixels: int | None = None) -> np
     for note in notes:
         warn_once(f"{path}: {note}")
     return arr
+
+
+def image_mode(path: str | os.PathLike) -> str:
+    """PIL's mode of an image file as stored (``"P"`` for a palette, ``"RGBA"``, ...), from its header.
+
+    Raises
+    ------
+    ImageReadError
+        Unreadable files.
+    """
+    path = Path(path)
+    try:
+        with _opened(path) as im:
+            return im.mode
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"{path}: cannot read this image ({exc}); the file is truncated, "
+                             "corrupt or not an image: replace or remove it") from exc
 
 
 def read_labels(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
