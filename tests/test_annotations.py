@@ -356,3 +356,98 @@ def test_detection_refuses_an_unknown_layout_and_format_can_be_named(tmp_path):
     assert read_annotations(tmp_path / "lm", "masks").defects == []
     with pytest.raises(ValueError, match="holds no defect image"):
         DefectBank.from_folder(tmp_path / "lm", format="masks")
+
+
+# --- defectforge import ----------------------------------------------------------------------------
+
+def _labelme_set(root, goods=6, defects=3):
+    for k in range(defects):
+        image = np.full((H, W, 3), 120, np.uint8)
+        image[10:20, 10:30] = 30
+        write_image(root / "lot" / f"d{k}.png", image)
+        shapes = [("scratch", _square(10, 10, 29, 19), "polygon")]
+        if k == 2:
+            shapes.append(("stain", [[40, 30], [50, 40]], "rectangle"))
+        _labelme(root / "lot" / f"d{k}.json", f"d{k}.png", shapes)
+    for k in range(goods):
+        _image(root / "lot" / f"part{k // 2}_{'ab'[k % 2]}.png", value=100 + k)
+    return root
+
+
+def test_import_writes_an_mvtec_category_with_a_recorded_grouped_split(tmp_path):
+    from typer.testing import CliRunner
+
+    from defectforge.cli.main import _register_commands, app
+    from defectforge.io.mvtec import check_mvtec_category
+
+    _register_commands()
+    src = _labelme_set(tmp_path / "src")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["import", "labelme", str(src), str(out), "--seed", "3", "--test-fraction", "0.3",
+                                      "--group", r"part(\d+)_"])
+    assert result.exit_code == 0, result.output
+    layout = check_mvtec_category(out)
+    assert len(layout["train"]) + len([t for t in layout["test"] if t[1] == "good"]) == 6
+    record = json.loads((out / "import.json").read_text())
+    assert record["format"] == "labelme" and record["split"]["seed"] == 3 and record["split"]["test_good"] == 2
+    groups = {side: {e["group"] for n, e in record["files"].items() if n.startswith(side)}
+              for side in ("train/good", "test/good")}
+    assert groups["train/good"] and groups["test/good"] and not groups["train/good"] & groups["test/good"]
+    assert sorted(p.name for p in (out / "test" / "scratch").iterdir()) == ["d0.png", "d1.png"]
+    assert (out / "test" / "combined" / "d2.png").read_bytes() == (src / "lot" / "d2.png").read_bytes()
+    mask = np.asarray(Image.open(out / "ground_truth" / "combined" / "d2_mask.png"))
+    assert set(np.unique(mask)) == {0, 255} and int((mask > 0).sum()) == 200 + 11 * 11
+    assert record["mask_kinds"] == {"combined": "mixed", "scratch": "pixel"}
+    # the same seed and data give the same split; another seed another one
+    again = CliRunner().invoke(app, ["import", "auto", str(src), str(tmp_path / "again"), "--seed", "3",
+                                     "--test-fraction", "0.3", "--group", r"part(\d+)_"])
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "again" / "import.json").read_text())["files"] == record["files"]
+    # the imported category is a bank like any other
+    bank = DefectBank.from_folder(out)
+    assert bank.types == ["combined", "scratch"]
+
+
+def test_import_bad_input_writes_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from defectforge.cli.main import _register_commands, app
+
+    _register_commands()
+    src = _labelme_set(tmp_path / "src")
+    _labelme(src / "lot" / "d1.json", "d1.png", [("scratch", [[1, 1], [5, 5]], "polygon")])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["import", "labelme", str(src), str(out)])
+    assert result.exit_code == 2 and "d1.json" in result.output and "fewer than 3" in result.output
+    assert "Traceback" not in result.output and not out.exists()
+    _labelme(src / "lot" / "d1.json", "d1.png", [("scratch", _square(10, 10, 29, 19), "polygon")])
+    _image(src / "other" / "part0_a.png")  # the same name as lot/part0_a.png
+    result = CliRunner().invoke(app, ["import", "labelme", str(src), str(out)])
+    assert result.exit_code == 2 and "share a name" in result.output and not out.exists()
+    for args, message in [(["import", "labelme", str(src), str(src / "inside")], "inside the source"),
+                          (["import", "pascal", str(src), str(out)], "not one of"),
+                          (["import", "labelme", str(src), str(out), "--group", "("], "not a regular expression")]:
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert not out.exists() and not (src / "inside").exists()
+
+
+def test_boxes_are_refused_by_pixel_metrics_unless_accepted(tmp_path):
+    from defectforge.io.annotations import require_pixel_masks
+
+    src = tmp_path / "src"
+    _image(src / "images" / "a.png")
+    for k in range(3):
+        _image(src / "images" / f"g{k}.png")
+    (src / "labels").mkdir(parents=True)
+    (src / "labels" / "a.txt").write_text("0 0.5 0.5 0.25 0.5\n")
+    (src / "data.yaml").write_text("names: {0: dent}\n")
+    from defectforge.pipelines.importer import import_dataset
+
+    record = import_dataset(src, tmp_path / "out")
+    assert record["mask_kinds"] == {"dent": "box"} and record["files"]["test/dent/a.png"]["mask_kind"] == "box"
+    with pytest.raises(ValueError, match="boxes around the defects.*--accept-box-masks"):
+        require_pixel_masks(tmp_path / "out")
+    require_pixel_masks(tmp_path / "out", accept_boxes=True)
+    bank = DefectBank.from_folder(tmp_path / "out")
+    assert bank.mask_kinds == {"dent": "box"}

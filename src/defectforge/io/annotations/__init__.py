@@ -36,11 +36,12 @@ from ._common import COMBINED, AnnotatedImage, AnnotationError, AnnotationSet, R
 from .coco import find_coco_json, is_coco_json, read_coco
 from .labelme import is_labelme_json, read_labelme
 from .masks import MASK_SUFFIXES, find_mask_pairs, read_mask_labels, read_masks
-from .mvtec import looks_like_mvtec, read_mvtec
+from .mvtec import IMPORT_RECORD, box_mask_types, looks_like_mvtec, read_import_record, read_mvtec, require_pixel_masks
 from .yolo import find_data_yaml, read_yolo_seg
 
 __all__ = ["FORMATS", "AUTO", "detect_format", "read_annotations", "check_format", "AnnotationSet",
-           "AnnotatedImage", "Region", "AnnotationError", "COMBINED", "rle_decode", "read_mask_labels"]
+           "AnnotatedImage", "Region", "AnnotationError", "COMBINED", "rle_decode", "read_mask_labels",
+           "IMPORT_RECORD", "read_import_record", "box_mask_types", "require_pixel_masks"]
 
 #: The formats a labelled set may have (``--defects-format``, ``defectforge import FORMAT``).
 FORMATS = ("labelme", "coco", "yolo-seg", "masks", "mvtec")

@@ -201,7 +201,7 @@ class Region:
     @property
     def is_box(self) -> bool:
         """A box, not an outline: its mask is a rectangle around the defect (``mask_kind: box``)."""
-        return self.kind == "box" or (self.kind == "labelme" and self.shape == "rectangle")
+        return self.kind == "box" or self.shape == "box" or (self.kind == "labelme" and self.shape == "rectangle")
 
     def draw(self, height: int, width: int, mask_file: Callable[[Path], np.ndarray] | None = None) -> np.ndarray:
         """The region as an ``(height, width)`` bool mask (see the module docstring for each rule).
