@@ -20,14 +20,17 @@ def labelled_category(data_dir: Path, defects_format: Optional[str], out: Path, 
     (made once: a later run reuses it when its record names the same source and format)."""
     import json
 
-    from ..io.annotations import IMPORT_RECORD, check_format, detect_format
+    from ..io.annotations import IMPORT_RECORD, AnnotationError, check_format, detect_format
     from ..io.mvtec import is_mvtec_category
 
     fmt = check_format(defects_format)
     if fmt == "mvtec" or (fmt == "auto" and (is_mvtec_category(data_dir) or not data_dir.exists())):
         return data_dir
     if fmt == "auto":
-        fmt = detect_format(data_dir)
+        try:
+            fmt = detect_format(data_dir)
+        except AnnotationError:  # no labelled layout either: the MVTec check names what is missing
+            return data_dir
         if fmt == "mvtec":
             return data_dir
     target = out / f"data-{fmt}"

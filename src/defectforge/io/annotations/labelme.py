@@ -34,17 +34,21 @@ def is_labelme_json(path: Path) -> bool:
 
 def _image_of(json_path: Path, data: dict) -> Path:
     declared = data.get("imagePath")
-    candidates = []
     if isinstance(declared, str) and declared:
         declared = declared.replace("\\", "/")
-        candidates += [json_path.parent / declared, json_path.parent / Path(declared).name]
-    candidates += [json_path.with_suffix(ext) for ext in IMAGE_EXTENSIONS]
-    candidates += [json_path.with_suffix(ext.upper()) for ext in IMAGE_EXTENSIONS]
+        # the path as written, else the same file name beside the JSON (a moved folder, a Windows path)
+        candidates = [json_path.parent / declared, json_path.parent / declared.rsplit("/", 1)[-1]]
+    else:  # no imagePath: the image of the same stem
+        candidates = [json_path.with_suffix(ext) for ext in IMAGE_EXTENSIONS]
+        candidates += [json_path.with_suffix(ext.upper()) for ext in IMAGE_EXTENSIONS]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise AnnotationError(f"{json_path}: names the image {declared!r}, which is not there (nor an image "
-                          f"{json_path.stem}.* beside the JSON); put the image beside its JSON or fix imagePath")
+    if isinstance(declared, str) and declared:
+        raise AnnotationError(f"{json_path}: names the image {declared!r}, which is not there (nor beside the JSON); "
+                              "put the image beside its JSON or fix imagePath")
+    raise AnnotationError(f"{json_path}: has no imagePath and no image {json_path.stem}.* beside it; put the image "
+                          "beside its JSON or set imagePath")
 
 
 def _check_inside(points: np.ndarray, size: tuple[int, int] | None, where: str) -> None:
