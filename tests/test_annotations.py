@@ -97,6 +97,25 @@ def test_labelme_bad_shapes_name_the_file(tmp_path, shapes, message):
     assert str(tmp_path / "a.json") in str(info.value) and "\n" not in str(info.value)
 
 
+def test_labelme_mask_shapes(tmp_path):
+    import base64
+    import io
+
+    small = np.zeros((6, 9), np.uint8)
+    small[1:5, 2:8] = 1
+    buf = io.BytesIO()
+    Image.fromarray(small).save(buf, format="PNG")
+    _image(tmp_path / "a.png")
+    (tmp_path / "a.json").write_text(json.dumps({
+        "imagePath": "a.png", "imageHeight": H, "imageWidth": W,
+        "shapes": [{"label": "stain", "points": [[20, 10], [28, 15]], "shape_type": "mask",
+                    "mask": base64.b64encode(buf.getvalue()).decode()}]}))
+    mask = _masks(read_annotations(tmp_path).images[0])["stain"]
+    expected = np.zeros((H, W), bool)
+    expected[11:15, 22:28] = True
+    assert np.array_equal(mask, expected)
+
+
 def test_labelme_missing_image_and_wrong_size(tmp_path):
     _labelme(tmp_path / "a.json", "gone.png", [("crack", _square(2, 2, 9, 9), "polygon")])
     with pytest.raises(AnnotationError, match="gone.png"):

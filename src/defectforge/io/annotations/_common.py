@@ -179,7 +179,8 @@ class Region:
     kind : str
         ``"labelme"`` (points + ``shape``), ``"yolo"`` (normalised polygons), ``"coco-polygon"``,
         ``"rle"``, ``"box"`` (``(x0, y0, x1, y1)`` pixels, corner convention; divided by the width and
-        height when ``shape`` is ``"normalised"``) or ``"mask"`` (a
+        height when ``shape`` is ``"normalised"``), ``"placed"`` (``(x0, y0, bool array)``: labelme's
+        mask shape) or ``"mask"`` (a
         mask file; ``value`` ``None``: every nonzero pixel, else that palette index).
     data : Any
         The points, polygons, RLE dict, box, or mask file path.
@@ -225,6 +226,14 @@ class Region:
             if self.shape == "normalised":  # YOLO: divided by the width and height
                 x0, x1, y0, y1 = x0 * width, x1 * width, y0 * height, y1 * height
             return _draw_box((x0, y0, x1, y1), height, width)
+        if self.kind == "placed":  # a small mask whose top-left pixel is at (x0, y0)
+            x0, y0, small = self.data
+            canvas = np.zeros((height, width), bool)
+            sy, sx = max(0, -y0), max(0, -x0)
+            ey, ex = min(small.shape[0], height - y0), min(small.shape[1], width - x0)
+            if ey > sy and ex > sx:
+                canvas[y0 + sy:y0 + ey, x0 + sx:x0 + ex] = small[sy:ey, sx:ex]
+            return canvas
         if self.kind == "mask":
             labels = (mask_file or read_mask_labels)(self.data)
             if labels.shape != (height, width):

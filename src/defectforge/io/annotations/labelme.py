@@ -3,8 +3,9 @@
 A labelme JSON (github.com/wkentaro/labelme, ``labelme/_label_file.py``) holds ``imagePath``
 (relative to the JSON), ``imageHeight`` / ``imageWidth`` and ``shapes``, each with a ``label``
 (the defect type), ``points`` (``[x, y]`` pixels) and a ``shape_type``. Polygons (at least 3
-points), rectangles (2 corners; read as boxes, ``mask_kind: box``) and circles (centre and a point
-on the circle) are regions; lines and points outline no area and are refused. Shapes are drawn as
+points), rectangles (2 corners; read as boxes, ``mask_kind: box``), circles (centre and a point
+on the circle) and masks (labelme >= 5.5: a base64 PNG placed at the first point) are regions;
+lines and points outline no area and are refused. Shapes are drawn as
 labelme draws them (``_common``: PIL polygon with its outline).
 """
 
@@ -63,6 +64,26 @@ def _check_inside(points: np.ndarray, size: tuple[int, int] | None, where: str) 
                               "(or fix imageWidth/imageHeight if they are wrong)")
 
 
+def _mask_shape(shape: dict, where: str, size: tuple[int, int] | None) -> Region:
+    """labelme's ``mask`` shape (labelme >= 5.5, from its AI tools): a base64 PNG of the region,
+    its top-left pixel at the first point."""
+    import base64
+    import binascii
+    import io
+
+    from PIL import Image
+
+    try:
+        x0, y0 = (int(round(float(v))) for v in shape["points"][0])
+        with Image.open(io.BytesIO(base64.b64decode(shape["mask"]))) as im:
+            mask = np.asarray(im.convert("L")) > 0
+    except (KeyError, TypeError, ValueError, IndexError, OSError, binascii.Error):
+        raise AnnotationError(f"{where}: a mask shape needs points [[x, y], ...] and a base64 PNG mask; "
+                              "fix or delete it") from None
+    _check_inside(np.array([[x0, y0], [x0 + mask.shape[1] - 1, y0 + mask.shape[0] - 1]], np.float64), size, where)
+    return Region(shape["label"], "placed", (x0, y0, mask), where, shape="mask")
+
+
 def _regions(json_path: Path, data: dict, size: tuple[int, int] | None) -> list[Region]:
     regions = []
     for k, shape in enumerate(data["shapes"]):
@@ -70,6 +91,9 @@ def _regions(json_path: Path, data: dict, size: tuple[int, int] | None) -> list[
         if not isinstance(shape, dict) or not isinstance(shape.get("label"), str):
             raise AnnotationError(f"{where}: not a labelme shape (needs label, points, shape_type); fix or delete it")
         kind = shape.get("shape_type") or "polygon"
+        if kind == "mask":
+            regions.append(_mask_shape(shape, where, size))
+            continue
         if kind not in _AREAS:
             raise AnnotationError(f"{where}: shape_type {kind!r} outlines no area; redraw it as a polygon "
                                   "(or a rectangle) or delete it")
