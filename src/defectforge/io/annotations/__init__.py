@@ -76,8 +76,8 @@ def _has_mask_pair(root: Path) -> bool:
 def detect_format(path: str | os.PathLike) -> str:
     """The format of a labelled folder or file, by its layout (see the module docstring).
 
-    Checked in this order: MVTec (``test/`` + ``ground_truth/``), a COCO JSON, a YOLO ``data.yaml``
-    with a ``labels/`` folder, labelme JSONs, mask files. Name the format where a folder fits two.
+    Checked in this order: MVTec (``test/`` + ``ground_truth/``), labelme JSONs, a COCO JSON, a
+    YOLO ``data.yaml`` with a ``labels/`` folder, mask files. Name the format where a folder fits two.
 
     Raises
     ------
@@ -100,12 +100,13 @@ def detect_format(path: str | os.PathLike) -> str:
         raise AnnotationError(f"{path} is a file of no known annotation format; give {_LAYOUTS}")
     if looks_like_mvtec(path):
         return "mvtec"
+    # labelme before COCO: a labelme folder holds many JSONs, and COCO's check would parse each
+    if any(is_labelme_json(p) for p in sorted(path.rglob("*.json"))[:20]):
+        return "labelme"
     if find_coco_json(path) is not None:
         return "coco"
     if find_data_yaml(path) is not None and any(p.is_dir() for p in path.rglob("labels")):
         return "yolo-seg"
-    if any(is_labelme_json(p) for p in sorted(path.rglob("*.json"))[:20]):
-        return "labelme"
     if _has_mask_pair(path):
         return "masks"
     raise AnnotationError(f"{path} holds no defect image with a mask or annotation in a known layout; give {_LAYOUTS} "
