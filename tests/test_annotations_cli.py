@@ -100,3 +100,25 @@ def test_box_labels_are_refused_by_pixel_metrics(tmp_path):
     assert result.exit_code == 2 and "--accept-box-masks" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["evaluate-detection", str(tmp_path / "scores"), "--ground-truth", str(tmp_path / "cat")])
     assert result.exit_code == 2 and "--accept-box-masks" in result.output
+
+
+def test_samples_made_from_boxes_are_flagged_in_the_manifest(tmp_path):
+    src = tmp_path / "yolo"
+    for k in range(2):
+        image = np.full((SIZE, SIZE, 3), 100, np.uint8)
+        image[24:40, 24:40] = 30
+        _save(src / "images" / f"i{k}.png", image)
+    (src / "labels").mkdir(parents=True)
+    (src / "labels" / "i0.txt").write_text("0 0.5 0.5 0.25 0.25\n")                  # a box
+    (src / "labels" / "i1.txt").write_text("1 0.375 0.375 0.625 0.375 0.625 0.625\n")  # a polygon
+    (src / "data.yaml").write_text("names: [dent, pit]\n")
+    normal = tmp_path / "normal"
+    _save(normal / "n.png", np.full((SIZE, SIZE, 3), 110, np.uint8))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["generate", str(normal), str(out), "-m", "copy_paste", "--defects", str(src),
+                                 "-n", "8", "--quiet"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    kinds = {r["defect"]["type"]: r.get("mask_kind", "pixel") for r in lines if "defect" in r}
+    assert kinds == {"dent": "box", "pit": "pixel"}
+    assert all(r["defect"].get("mask_kind") == "box" for r in lines if r.get("defect", {}).get("type") == "dent")
