@@ -13,9 +13,9 @@ the decoded one (an EXIF rotation) is written decoded, as PNG, so the mask and t
 every reader. Masks are drawn by the format's rule (:mod:`defectforge.io.annotations`).
 
 Split of the normal images (defect images are all test images, as in MVTec AD): the normal
-images are grouped (``group``: a regular expression searched in each image's name relative to
-the source; its first capture group, or the whole match, is the group key; names that do not match
-are their own group), the groups sorted by key and permuted by ``numpy.random.default_rng(seed)``;
+images are grouped (``group``: a regular expression searched in each image's file stem; its
+first capture group, or the whole match, is the group key; a file without a match is a group of
+its own), the groups sorted by key and permuted by ``numpy.random.default_rng(seed)``;
 groups go to ``test/good`` in that order until it holds at least ``round(test_fraction * n)``
 images (at least one; at least one group stays for training), the rest to ``train/good``. A group
 never straddles the split, so near-duplicates named alike (``part12_a.png``, ``part12_b.png`` with
@@ -47,11 +47,10 @@ DEFAULT_TEST_FRACTION = 0.2
 
 
 def _group_key(name: str, pattern: re.Pattern | None) -> str:
-    if pattern is None:
-        return name
-    found = pattern.search(name)
+    # searched in the file's stem: the folders a file sits in do not make its group
+    found = pattern.search(Path(name).stem) if pattern is not None else None
     if found is None:
-        return name
+        return "\0" + name  # a group of its own
     return found.group(1) if pattern.groups else found.group(0)
 
 
@@ -171,14 +170,14 @@ def import_dataset(source: str | os.PathLike, output: str | os.PathLike, format:
             atomic_write(output / mask_rel, masks[target])
             entry.update(mask=mask_rel, types=im.types, mask_kind=im.mask_kind)
         elif group:
-            entry["group"] = keys[im.name]
+            entry["group"] = keys[im.name].removeprefix("\0")
         files[written] = entry
     mask_kinds = {t: (k.pop() if len(k) == 1 else "mixed") for t, k in sorted(kinds.items())}
     record = {
         "source": str(Path(labelled.source).resolve()), "format": labelled.format, "classes": labelled.classes,
         "split": {"seed": int(seed), "test_fraction": float(test_fraction), "group": group,
-                  "rule": "normal images grouped by --group (first capture group, or the match; no match: the "
-                          "name), groups sorted and permuted by numpy.random.default_rng(seed), test/good takes "
+                  "rule": "normal images grouped by --group searched in the file stem (first capture group, or "
+                          "the match; no match: a group of its own), groups sorted and permuted by numpy.random.default_rng(seed), test/good takes "
                           "groups until it holds round(test_fraction * n) images (at least 1, 1 group left); "
                           "defect images are all test images",
                   "train_good": len(train), "test_good": len(test)},
