@@ -144,9 +144,10 @@ def main() -> None:
         fault(tmp, "any", "format named wrongly (labelme folder as coco)", "`import coco src out`",
               lambda r: labelme(r, [[2, 2], [20, 2], [10, 15]]), imp("coco"))
         fault(tmp, "any", "OUT inside SRC", "`import labelme src src/out`",
-              lambda r: labelme(r, [[2, 2], [20, 2], [10, 15]]), lambda src, out: ["import", "labelme", src, src / "out"],
-              out_name="src/out")
-        fault(tmp, "bank", "generate --defects with a bad labelme file", "`generate good/ out -m copy_paste --defects src`",
+              lambda r: labelme(r, [[2, 2], [20, 2], [10, 15]]),
+              lambda src, out: ["import", "labelme", src, src / "out"], out_name="src/out")
+        fault(tmp, "bank", "generate --defects with a bad labelme file",
+              "`generate good/ out -m copy_paste --defects src`",
               lambda r: labelme(r, [[2, 2], [20, 20]]),
               lambda src, out: ["generate", src, out, "-m", "copy_paste", "--defects", src, "-n", "2", "--quiet"])
 

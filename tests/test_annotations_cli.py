@@ -98,7 +98,8 @@ def test_box_labels_are_refused_by_pixel_metrics(tmp_path):
     assert result.exit_code == 0 and "boxes" in result.output
     result = runner.invoke(app, ["benchmark", str(tmp_path / "cat"), "--out", str(tmp_path / "b"), "--steps", "1"])
     assert result.exit_code == 2 and "--accept-box-masks" in result.output and "Traceback" not in result.output
-    result = runner.invoke(app, ["evaluate-detection", str(tmp_path / "scores"), "--ground-truth", str(tmp_path / "cat")])
+    result = runner.invoke(app, ["evaluate-detection", str(tmp_path / "scores"), "--ground-truth",
+                                 str(tmp_path / "cat")])
     assert result.exit_code == 2 and "--accept-box-masks" in result.output
 
 

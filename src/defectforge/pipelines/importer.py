@@ -177,7 +177,8 @@ def import_dataset(source: str | os.PathLike, output: str | os.PathLike, format:
         "source": str(Path(labelled.source).resolve()), "format": labelled.format, "classes": labelled.classes,
         "split": {"seed": int(seed), "test_fraction": float(test_fraction), "group": group,
                   "rule": "normal images grouped by --group searched in the file stem (first capture group, or "
-                          "the match; no match: a group of its own), groups sorted and permuted by numpy.random.default_rng(seed), test/good takes "
+                          "the match; no match: a group of its own), groups sorted and permuted by "
+                          "numpy.random.default_rng(seed), test/good takes "
                           "groups until it holds round(test_fraction * n) images (at least 1, 1 group left); "
                           "defect images are all test images",
                   "train_good": len(train), "test_good": len(test)},

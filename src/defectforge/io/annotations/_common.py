@@ -259,9 +259,9 @@ class AnnotatedImage:
         ``height``/``width``); checked against the decoded image.
     source : str
         The annotation file, for messages.
-    group : str, optional
-        The few-shot group when the format says it (an MVTec category's folder); otherwise the
-        single type of its regions, or :data:`COMBINED` when they have several.
+    fixed_group : str, optional
+        The group when the format says it (an MVTec category's folder); otherwise :attr:`group` is
+        the single type of its regions, or :data:`COMBINED` when they have several.
     """
 
     name: str
@@ -342,7 +342,6 @@ class AnnotationSet:
     images: list[AnnotatedImage]
     classes: list[str]
     source: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def defects(self) -> list[AnnotatedImage]:
@@ -351,28 +350,6 @@ class AnnotationSet:
     @property
     def normals(self) -> list[AnnotatedImage]:
         return [im for im in self.images if im.normal]
-
-    def by_group(self) -> dict[str, list[AnnotatedImage]]:
-        """Defect images per group (type, or :data:`COMBINED`), names sorted."""
-        groups: dict[str, list[AnnotatedImage]] = {}
-        for im in self.defects:
-            groups.setdefault(im.group, []).append(im)
-        return {g: sorted(v, key=lambda im: im.name) for g, v in sorted(groups.items())}
-
-    def check_unique_names(self) -> None:
-        """Refuse two images with the same file name (stem) in different folders.
-
-        The MVTec layout an import writes keeps file names, and matching masks by stem needs them
-        unique.
-        """
-        seen: dict[str, AnnotatedImage] = {}
-        for im in self.images:
-            stem = Path(im.name).stem
-            other = seen.get(stem)
-            if other is not None:
-                raise AnnotationError(f"{im.path} and {other.path} share the file name {stem!r} in different "
-                                      "folders; rename one (names must be unique across folders)")
-            seen[stem] = im
 
 
 def relative_name(path: Path, root: Path) -> str:

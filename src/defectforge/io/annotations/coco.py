@@ -146,7 +146,8 @@ def read_coco(path: str | Path, image_root=None) -> AnnotationSet:
                                   "keep one entry per file")
         files[found] = image_id
         root = next(r for r in roots if (r / file_name).is_file())
-        entries[image_id] = AnnotatedImage(relative_name(found, root), found, [], size, f"{json_path}: image {image_id}")
+        entries[image_id] = AnnotatedImage(relative_name(found, root), found, [], size,
+                                           f"{json_path}: image {image_id}")
     for k, ann in enumerate(annotations):
         where = f"{json_path}: annotation {ann.get('id', k) if isinstance(ann, dict) else k}"
         if not isinstance(ann, dict):

@@ -87,7 +87,7 @@ def _mask_shape(shape: dict, where: str, size: tuple[int, int] | None) -> Region
 def _regions(json_path: Path, data: dict, size: tuple[int, int] | None) -> list[Region]:
     regions = []
     for k, shape in enumerate(data["shapes"]):
-        where = f"{json_path}: shape {k} ({shape.get('label')!r})" if isinstance(shape, dict) else f"{json_path}: shape {k}"
+        where = f"{json_path}: shape {k}" + (f" ({shape.get('label')!r})" if isinstance(shape, dict) else "")
         if not isinstance(shape, dict) or not isinstance(shape.get("label"), str):
             raise AnnotationError(f"{where}: not a labelme shape (needs label, points, shape_type); fix or delete it")
         kind = shape.get("shape_type") or "polygon"

@@ -57,7 +57,8 @@ def _names(yaml_path: Path) -> dict[int, str]:
             return {k: str(n) for k, n in enumerate(names)}
         return {int(k): str(n) for k, n in dict(names).items()}
     except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError) as exc:
-        raise AnnotationError(f"{yaml_path}: no class names ({exc}); it needs names: a list, or {{0: crack, ...}}") from None
+        raise AnnotationError(f"{yaml_path}: no class names ({exc}); it needs names: a list, or "
+                              "{0: crack, ...}") from None
 
 
 def _regions(path: Path, names: dict[int, str]) -> list[Region]:
