@@ -58,7 +58,7 @@ def read_manifest(dataset: str | os.PathLike) -> tuple[list[dict], dict]:
     manifest = dataset / "manifest.jsonl"
     if not manifest.exists():
         raise FileNotFoundError(f"{dataset} holds no manifest.jsonl: give the OUTPUT folder of "
-                                "`defectforge generate` (a finished run; finish an interrupted one with --resume)")
+                                "`defectforge generate` (a finished run; finish an interrupted one with generate --resume)")
     samples = [r for r in (json.loads(line) for line in manifest.read_text().splitlines() if line.strip())
                if "index" in r]
     config_path = dataset / "config.yaml"
@@ -253,7 +253,7 @@ def anomalib_folder_arguments(dataset: str | os.PathLike, train_dir: str | os.Pa
                       stacklevel=2)
     if not has_good:
         warnings.warn(f"{dataset} holds no normal test images (test/good): anomalib will split "
-                      "normal_split_ratio of the training normals off for testing; generate with "
+                      "normal_split_ratio of the training normals off for testing; run generate "
                       "--normal-ratio 0.2 (say) for synthetic-run test normals", UserWarning, stacklevel=2)
     args: dict[str, Any] = {
         "name": name, "root": str(dataset), "normal_dir": str(train_dir),

@@ -150,8 +150,9 @@ class GenerateConfig:
         if self.size is not None:
             check_range("size (--size)", self.size, 16, 1 << 15, integer=True)
         check_probability("normal_ratio (--normal-ratio)", self.normal_ratio)
-        check_range("batch_size (--batch-size)", self.batch_size, 1, 4096, integer=True)
-        check_range("donor_pool (--donor-pool)", self.donor_pool, 0, 1024, integer=True)
+        # no command-line option sets these two: a user meets them in an edited config.yaml (--config)
+        check_range("batch_size (config.yaml: generator.batch_size)", self.batch_size, 1, 4096, integer=True)
+        check_range("donor_pool (config.yaml: generator.donor_pool)", self.donor_pool, 0, 1024, integer=True)
         if self.bit_depth not in ("auto",) + tuple(str(b) for b in BIT_DEPTHS):
             raise ValueError(f"bit_depth (--bit-depth) must be auto or one of {list(BIT_DEPTHS)}, "
                              f"got {self.bit_depth!r}")
@@ -742,10 +743,15 @@ def _prepare_output(output: Path, config: dict, resume: bool, overwrite: bool, c
     return done, repaired
 
 
-def describe_os_error(exc: OSError, output: str | os.PathLike | None = None) -> str:
-    """One line for a file-system error: what failed, and what to do (``--resume`` continues)."""
+def describe_os_error(exc: OSError, output: str | os.PathLike | None = None, resumable: bool = True) -> str:
+    """One line for a file-system error: what failed, and what to do.
+
+    ``resumable``: the command keeps finished work and continues with ``--resume``
+    (``generate``); other commands are told to run again.
+    """
     where = exc.filename or output or ""
-    again = " then run the same command with --resume to continue (finished samples are kept)"
+    again = (" then run the same command with --resume to continue (finished samples are kept)" if resumable
+             else " then run the same command again")
     if exc.errno == errno.ENOSPC:
         return f"disk full while writing {where}: free some space,{again}"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
