@@ -228,3 +228,39 @@ def test_preview_shows_the_real_defect_methods_in_every_layout(data, tmp_path):
     result = runner.invoke(app, ["preview", str(data["good"]), str(tmp_path / "all.png"), "-m", "all",
                                  "--defects", str(data["defects"]), "--compact", "-n", "1", "--size", "24"])
     assert result.exit_code == 0 and "left out copy_paste" not in result.output, result.output
+
+
+# --- what a long generative run costs ---------------------------------------------------------------
+
+def test_a_long_generative_run_says_its_cost_first_and_help_says_how_to_shorten_it(data, tmp_path, monkeypatch):
+    pytest.importorskip("diffusers")
+    from defectforge.generative.models import tiny_unet
+    from defectforge.pipelines import generate as generate_module
+
+    model = tmp_path / "ddpm"
+    tiny_unet(16, 3, seed=2).save(model)
+    help_text = " ".join(runner.invoke(app, ["generate", "--help"]).output.split())
+    assert "--set num_inference_steps=20 --set scheduler=ddim" in help_text and "samples x denoising steps" in help_text
+    import defectforge
+
+    synth = defectforge.create("masked_diffusion", model=str(model))      # 200 DDIM steps by default
+    assert "500 samples x 200 denoising steps = 100,000 network passes" in generate_module.run_cost(synth, 500)
+    assert generate_module.run_cost(synth, 10) is None                    # 2,000 passes: not long
+    assert generate_module.run_cost(defectforge.create("draem"), 10**6) is None
+    monkeypatch.setattr(generate_module, "LONG_RUN_PASSES", 4)            # a short run, said as a long one would be
+    out, said = tmp_path / "out", []
+
+    def show(message, category, *args, **kwargs):  # what the CLI prints as "warning: ...", and when
+        said.append((str(message), category, sorted(p.name for p in out.rglob("*.png"))))
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        monkeypatch.setattr(warnings, "showwarning", show)
+        result = runner.invoke(app, ["generate", str(data["good"]), str(out), "-m", "masked_diffusion",
+                                     "--model", str(model), "-n", "2", "--set", "num_inference_steps=2"])
+    assert result.exit_code == 0, result.output
+    costs = [(m, pngs) for m, c, pngs in said if c is generate_module.LongRunWarning]
+    assert len(costs) == 1 and costs[0][1] == [], said                   # said once, before any sample
+    assert costs[0][0].startswith("masked_diffusion: 2 samples x 2 denoising steps = 4 network passes"), costs

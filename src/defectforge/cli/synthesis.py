@@ -193,7 +193,11 @@ def generate_command(
                                          "(the same as --set model=PATH): realnet_sdas / masked_diffusion: a "
                                          "'train ddpm' run, a UNet2DModel or a latent diffusion (vqvae/ or vae/ + "
                                          "unet/ + scheduler/) folder; gan_transplant: a 'train gan' run; "
-                                         "prompt_inpaint: a Stable Diffusion inpainting folder."),
+                                         "prompt_inpaint: a Stable Diffusion inpainting folder. A run costs "
+                                         "samples x denoising steps network passes (realnet_sdas: the model's "
+                                         "1,000 DDPM steps; masked_diffusion 200, prompt_inpaint 50): --set "
+                                         "num_inference_steps=20 --set scheduler=ddim, or a smaller --count, "
+                                         "makes it shorter; long runs say their cost before they start."),
     normal_ratio: float = typer.Option(0.0, "--normal-ratio", help="Share of samples left normal (test/good)."),
     bit_depth: str = typer.Option("auto", "--bit-depth", help="Bits of data in 16-bit inputs: auto (from the "
                                   "inputs' maximum), 8, 10, 12, 14 or 16."),
