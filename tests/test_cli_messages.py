@@ -264,3 +264,17 @@ def test_a_long_generative_run_says_its_cost_first_and_help_says_how_to_shorten_
     costs = [(m, pngs) for m, c, pngs in said if c is generate_module.LongRunWarning]
     assert len(costs) == 1 and costs[0][1] == [], said                   # said once, before any sample
     assert costs[0][0].startswith("masked_diffusion: 2 samples x 2 denoising steps = 4 network passes"), costs
+
+
+def test_demo_refusing_to_replace_its_datasets_names_no_option_demo_lacks(tmp_path, monkeypatch):
+    import defectforge.cli.synthesis as syn
+
+    monkeypatch.setattr(syn, "DEMO_METHODS", ("cutpaste",))
+    monkeypatch.setattr(syn, "available_image_methods", lambda: ["cutpaste"])
+    out = tmp_path / "demo"
+    assert runner.invoke(app, ["demo", str(out), "-n", "1"]).exit_code == 0
+    (out / "datasets/cutpaste/test/cutpaste/labelled_by_me.png").write_bytes(b"mine")
+    result = runner.invoke(app, ["demo", str(out), "-n", "1"])
+    assert result.exit_code == 2 and "labelled_by_me.png" in result.output, result.output
+    wrong = [(o, f) for o, f in flags_named(result.output, "demo") if f not in COMMANDS[o]]
+    assert not wrong, (result.output, wrong)

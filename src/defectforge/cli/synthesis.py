@@ -393,10 +393,14 @@ def demo_command(
     seed: int = typer.Option(0, "--seed", "-s", min=0),
 ):
     """Run the whole pipeline on built-in surfaces (metal, fabric, wood, tiles): no input needed."""
+    from ..pipelines.generate import OutputExistsError
+
     try:
         _demo(output, count, seed)
     except typer.Exit:
         raise
+    except OutputExistsError as exc:  # generate's words name --overwrite, which demo applies itself
+        fail("demo cannot replace its earlier dataset, " + str(exc).replace("--overwrite refused, ", "", 1))
     except (ValueError, TypeError, OSError, ImportError) as exc:
         fail(run_errors(exc, output, resumable=False))
 
