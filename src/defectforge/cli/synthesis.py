@@ -285,7 +285,9 @@ def generate_command(
         typer.echo(f"{summary['failed']} samples stayed unresolved after every redraw (marked 'failed' in manifest.jsonl)")
 
 
-def _pick_inputs(input: Path, count: int, seed: int, size: int, max_pixels: int | None = None) -> np.ndarray:
+def _pick_inputs(input: Path, count: int, seed: int, size: int,
+                 max_pixels: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """``count`` input images picked by ``seed`` and their file names (relative to INPUT)."""
     from ..core.seeding import Stream, sample_rng
     from ..io.inputs import load_normal_images
 
@@ -294,7 +296,8 @@ def _pick_inputs(input: Path, count: int, seed: int, size: int, max_pixels: int 
     order = rng.permutation(len(images))[:count] if len(images) >= count else rng.integers(len(images), size=count)
     picked = [images.images[i] for i in order]
     channels = max(p.shape[2] for p in picked)
-    return np.stack([np.repeat(p, 3, 2) if p.shape[2] < channels else p for p in picked])
+    return (np.stack([np.repeat(p, 3, 2) if p.shape[2] < channels else p for p in picked]),
+            [images.relative(int(i)) for i in order])
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
@@ -371,8 +374,9 @@ def preview_command(
             synthesizers = {n: build_synthesizer(n, {"bank": bank}) for n in real}
         check_foreground_options(foreground, foreground_threshold, foreground_invert)
         spec = parse_foreground(foreground, foreground_threshold, foreground_invert)
-        grid = preview_grid(_pick_inputs(input, count, seed, size, max_pixels), names, seed=seed, rows=rows,
-                            synthesizers=synthesizers, foreground=spec)
+        picked, files = _pick_inputs(input, count, seed, size, max_pixels)
+        grid = preview_grid(picked, names, seed=seed, rows=rows, synthesizers=synthesizers, foreground=spec,
+                            column_labels=files)
         write_png(output, grid)
     except typer.Exit:
         raise
@@ -429,10 +433,11 @@ def _demo(output: Path, count: int, seed: int) -> None:
         summary = generate(normal, datasets / name, name, count, seed=seed, overwrite=True, progress=sys.stderr.isatty())
         typer.echo(f"    {name:<14} {summary['written']} image/mask pairs -> {datasets / name}")
     typer.echo("3/3 writing the preview")
-    picks = np.stack([surface(kind, 128, seed=100 + i) for i, kind in enumerate(SURFACE_KINDS * 2)])
+    kinds = SURFACE_KINDS * 2
+    picks = np.stack([surface(kind, 128, seed=100 + i) for i, kind in enumerate(kinds)])
     from ..pipelines.preview import preview_grid
 
     methods = available_image_methods()
     report_left_out(methods)
-    write_png(output / "preview.png", preview_grid(picks, methods, seed=seed, rows="compact"))
+    write_png(output / "preview.png", preview_grid(picks, methods, seed=seed, rows="compact", column_labels=kinds))
     typer.echo(f"done. preview: {output / 'preview.png'}; datasets: {datasets}; manifest per dataset: manifest.jsonl")
