@@ -287,7 +287,7 @@ def generate_command(
 
 def _pick_inputs(input: Path, count: int, seed: int, size: int,
                  max_pixels: int | None = None) -> tuple[np.ndarray, list[str]]:
-    """``count`` input images picked by ``seed`` and their file names (relative to INPUT)."""
+    """``count`` input images picked by ``seed`` and their names (file names without the extension)."""
     from ..core.seeding import Stream, sample_rng
     from ..io.inputs import load_normal_images
 
@@ -297,7 +297,7 @@ def _pick_inputs(input: Path, count: int, seed: int, size: int,
     picked = [images.images[i] for i in order]
     channels = max(p.shape[2] for p in picked)
     return (np.stack([np.repeat(p, 3, 2) if p.shape[2] < channels else p for p in picked]),
-            [images.relative(int(i)) for i in order])
+            [Path(images.relative(int(i))).stem for i in order])
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
@@ -404,7 +404,7 @@ def demo_command(
     except typer.Exit:
         raise
     except OutputExistsError as exc:  # generate's words name --overwrite, which demo applies itself
-        fail("demo cannot replace its earlier dataset, " + str(exc).replace("--overwrite refused, ", "", 1))
+        fail("demo cannot replace its earlier dataset, " + (str(exc).partition("refused, ")[2] or str(exc)))
     except (ValueError, TypeError, OSError, ImportError) as exc:
         fail(run_errors(exc, output, resumable=False))
 

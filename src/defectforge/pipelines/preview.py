@@ -118,8 +118,7 @@ def preview_grid(images: np.ndarray, methods: Sequence[str], seed: int = 0, rows
         if len(column_labels) != n:
             raise ValueError(f"column_labels: {len(column_labels)} names for {n} images")
         widths = [(2 * w if rows == "side-by-side" else w) + 2 * pad for _ in range(n)]
-        labels = [f"{c}: image | outline" if rows == "side-by-side" else c for c in column_labels]
-        header = _header(labels, widths)
+        header = _header(column_labels, widths)
     for name in methods:
         synth = (synthesizers or {}).get(name) or build_synthesizer(name)
         out = synth(batch, seed=seed, foreground=region, donors=batch if n > 1 else None)
