@@ -48,3 +48,13 @@ def test_score_map_figure_outlines_the_ground_truth_on_the_image(tmp_path):
     image_row = grid[18:18 + tile + 2]                            # under the column names
     red = (image_row[..., 0] > 200) & (image_row[..., 1] < 80)
     assert red[:, 170:170 + tile + 2].any() and not red[:, 170 + tile + 2:].any()
+
+
+def test_gan_preview_names_its_columns_and_rows():
+    from defectforge.generative.train import _grid
+
+    tiles = np.full((16, 8, 8, 3), 128, np.uint8)
+    plain = _grid(tiles)
+    named = _grid(tiles, column_labels=["blowhole", "crack"] * 4, row_labels=["crop", "crop", "mask", "mask"])
+    assert named.shape[0] > plain.shape[0] and named.shape[1] > plain.shape[1]
+    assert (named[:14] < 100).any() and (named[:, :40] < 100).any()       # text above and at the left

@@ -353,6 +353,15 @@ def preview_command(
     rows = layout or ("compact" if compact else "full")
     if defects is None and (defect_types or few_shot is not None):
         fail("--defect-types and --few-shot choose among real defects: give --defects CATEGORY_OR_FOLDER")
+    for n in names:
+        if n != "all":
+            try:
+                defectforge.method_info(n)
+            except (KeyError, ValueError) as exc:
+                fail(str(exc).strip("'\""))
+    if defects is None and any(needs_bank(n) for n in names if n != "all"):
+        fail(f"{', '.join(n for n in names if n != 'all' and needs_bank(n))} place(s) real defects: give --defects "
+             "CATEGORY_OR_FOLDER (an MVTec-AD category or a folder of image/mask pairs)")
     if names == ["all"]:
         names = available_image_methods() + ([n for n in defectforge.list_methods(level="image") if needs_bank(n)]
                                              if defects is not None else [])

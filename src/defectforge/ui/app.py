@@ -156,7 +156,7 @@ def ui_message(exc: BaseException, action: str = "preview", output: Path | None 
 
     if isinstance(exc, OutputExistsError) and output is not None:
         # the app neither continues nor replaces a run: both belong to the command line, where they are explicit
-        return (f"refused, nothing written or deleted: the dataset folder {output} already holds a run or other "
+        return (f"nothing written or deleted: the dataset folder {output} already holds a run or other "
                 "files; type a new dataset folder (to continue or replace that run, use defectforge generate "
                 "on the command line)")
     text = str(exc) if not isinstance(exc, OSError) or exc.filename is None else \
