@@ -42,6 +42,9 @@ NOT_RUN = [
     ("-m gan_transplant", "needs a GAN trained by `train gan`"),
     ("-m prompt_inpaint", "needs a local Stable Diffusion inpainting folder"),
     ("defectforge benchmark", "trains detectors for minutes on a real MVTec-AD category"),
+    ("cvat_export/", "needs a labelling tool's COCO export (import is tested in test_annotations_cli.py)"),
+    ("cvat/annotations/", "needs a labelling tool's COCO export (tested in test_annotations_cli.py)"),
+    ("lot7_labelme/", "needs labelme annotations of real defects (tested in test_annotations_cli.py)"),
     ("--metrics ic-lpips", "needs LPIPS weight files the user supplies (alexnet.pth, alex.pth)"),
     ("defectforge evaluate-detection", "needs a detector's score maps for a real MVTec-AD category"),
 ]
@@ -144,5 +147,10 @@ def test_readme_command_runs_as_written(command, stand_ins, tmp_path, monkeypatc
         # continued, rebuilt or exported: the run the README makes before (generate good/ out/ -m draem)
         made = runner.invoke(app, ["generate", "good/", "out/", "-m", "draem", "-n", "2"])
         assert made.exit_code == 0, made.output
+    if "out-yolo-seg/" in args:  # imported back: the README's export of a run with test normals
+        for step in (["generate", "good/", "out/", "-m", "draem", "-n", "8", "--normal-ratio", "0.5"],
+                     ["export", "out/", "--format", "yolo-seg"]):
+            made = runner.invoke(app, step)
+            assert made.exit_code == 0, made.output
     result = runner.invoke(app, args)
     assert result.exit_code == 0, f"{command}\n{result.output}\n{result.exception!r}"
