@@ -470,3 +470,33 @@ def test_boxes_are_refused_by_pixel_metrics_unless_accepted(tmp_path):
     require_pixel_masks(tmp_path / "out", accept_boxes=True)
     bank = DefectBank.from_folder(tmp_path / "out")
     assert bank.mask_kinds == {"dent": "box"}
+
+
+def test_coco_image_root_and_cvat_layout(tmp_path):
+    rle = {"size": [H, W], "counts": [10, 5, H * W - 15]}
+    data = {"images": [{"id": 1, "file_name": "frame_0.png", "height": H, "width": W}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 1, "segmentation": rle}],
+            "categories": [{"id": 1, "name": "crack"}]}
+    (tmp_path / "cvat" / "annotations").mkdir(parents=True)
+    (tmp_path / "cvat" / "annotations" / "instances_default.json").write_text(json.dumps(data))
+    _image(tmp_path / "cvat" / "images" / "frame_0.png")  # CVAT's layout: images/ beside annotations/
+    assert detect_format(tmp_path / "cvat") == "coco"
+    assert read_annotations(tmp_path / "cvat").images[0].path == (tmp_path / "cvat" / "images" / "frame_0.png")
+    _image(tmp_path / "elsewhere" / "frame_0.png", value=7)
+    moved = read_annotations(tmp_path / "cvat", image_root=tmp_path / "elsewhere")
+    assert moved.images[0].path == tmp_path / "elsewhere" / "frame_0.png"
+    with pytest.raises(ValueError, match="image root is for COCO"):
+        read_annotations(tmp_path / "cvat", "labelme", image_root=tmp_path / "elsewhere")
+
+
+def test_coco_polygons_without_pycocotools_name_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pycocotools", None)  # import pycocotools now raises ImportError
+    _coco(tmp_path, [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": [[2, 2, 20, 2, 10, 15]]},
+                     {"id": 2, "image_id": 2, "category_id": 1, "iscrowd": 1,
+                      "segmentation": {"size": [H, W], "counts": [10, 5, H * W - 15]}}])
+    labelled = read_annotations(tmp_path)
+    assert int(_masks(labelled.images[1])["crack"].sum()) == 5  # RLE needs no extra
+    with pytest.raises(AnnotationError, match=r"annotation 1: COCO polygons .*pip install 'defectforge\[export\]'"):
+        _masks(labelled.images[0])
