@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
@@ -152,8 +153,9 @@ class GenerateConfig:
         if self.size is not None:
             check_range("size (--size)", self.size, 16, 1 << 15, integer=True)
         check_probability("normal_ratio (--normal-ratio)", self.normal_ratio)
-        check_range("batch_size (--batch-size)", self.batch_size, 1, 4096, integer=True)
-        check_range("donor_pool (--donor-pool)", self.donor_pool, 0, 1024, integer=True)
+        # no command-line option sets these two: a user meets them in an edited config.yaml (--config)
+        check_range("batch_size (config.yaml: generator.batch_size)", self.batch_size, 1, 4096, integer=True)
+        check_range("donor_pool (config.yaml: generator.donor_pool)", self.donor_pool, 0, 1024, integer=True)
         if self.bit_depth not in ("auto",) + tuple(str(b) for b in BIT_DEPTHS):
             raise ValueError(f"bit_depth (--bit-depth) must be auto or one of {list(BIT_DEPTHS)}, "
                              f"got {self.bit_depth!r}")
@@ -757,10 +759,51 @@ def _prepare_output(output: Path, config: dict, resume: bool, overwrite: bool, c
     return done, repaired
 
 
-def describe_os_error(exc: OSError, output: str | os.PathLike | None = None) -> str:
-    """One line for a file-system error: what failed, and what to do (``--resume`` continues)."""
+#: Network passes (samples x denoising steps) from which a run says what it will cost before it starts:
+#: about 4 minutes at the 12.5 ms a pass of the 0.79 M-parameter UNet measured on one CPU thread
+#: (README, generative benchmark); larger models take longer per pass.
+LONG_RUN_PASSES = 20_000
+
+
+class LongRunWarning(UserWarning):
+    """A run of a generative method that will take long (said before the first sample)."""
+
+
+def run_cost(synth, samples: int) -> str | None:
+    """What a run of ``samples`` samples will cost, when it is long (at least :data:`LONG_RUN_PASSES`).
+
+    Generative methods report their network passes per sample (``network_passes()``: denoising
+    steps, or one generator pass); the others cost milliseconds and give ``None``.
+    """
+    inner, per_defect = synth, 1
+    while not hasattr(inner, "network_passes") and hasattr(inner, "inner"):  # control(...): up to N defects
+        per_defect *= max(getattr(inner, "defect_count", (1, 1)))
+        inner = inner.inner
+    if not hasattr(inner, "network_passes"):
+        return None
+    steps = inner.network_passes()
+    total = samples * steps * per_defect
+    if total < LONG_RUN_PASSES:
+        return None
+    name = getattr(inner, "method_name", type(inner).__name__)
+    if steps == 1:
+        return (f"{name}: {samples:,} samples = {total:,} generator passes before the run ends; "
+                "fewer samples (--count) make it shorter")
+    return (f"{name}: {samples:,} samples x {steps:,} denoising steps{f' x {per_defect} defects' if per_defect > 1 else ''}"
+            f" = {total:,} network passes before the run ends (a small UNet on one CPU thread: about 12 ms a "
+            "pass); fewer steps (--set num_inference_steps=20 --set scheduler=ddim) or fewer samples (--count) "
+            "make it shorter")
+
+
+def describe_os_error(exc: OSError, output: str | os.PathLike | None = None, resumable: bool = True) -> str:
+    """One line for a file-system error: what failed, and what to do.
+
+    ``resumable``: the command keeps finished work and continues with ``--resume``
+    (``generate``); other commands are told to run again.
+    """
     where = exc.filename or output or ""
-    again = " then run the same command with --resume to continue (finished samples are kept)"
+    again = (" then run the same command with --resume to continue (finished samples are kept)" if resumable
+             else " then run the same command again")
     if exc.errno == errno.ENOSPC:
         return f"disk full while writing {where}: free some space,{again}"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -834,6 +877,9 @@ def generate(cfg: GenerateConfig | str | os.PathLike, output: str | os.PathLike 
         bank.split.save(output / SPLIT_FILE)
 
     pending = [i for i in range(cfg.count) if i not in done]
+    cost = run_cost(synth, round(len(pending) * (1 - cfg.normal_ratio)))
+    if cost:
+        warnings.warn(cost, LongRunWarning, stacklevel=2)
     chunk = max(1, min(cfg.batch_size, -(-len(pending) // max(1, workers * 4)) if pending else 1))
     chunks = [pending[k:k + chunk] for k in range(0, len(pending), chunk)]
     bar = None
