@@ -409,7 +409,8 @@ def test_resume_of_a_run_recorded_before_the_threshold_option(good, tmp_path):
 # --- one decode path --------------------------------------------------------------------------
 
 def test_every_image_file_is_decoded_by_the_one_path():
-    """No module but io/images.py opens image files itself (score maps are data, read raw)."""
+    """No module but io/images.py opens image files itself: score maps are data, read raw, and a
+    labelme mask is a PNG inside the JSON, placed by its points (no file, no orientation)."""
     root = SRC / "defectforge"
     pattern = re.compile(r"Image\.open\(|cv2\.imread\(|cv2\.imdecode\(|imageio|tifffile")
     found = []
@@ -418,4 +419,4 @@ def test_every_image_file_is_decoded_by_the_one_path():
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if pattern.search(line) and rel != "io/images.py":
                 found.append(f"{rel}:{number}")
-    assert [where.split(":")[0] for where in found] == ["metrics/detection_io.py"], found
+    assert [where.split(":")[0] for where in found] == ["io/annotations/labelme.py", "metrics/detection_io.py"], found

@@ -99,10 +99,10 @@ def _check_output(source: Path, output: Path) -> None:
 
 
 def _decoded_differs(path: Path, shape: tuple[int, int]) -> bool:
-    from PIL import Image
+    from ..io.images import image_size
 
-    with Image.open(path) as im:
-        return (im.height, im.width) != shape
+    width, height = image_size(path, oriented=False)  # as stored: a turned photo is decoded upright
+    return (height, width) != shape
 
 
 def import_dataset(source: str | os.PathLike, output: str | os.PathLike, format: str | None = None, *,

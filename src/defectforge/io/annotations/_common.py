@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..images import read_image
+from ..images import read_labels
 
 __all__ = ["AnnotationError", "Region", "AnnotatedImage", "AnnotationSet", "COMBINED", "rle_decode",
            "rle_counts_from_string", "read_mask_labels"]
@@ -109,16 +109,9 @@ def rle_decode(segmentation: dict, where: str) -> np.ndarray:
 
 
 def read_mask_labels(path: Path) -> np.ndarray:
-    """A mask file as ``(H, W)`` labels: palette indices for a palette PNG, grey levels otherwise."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            if im.mode == "P":
-                return np.asarray(im, dtype=np.uint8).copy()
-    except OSError:
-        pass  # read_image below names the file and the fix
-    return read_image(path, channels=1)[..., 0]
+    """A mask file as ``(H, W)`` labels: palette indices for a palette PNG, grey levels otherwise
+    (:func:`~defectforge.io.images.read_labels`: turned like its image)."""
+    return read_labels(path)
 
 
 def _draw_labelme(points: np.ndarray, height: int, width: int, shape: str) -> np.ndarray:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..images import IMAGE_EXTENSIONS, list_images
+from ..images import IMAGE_EXTENSIONS, ImageReadError, image_mode, list_images
 from ._common import AnnotatedImage, AnnotationError, AnnotationSet, Region, read_mask_labels, relative_name
 
 __all__ = ["read_masks", "read_mask_labels", "MASK_SUFFIXES", "MASK_FOLDERS", "find_mask_pairs"]
@@ -34,12 +34,9 @@ MASK_FOLDERS = ("masks", "mask", "gt", "labels", "annotations")
 
 
 def _is_palette(path: Path) -> bool:
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
-            return im.mode == "P"
-    except OSError:
+        return image_mode(path) == "P"
+    except ImageReadError:
         return False
 
 
