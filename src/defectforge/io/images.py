@@ -127,6 +127,19 @@ def _opened(path: Path) -> Iterator[Image.Image]:
             Image.MAX_IMAGE_PIXELS = saved
 
 
+@contextmanager
+def _reading(path: Path) -> Iterator[Image.Image]:
+    """:func:`_opened`, with every decoding failure as one :class:`ImageReadError` naming the file."""
+    try:
+        with _opened(path) as im:
+            yield im
+    except ImageReadError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"{path}: cannot read this image ({exc}); the file is truncated, "
+                             "corrupt or not an image: replace or remove it") from exc
+
+
 def _orientation(im: Image.Image) -> int:
     try:
         value = im.getexif().get(_ORIENTATION, 1)
@@ -158,18 +171,13 @@ def image_size(path: str | os.PathLike, oriented: bool = True) -> tuple[int, int
     ImageReadError
         Unreadable files.
     """
-    path = Path(path)
-    try:
-        with _opened(path) as im:
-            width, height = im.size
-            stored = (im.tag_v2.get(256), im.tag_v2.get(257)) if im.format == "TIFF" else (width, height)
-            if stored != (width, height):  # PIL's TIFF reader turns the image at open
-                width, height = stored
-            if oriented and _orientation(im) in (5, 6, 7, 8):
-                width, height = height, width
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(f"{path}: cannot read this image ({exc}); the file is truncated, "
-                             "corrupt or not an image: replace or remove it") from exc
+    with _reading(Path(path)) as im:
+        width, height = im.size
+        stored = (im.tag_v2.get(256), im.tag_v2.get(257)) if im.format == "TIFF" else (width, height)
+        if stored != (width, height):  # PIL's TIFF reader turns the image at open
+            width, height = stored
+        if oriented and _orientation(im) in (5, 6, 7, 8):
+            width, height = height, width
     return width, height
 
 
@@ -190,23 +198,17 @@ def read_image_raw(path: str | os.PathLike, max_pixels: int | None = None) -> np
     path = Path(path)
     limit = _limit(max_pixels)
     notes: list[str] = []
-    try:
-        with _opened(path) as im:
-            w, h = im.size
-            if limit is not None and w * h > limit:
-                raise ImageReadError(
-                    f"{path}: refused, too many pixels for a safe decode ({w}x{h} = {_pixels(w * h)}, "
-                    f"limit {_pixels(limit)}); pass --max-pixels {w * h} if memory allows "
-                    f"(about {_memory(w * h * 4)}), or downscale the file")
-            frames = getattr(im, "n_frames", 1)
-            if frames > 1:
-                notes.append(f"holds {frames} frames (an animation or pages); only the first is read")
-            arr = _decode(im, path, notes)
-    except ImageReadError:
-        raise
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise ImageReadError(f"{path}: cannot read this image ({exc}); the file is truncated, "
-                             "corrupt or not an image: replace or remove it") from exc
+    with _reading(path) as im:
+        w, h = im.size
+        if limit is not None and w * h > limit:
+            raise ImageReadError(
+                f"{path}: refused, too many pixels for a safe decode ({w}x{h} = {_pixels(w * h)}, "
+                f"limit {_pixels(limit)}); pass --max-pixels {w * h} if memory allows "
+                f"(about {_memory(w * h * 4)}), or downscale the file")
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1:
+            notes.append(f"holds {frames} frames (an animation or pages); only the first is read")
+        arr = _decode(im, path, notes)
     for note in notes:
         warn_once(f"{path}: {note}")
     return arr
@@ -220,13 +222,8 @@ def image_mode(path: str | os.PathLike) -> str:
     ImageReadError
         Unreadable files.
     """
-    path = Path(path)
-    try:
-        with _opened(path) as im:
-            return im.mode
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(f"{path}: cannot read this image ({exc}); the file is truncated, "
-                             "corrupt or not an image: replace or remove it") from exc
+    with _reading(Path(path)) as im:
+        return im.mode
 
 
 def read_labels(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
@@ -240,20 +237,13 @@ def read_labels(path: str | os.PathLike, max_pixels: int | None = None) -> np.nd
         As :func:`read_image_raw`.
     """
     path = Path(path)
-    try:
-        with _opened(path) as im:
-            palette = im.mode == "P"
-            if palette:
-                limit = _limit(max_pixels)
-                if limit is not None and im.size[0] * im.size[1] > limit:
-                    palette = False  # refused below, with the message every read gives
-                else:
-                    im.load()
-                    ImageOps.exif_transpose(im, in_place=True)
-                    return np.asarray(im, dtype=np.uint8).copy()
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageReadError(f"{path}: cannot read this image ({exc}); the file is truncated, "
-                             "corrupt or not an image: replace or remove it") from exc
+    limit = _limit(max_pixels)
+    with _reading(path) as im:
+        # above the limit: refused below, with the message every read gives
+        if im.mode == "P" and (limit is None or im.size[0] * im.size[1] <= limit):
+            im.load()
+            ImageOps.exif_transpose(im, in_place=True)
+            return np.asarray(im, dtype=np.uint8).copy()
     return read_image(path, channels=1, max_pixels=max_pixels)[..., 0]
 
 
