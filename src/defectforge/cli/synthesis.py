@@ -202,10 +202,14 @@ def generate_command(
                                 "the run in OUTPUT; missing or damaged files are made again."),
     overwrite: bool = typer.Option(False, "--overwrite", is_flag=True, help="Replace an earlier run in OUTPUT "
                                    "(refused if OUTPUT holds files this tool did not write)."),
+    discard_edits: bool = typer.Option(False, "--discard-edits", is_flag=True, help="With --overwrite or --resume: "
+                                       "also replace the images and masks changed since the run wrote them (by "
+                                       "default they are yours: --overwrite refuses, --resume keeps them)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", is_flag=True, help="No progress bar."),
 ):
     """Turn a folder of good images into a labelled synthetic-defect dataset."""
     from ..pipelines.generate import GenerateConfig, generate, load_run_config
+    from ..pipelines.user_edits import kept_edits_line
 
     synthesizer = None
     try:
@@ -250,7 +254,7 @@ def generate_command(
                 few_shot=few_shot)
         summary = generate(cfg, output, workers=workers, resume=resume, overwrite=overwrite,
                            progress=not quiet and sys.stderr.isatty(), engine=engine, ray_address=address,
-                           synthesizer=synthesizer)
+                           synthesizer=synthesizer, discard_edits=discard_edits)
     except typer.Exit:
         raise
     except (ValueError, TypeError, OSError, ImportError) as exc:
@@ -259,9 +263,12 @@ def generate_command(
         fail(f"interrupted; finished samples are kept: run the same command with --resume to continue")
     extra = [f"resumed {summary['resumed']}"] if summary["resumed"] else []
     if summary["repaired"]:
-        extra.append(f"repaired {summary['repaired']} missing or damaged")
+        extra.append(f"repaired {summary['repaired']} with missing files" if summary["kept_edits"]
+                     else f"repaired {summary['repaired']} missing or damaged")
     typer.echo(f"wrote {summary['written']} samples ({summary['anomalous']} anomalous, {summary['normal']} normal"
                f"{', ' + ', '.join(extra) if extra else ''}) to {summary['output']}")
+    if summary["kept_edits"]:
+        typer.echo(kept_edits_line(summary["kept_edits"]))
     if summary["skipped_inputs"]:
         typer.echo(f"skipped {summary['skipped_inputs']} unusable input files (listed in config.yaml, inputs.skipped)")
     if summary["failed"]:
@@ -340,17 +347,19 @@ def demo_command(
     output: Path = typer.Argument(Path("defectforge-demo"), help="Folder for the demo's data and results."),
     count: int = typer.Option(24, "--count", "-n", min=1, max=10000, help="Samples per method."),
     seed: int = typer.Option(0, "--seed", "-s", min=0),
+    discard_edits: bool = typer.Option(False, "--discard-edits", is_flag=True, help="Also replace the demo "
+                                       "datasets' images and masks changed since the demo wrote them."),
 ):
     """Run the whole pipeline on built-in surfaces (metal, fabric, wood, tiles): no input needed."""
     try:
-        _demo(output, count, seed)
+        _demo(output, count, seed, discard_edits)
     except typer.Exit:
         raise
     except (ValueError, TypeError, OSError, ImportError) as exc:
         fail(run_errors(exc, output))
 
 
-def _demo(output: Path, count: int, seed: int) -> None:
+def _demo(output: Path, count: int, seed: int, discard_edits: bool = False) -> None:
     from ..io.files import atomic_write_text
     from ..io.images import write_image
     from ..pipelines.generate import generate
@@ -371,7 +380,8 @@ def _demo(output: Path, count: int, seed: int) -> None:
     datasets = output / "datasets"
     for name in DEMO_METHODS:
         # --overwrite removes only the earlier demo run's own files (and refuses if you added any)
-        summary = generate(normal, datasets / name, name, count, seed=seed, overwrite=True, progress=sys.stderr.isatty())
+        summary = generate(normal, datasets / name, name, count, seed=seed, overwrite=True,
+                           discard_edits=discard_edits, progress=sys.stderr.isatty())
         typer.echo(f"    {name:<14} {summary['written']} image/mask pairs -> {datasets / name}")
     typer.echo("3/3 writing the preview")
     picks = np.stack([surface(kind, 128, seed=100 + i) for i, kind in enumerate(SURFACE_KINDS * 2)])
