@@ -47,6 +47,7 @@ from ..core.validation import check_choice, check_probability, check_range
 from ..io.files import atomic_write_bytes
 from ..io.images import BIT_DEPTHS, encode_png
 from ..io.inputs import NormalImages, load_normal_images, resolve_input_folder
+from ..io.output_lock import LOCK_NAME, lock_output
 from .user_edits import check_run_files, listed, refuse_overwrite
 
 __all__ = ["GenerateConfig", "generate", "build_synthesizer", "build_from_config", "synthesizer_from_config",
@@ -637,7 +638,9 @@ def _our_files(output: Path, config: dict, records: dict[int, dict]):
 
 
 def _all_files(output: Path) -> list[str]:
-    return sorted(p.relative_to(output).as_posix() for p in output.rglob("*") if not p.is_dir() or p.is_symlink())
+    # the lock file is the running writer's, neither the earlier run's nor the user's
+    return sorted(p.relative_to(output).as_posix() for p in output.rglob("*")
+                  if (not p.is_dir() or p.is_symlink()) and p.relative_to(output).as_posix() != LOCK_NAME)
 
 
 def _remove_run(output: Path, config: dict) -> None:
@@ -685,7 +688,7 @@ def _prepare_output(output: Path, config: dict, resume: bool, overwrite: bool, c
         raise ValueError("give --resume (continue the run in OUTPUT) or --overwrite (replace it), not both")
     done: dict[int, dict] = {}
     repaired, edited = 0, []
-    if output.is_dir() and any(output.iterdir()):
+    if output.is_dir() and any(p.name != LOCK_NAME for p in output.iterdir()):
         previous = load_run_config(output / "config.yaml")
         if overwrite:
             if previous is None:
@@ -785,6 +788,15 @@ def generate(cfg: GenerateConfig | str | os.PathLike, output: str | os.PathLike 
     input_root = resolve_input_folder(cfg.input)
     _check_location(output, Path(cfg.input), input_root)
     check_requirements(cfg)
+    with lock_output(output):  # one writer per folder, from before anything there is read or deleted
+        return _write_run(cfg, output, spec, workers=workers, resume=resume, overwrite=overwrite, progress=progress,
+                          synthesizer=synthesizer, engine=engine, ray_address=ray_address, discard_edits=discard_edits)
+
+
+def _write_run(cfg: GenerateConfig, output: Path, spec, *, workers: int, resume: bool, overwrite: bool,
+               progress: bool, synthesizer: dict | None, engine: str, ray_address: str | None,
+               discard_edits: bool) -> dict:
+    """:func:`generate`'s work once its options are checked, under the output folder's lock."""
     bank = defect_bank(cfg, output / SPLIT_FILE if resume else None) if synthesizer is None else None
     synth = build_from_config(cfg, bank) if synthesizer is None else synthesizer_from_config(synthesizer)
     if synthesizer is not None and synth.config() != synthesizer:
