@@ -221,3 +221,143 @@ def test_the_ui_generate_dataset_takes_the_same_lock(good, tmp_path):
         with pytest.raises(OutputLockedError, match="another run"):
             Session(tmp_path / "work").generate_dataset(str(out), "cutpaste", "folder", str(good), None, None, 2, 0,
                                                         [], [])
+
+
+# --- 4. records that rebuild the run anywhere ----------------------------------------------------
+
+@pytest.fixture
+def folders(tmp_path):
+    """Every folder an option of generate may name: textures, region masks, defect shapes, real defects."""
+    from test_realdefect import make_category
+
+    made = {"textures": tmp_path / "tex", "masks": tmp_path / "fgmasks", "shapes": tmp_path / "shapes"}
+    for name in ("metal", "wood", "tiles", "fabric"):
+        Image.fromarray(surface(name, 64, seed=7)).save((made["textures"].mkdir(exist_ok=True), made["textures"])[1]
+                                                        / f"{name}.png")
+        mask = np.zeros((64, 64), np.uint8)
+        mask[8:56, 8:56] = 255
+        Image.fromarray(mask).save((made["masks"].mkdir(exist_ok=True), made["masks"])[1] / f"{name}.png")
+    shape = np.zeros((32, 32), np.uint8)
+    shape[10:22, 6:26] = 255
+    made["shapes"].mkdir()
+    Image.fromarray(shape).save(made["shapes"] / "bar.png")
+    made["defects"] = make_category(tmp_path / "cat", per_type=3)
+    return made
+
+
+#: For every option of ``generate`` that describes a run: the arguments that set it beside
+#: ``--config`` (``{name}`` is a folder of the ``folders`` fixture) and what the new record must hold.
+OVERRIDES = {
+    "method": (["-m", "draem"], {"method": "draem"}),
+    "mix": (["--mix", "cutpaste:0.5,cutout:0.5"], {"method": "mix", "mix": "cutpaste:0.5,cutout:0.5"}),
+    "count": (["-n", "3"], {"count": 3}),
+    "seed": (["-s", "5"], {"seed": 5}),
+    "size": (["--size", "48"], {"size": 48}),
+    "textures": (["-m", "draem", "--textures", "{textures}"], {"textures": "{textures}"}),
+    "set_": (["--set", "color_jitter=0.3"], {"overrides": {"color_jitter": 0.3}}),
+    "normal_ratio": (["--normal-ratio", "0.5"], {"normal_ratio": 0.5}),
+    "foreground": (["--foreground", "otsu"], {"foreground": "otsu"}),
+    "foreground_threshold": (["--foreground", "threshold", "--foreground-threshold", "0.4"],
+                             {"foreground": "threshold", "foreground_threshold": 0.4}),
+    "foreground_invert": (["--foreground", "otsu", "--foreground-invert"], {"foreground_invert": True}),
+    "foreground_masks": (["--foreground-masks", "{masks}"], {"foreground_masks": "{masks}"}),
+    "defect_count": (["--defect-count", "2"], {"defect_count": [2, 2]}),
+    "area_range": (["--area-range", "0.01,0.2"], {"area_range": [0.01, 0.2]}),
+    "mask_bank": (["--mask-bank", "{shapes}"], {"mask_bank": "{shapes}"}),
+    "bit_depth": (["--bit-depth", "12"], {"bit_depth": "12"}),
+    "output_bit_depth": (["--output-bit-depth", "16"], {"output_bit_depth": 16}),
+    "max_pixels": (["--max-pixels", "1000000"], {"max_pixels": 1000000}),
+    "min_contrast": (["--min-contrast", "0.004"], {"min_contrast": 0.004}),
+    "defects": (["-m", "copy_paste", "--defects", "{defects}"], {"method": "copy_paste", "defects": "{defects}"}),
+    "defect_types": (["-m", "copy_paste", "--defects", "{defects}", "--defect-types", "hole"],
+                     {"defect_types": ["hole"]}),
+    "few_shot": (["-m", "copy_paste", "--defects", "{defects}", "--few-shot", "1"], {"few_shot": "1"}),
+    # a model is a method parameter (--set model=PATH): on cutpaste it is refused by name, not dropped
+    "model": (["--model", "{masks}"], None),
+}
+
+
+def generate_options() -> set[str]:
+    """Every option of ``generate`` that describes the run (not how to run it)."""
+    import typer
+
+    from defectforge.cli.synthesis import RUN_OPTIONS
+
+    command = typer.main.get_command(app).commands["generate"]
+    return {p.name for p in command.params} - RUN_OPTIONS
+
+
+def test_every_option_of_generate_has_an_override_case():
+    assert generate_options() == set(OVERRIDES)  # a new option needs its row above
+
+
+@pytest.mark.parametrize("option", sorted(OVERRIDES))
+def test_an_option_beside_config_overrides_the_record_and_is_recorded(good, tmp_path, folders, option):
+    import yaml
+
+    args, expected = OVERRIDES[option]
+    args = [a.format(**folders) for a in args]
+    base = ["-m", "cutpaste", "-n", "2", "-s", "1", "-q"]
+    assert cli("generate", good, tmp_path / "a", *base).exit_code == 0
+    r = cli("generate", "--config", tmp_path / "a" / "config.yaml", tmp_path / "b", *args, "-q")
+    if expected is None:
+        assert r.exit_code == 2 and "model" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+        return
+    assert r.exit_code == 0, r.output
+    generator = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["generator"]
+    for key, value in expected.items():
+        value = str(Path(value.format(**folders)).resolve()) if isinstance(value, str) and "{" in value else value
+        assert generator[key] == value, (key, generator[key])
+    # the same as the run made with these options in one go
+    own = [a for a in base if not (any(x in args for x in ("-m", "--mix")) and a in ("-m", "cutpaste"))]
+    assert cli("generate", good, tmp_path / "direct", *own, *args).exit_code == 0
+    assert tree(tmp_path / "b") == tree(tmp_path / "direct")
+    if option == "few_shot":
+        assert (tmp_path / "b" / "fewshot_split.json").is_file()
+
+
+def test_config_rebuilds_from_any_working_directory_with_its_split(tmp_path, monkeypatch, folders):
+    from test_realdefect import make_category
+
+    make_category(tmp_path / "work" / "cat", per_type=3)
+    monkeypatch.chdir(tmp_path / "work")
+    args = ["cat", "a", "-m", "copy_paste", "--defects", "cat", "--few-shot", "1", "-n", "3", "-q"]
+    assert cli("generate", *args).exit_code == 0
+    record = (tmp_path / "work" / "a" / "config.yaml").read_text()
+    assert str(tmp_path / "work" / "cat") in record and "root: cat" not in record
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    r = cli("generate", "--config", tmp_path / "work" / "a" / "config.yaml", "b", "-q")
+    assert r.exit_code == 0, r.output
+    assert tree(tmp_path / "elsewhere" / "b") == tree(tmp_path / "work" / "a")  # fewshot_split.json included
+    assert (tmp_path / "elsewhere" / "b" / "fewshot_split.json").is_file()
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
+def test_evaluate_of_a_few_shot_run_scores_against_the_held_out_defects_per_type(tmp_path, monkeypatch):
+    import torch
+    from test_evaluate_cli import TinyFeatures
+    from test_realdefect import make_category
+
+    weights = tmp_path / "fid.pt"
+    torch.jit.save(torch.jit.script(TinyFeatures()), str(weights))
+    monkeypatch.setenv("DEFECTFORGE_FID_INCEPTION", str(weights))
+    monkeypatch.setenv("DEFECTFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DEFECTFORGE_WEIGHTS_CONFIG", str(tmp_path / "none.yaml"))
+    cat = make_category(tmp_path / "cat", per_type=3)
+    out = tmp_path / "out"
+    assert cli("generate", cat, out, "-m", "copy_paste", "--defects", cat, "--few-shot", "1", "-n", "8",
+               "-q").exit_code == 0
+    split = json.loads((out / "fewshot_split.json").read_text())
+    trained = sorted(f for files in split["train"].values() for f in files)
+    assert len(trained) == 2  # one image of each of the 2 types
+    types = {rec["defect"]["type"] for rec in manifest(out)}
+    r = cli("evaluate", out, "--real", cat, "--metrics", "fid,kid", "--kid-subsets", "3", "--kid-subset-size", "2",
+            "--json", tmp_path / "r.json")
+    assert r.exit_code == 0, r.output
+    assert "2 real defect image(s) that fed synthesis" in r.output and "4 held-out" in r.output, r.output
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["n_real"] == 4 and result["real_left_out_fed_synthesis"] == 2
+    assert result["real_counts"] == {"hole": 2, "scratch": 2}
+    assert set(result["groups"]) == {"overall"} | (types if len(types) > 1 else set())
+    assert types <= {"hole", "scratch"}  # groups are defect types, not the method's name

@@ -144,13 +144,30 @@ def run_errors(exc: BaseException, output=None) -> str:
     return str(exc)
 
 
+#: generate's options that say how to run, not what to make: not part of a run's record
+RUN_OPTIONS = frozenset({"input", "output", "config", "workers", "engine", "address", "resume", "overwrite",
+                         "discard_edits", "quiet"})
+#: generate's options recorded under another generator field than their own name
+OPTION_FIELDS = {"set_": "overrides", "model": "overrides"}
+
+
+def given_options(ctx: typer.Context) -> set[str]:
+    """The GenerateConfig fields of the options given on the command line (not left at their default)."""
+    # by the enum's name: typer may bring its own copy of click, whose ParameterSource is another class
+    given = {name for name in ctx.params
+             if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
+    return {OPTION_FIELDS.get(name, name) for name in given - RUN_OPTIONS}
+
+
 @app.command("generate")
 def generate_command(
+    ctx: typer.Context,
     input: Optional[Path] = typer.Argument(None, help="Folder of normal images, or an MVTec-AD category (uses "
                                            "train/good). With --config: optional, replaces the recorded input."),
     output: Optional[Path] = typer.Argument(None, help="Output folder (MVTec-style tree, manifest.jsonl, config.yaml)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Rebuild the run a config.yaml describes "
-                                          "(`defectforge generate --config old/config.yaml NEW_OUTPUT`)."),
+                                          "(`defectforge generate --config old/config.yaml NEW_OUTPUT`); every "
+                                          "option given beside it overrides the record."),
     method: Optional[str] = typer.Option(None, "--method", "-m", help="Registry name (see `defectforge methods`)."),
     count: Optional[int] = typer.Option(None, "--count", "-n", help="Number of samples to write [default: 100]."),
     seed: int = typer.Option(0, "--seed", "-s", help="Run seed; sample i depends on (seed, i) only."),
@@ -209,49 +226,41 @@ def generate_command(
 ):
     """Turn a folder of good images into a labelled synthetic-defect dataset."""
     from ..pipelines.generate import GenerateConfig, generate, load_run_config
+    from ..pipelines.rebuild import merge_given_options
     from ..pipelines.user_edits import kept_edits_line
 
     synthesizer = None
     try:
+        if config is not None and output is None:
+            input, output = None, input
+        if input is None and config is None or output is None:
+            fail("--config needs an OUTPUT folder: defectforge generate --config config.yaml OUTPUT" if config
+                 else "give INPUT and OUTPUT folders: defectforge generate INPUT OUTPUT -m METHOD")
+        if config is None and (method is None) == (mix is None):
+            fail("give a method (--method NAME) or a mixture (--mix 'a:0.5,b:0.5'), not both and not neither")
+        overrides = parse_overrides(set_)
+        if model is not None:
+            if "model" in overrides:
+                fail("give the model once: --model PATH or --set model=PATH, not both")
+            if not model.expanduser().exists():
+                fail(f"--model {model} does not exist; pass a local model folder (nothing is downloaded)")
+            overrides["model"] = str(model)
+        cfg = GenerateConfig(
+            input=str(input or ""), method=method, count=100 if count is None else count, seed=seed, size=size,
+            textures=textures, overrides=overrides, normal_ratio=normal_ratio,
+            foreground=foreground, foreground_threshold=foreground_threshold,
+            foreground_invert=foreground_invert, foreground_masks=foreground_masks, mix=mix,
+            defect_count=parse_count_range(defect_count), area_range=parse_area_range(area_range),
+            mask_bank=mask_bank, bit_depth=bit_depth, output_bit_depth=output_bit_depth,
+            max_pixels=max_pixels, min_contrast=min_contrast, defects=defects, defect_types=defect_types,
+            few_shot=few_shot)
         if config is not None:
-            if output is None:
-                input, output = None, input
-            if output is None:
-                fail("--config needs an OUTPUT folder: defectforge generate --config config.yaml OUTPUT")
             recorded = load_run_config(config)
             if recorded is None:
                 fail(f"--config {config} is not a config.yaml written by defectforge generate")
-            given = [name for name, value in (("--method", method), ("--mix", mix), ("--set", set_), ("--model", model),
-                                                ("--textures", textures), ("--size", size)) if value]
-            if given:
-                fail(f"--config rebuilds a recorded run; drop {', '.join(given)} (edit the config.yaml instead)")
-            cfg = GenerateConfig.from_dict(recorded["generator"])
-            if input is not None:
-                cfg.input = str(input)
-            if count is not None:
-                cfg.count = count
-            synthesizer = recorded["synthesizer"]
-        else:
-            if input is None or output is None:
-                fail("give INPUT and OUTPUT folders: defectforge generate INPUT OUTPUT -m METHOD")
-            if (method is None) == (mix is None):
-                fail("give a method (--method NAME) or a mixture (--mix 'a:0.5,b:0.5'), not both and not neither")
-            overrides = parse_overrides(set_)
-            if model is not None:
-                if "model" in overrides:
-                    fail("give the model once: --model PATH or --set model=PATH, not both")
-                if not model.expanduser().exists():
-                    fail(f"--model {model} does not exist; pass a local model folder (nothing is downloaded)")
-                overrides["model"] = str(model)
-            cfg = GenerateConfig(
-                input=str(input), method=method, count=100 if count is None else count, seed=seed, size=size,
-                textures=textures, overrides=overrides, normal_ratio=normal_ratio,
-                foreground=foreground, foreground_threshold=foreground_threshold,
-                foreground_invert=foreground_invert, foreground_masks=foreground_masks, mix=mix,
-                defect_count=parse_count_range(defect_count), area_range=parse_area_range(area_range),
-                mask_bank=mask_bank, bit_depth=bit_depth, output_bit_depth=output_bit_depth,
-                max_pixels=max_pixels, min_contrast=min_contrast, defects=defects, defect_types=defect_types,
-                few_shot=few_shot)
+            given = given_options(ctx) | ({"input"} if input is not None else set())
+            cfg, rebuild = merge_given_options(recorded["generator"], cfg, given)
+            synthesizer = None if rebuild else recorded["synthesizer"]
         summary = generate(cfg, output, workers=workers, resume=resume, overwrite=overwrite,
                            progress=not quiet and sys.stderr.isatty(), engine=engine, ray_address=address,
                            synthesizer=synthesizer, discard_edits=discard_edits)

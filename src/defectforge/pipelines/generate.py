@@ -48,6 +48,7 @@ from ..io.files import atomic_write_bytes
 from ..io.images import BIT_DEPTHS, encode_png
 from ..io.inputs import NormalImages, load_normal_images, resolve_input_folder
 from ..io.output_lock import LOCK_NAME, lock_output
+from .rebuild import bank_of, resolve_recorded_paths
 from .user_edits import check_run_files, listed, refuse_overwrite
 
 __all__ = ["GenerateConfig", "generate", "build_synthesizer", "build_from_config", "synthesizer_from_config",
@@ -108,11 +109,12 @@ class GenerateConfig:
     few_shot: str | None = None
 
     def __post_init__(self) -> None:
-        # plain YAML-able values whatever the caller passed (paths, tuples, a single defect count)
+        # plain YAML-able values whatever the caller passed (paths, tuples, a single defect count);
+        # paths absolute, so that `generate --config` rebuilds the run from any working directory
         for name in ("input", "textures", "foreground_masks", "mask_bank", "defects", "few_shot"):
             value = getattr(self, name)
             if value is not None:
-                setattr(self, name, str(value))
+                setattr(self, name, str(value) if name == "few_shot" else _absolute(value))
         if self.foreground in ("none", ""):
             self.foreground = None
         if self.mix is not None and not self.method:
@@ -124,6 +126,9 @@ class GenerateConfig:
         if self.area_range is not None:
             self.area_range = [float(v) for v in self.area_range]
         self.overrides = dict(self.overrides or {})
+        for name in ("model", "textures"):
+            if isinstance(self.overrides.get(name), str):
+                self.overrides[name] = _absolute(self.overrides[name])
         self.bit_depth = str(self.bit_depth)
         if isinstance(self.defect_types, str):
             self.defect_types = [t.strip() for t in self.defect_types.split(",") if t.strip()]
@@ -183,6 +188,13 @@ class GenerateConfig:
 
             return parse_mix(self.mix)[0]
         return [self.method] if self.method else []
+
+
+def _absolute(path) -> str:
+    """``path`` absolute (``~`` expanded); the texture banks named by a word stay words."""
+    if str(path) in ("procedural", "skimage", ""):
+        return str(path)
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))
 
 
 def build_synthesizer(method: str, overrides: dict[str, Any] | None = None, textures: str | None = None,
@@ -704,7 +716,7 @@ def _prepare_output(output: Path, config: dict, resume: bool, overwrite: bool, c
             if previous is None:
                 raise OutputExistsError(f"cannot --resume: {output} holds no config.yaml of an earlier run; "
                                         "choose a new or empty OUTPUT")
-            diffs = _differences(previous, config)
+            diffs = _differences(resolve_recorded_paths(previous), config)
             if diffs:
                 raise OutputExistsError(f"cannot --resume: {output / 'config.yaml'} describes a different run ("
                                         + "; ".join(diffs[:6]) + (f"; {len(diffs) - 6} more" if len(diffs) > 6 else "")
@@ -802,6 +814,7 @@ def _write_run(cfg: GenerateConfig, output: Path, spec, *, workers: int, resume:
     if synthesizer is not None and synth.config() != synthesizer:
         raise ValueError("config.yaml's synthesizer section does not rebuild to the same synthesizer "
                          "(written by another defectforge version?); rerun with the original options")
+    bank = bank if bank is not None else bank_of(synth)  # a rebuilt few-shot run records its split too
     images = load_normal_images(cfg.input, cfg.size, progress=progress, bit_depth=cfg.bit_depth,
                                 max_pixels=cfg.max_pixels)
     if spec is not None and hasattr(spec, "path_for"):
