@@ -13,12 +13,15 @@ synthesis parameter. So the files are byte-identical whatever the number of work
 interrupted run resumed with ``resume=True`` ends exactly as an uninterrupted one (and a larger
 ``count`` extends it). Every file is written atomically (temporary file + rename); finished
 samples are recorded one file each under ``.records/`` until the manifest is assembled, with the
-size and SHA-256 of their image and mask, which ``resume`` checks (missing or damaged files are
-made again).
+size and SHA-256 of their image and mask, which ``resume`` checks: missing files are made
+again, and a file whose bytes changed (a mask corrected by hand) is the user's and kept
+(:mod:`defectforge.pipelines.user_edits`). One run at a time writes a folder: every run holds
+the lock of :mod:`defectforge.io.output_lock` from before it reads the folder until it ends.
 
 Nothing the tool did not write is ever deleted: ``overwrite`` removes only the files the earlier
 run's own records name (or its naming scheme, for a run killed between writing a file and its
-record), and refuses, deleting nothing, when the folder holds anything else. An output folder
+record), and refuses, deleting nothing, when the folder holds anything else or a file the user
+changed. An output folder
 equal to, inside or containing the input is refused before anything is read.
 """
 
