@@ -109,13 +109,15 @@ def test_resume_keeps_edited_files_names_them_and_repairs_missing_ones(good, tmp
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: A real ``defectforge generate`` process made slow (each chunk of samples waits), so that a
-#: second writer meets it mid-run; everything else is the real command line.
+#: second writer meets it mid-run however loaded the machine; everything else is the real command
+#: line.
 SLOW_CLI = """
 import sys, time
 import defectforge.pipelines.generate as gen
 real = gen._Worker.run
 def slow(self, indices):
-    time.sleep(1.0)
+    if indices[0] > 0:  # the first chunk is written; the writer is killed long before the rest
+        time.sleep(600.0)
     return real(self, indices)
 gen._Worker.run = slow
 sys.argv = ["defectforge", *sys.argv[1:]]
@@ -144,7 +146,11 @@ def test_a_second_writer_is_refused_naming_the_running_one_and_a_killed_one_does
     writer = start_writer(*args)
     try:
         wait_for_records(writer, out)
-        for flag in ("--resume", "--overwrite"):
+        second = subprocess.run([sys.executable, "-m", "defectforge", *map(str, args), "--resume"], text=True,
+                                env=dict(os.environ, PYTHONPATH=str(SRC)), capture_output=True, timeout=300)
+        assert second.returncode == 2 and second.stdout == "", (second.stdout, second.stderr)
+        assert len(second.stderr.strip().splitlines()) == 1 and f"pid {writer.pid}" in second.stderr, second.stderr
+        for flag in ("--resume", "--overwrite"):  # the same in-process, where every line is seen
             r = cli(*args, flag)
             lines = r.output.strip().splitlines()
             assert r.exit_code == 2 and len(lines) == 1, r.output
