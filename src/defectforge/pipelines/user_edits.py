@@ -14,7 +14,8 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["FileState", "RunFiles", "EditedFilesError", "check_run_files", "DISCARD_OPTION"]
+__all__ = ["FileState", "RunFiles", "EditedFilesError", "DISCARD_OPTION", "file_state", "check_run_files",
+           "listed", "refuse_overwrite", "kept_edits_line"]
 
 #: The option that lets ``--overwrite`` / ``--resume`` replace the files a user edited.
 DISCARD_OPTION = "--discard-edits"
