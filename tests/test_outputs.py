@@ -275,6 +275,8 @@ OVERRIDES = {
     "max_pixels": (["--max-pixels", "1000000"], {"max_pixels": 1000000}),
     "min_contrast": (["--min-contrast", "0.004"], {"min_contrast": 0.004}),
     "defects": (["-m", "copy_paste", "--defects", "{defects}"], {"method": "copy_paste", "defects": "{defects}"}),
+    "defects_format": (["-m", "copy_paste", "--defects", "{defects}", "--defects-format", "mvtec"],
+                       {"defects_format": "mvtec"}),
     "defect_types": (["-m", "copy_paste", "--defects", "{defects}", "--defect-types", "hole"],
                      {"defect_types": ["hole"]}),
     "few_shot": (["-m", "copy_paste", "--defects", "{defects}", "--few-shot", "1"], {"few_shot": "1"}),

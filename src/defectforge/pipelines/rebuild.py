@@ -20,7 +20,7 @@ __all__ = ["SYNTHESIZER_FIELDS", "FOREGROUND_FIELDS", "merge_given_options", "re
 
 #: Generator fields that change the synthesizer: given beside ``--config``, it is rebuilt from them.
 SYNTHESIZER_FIELDS = frozenset({"method", "mix", "overrides", "textures", "defect_count", "area_range", "mask_bank",
-                                "defects", "defect_types", "few_shot"})
+                                "defects", "defects_format", "defect_types", "few_shot"})
 #: The foreground options form one choice: giving any of them replaces the recorded choice whole
 #: (a recorded ``--foreground-threshold`` does not survive ``--foreground otsu``).
 FOREGROUND_FIELDS = ("foreground", "foreground_threshold", "foreground_invert", "foreground_masks")
