@@ -346,8 +346,10 @@ def preview_command(
                                          "side-by-side (each synthetic image beside its outlined copy) "
                                          "[default: full]."),
     defects: Optional[Path] = typer.Option(None, "--defects", help="Real defects for copy_paste / defect_transplant "
-                                           "(as generate --defects): an MVTec-AD category or a folder of "
-                                           "<name>.png + <name>_mask.png pairs."),
+                                           "(as generate --defects): an MVTec-AD category, a labelme, COCO, "
+                                           "YOLO-seg or mask folder; the format is detected."),
+    defects_format: Optional[str] = typer.Option(None, "--defects-format", help="Name the --defects format: "
+                                                 "labelme, coco, yolo-seg, masks or mvtec [default: detected]."),
     defect_types: Optional[str] = typer.Option(None, "--defect-types", help="Only these defect types, comma-separated."),
     few_shot: Optional[str] = typer.Option(None, "--few-shot", help="Use only this part of each type's real defects "
                                            "(1/3 = the papers' protocol, any fraction, or a count)."),
@@ -370,8 +372,9 @@ def preview_command(
     if compact and layout not in (None, "compact"):
         fail(f"--compact is --layout compact; give one of them, not --compact with --layout {layout}")
     rows = layout or ("compact" if compact else "full")
-    if defects is None and (defect_types or few_shot is not None):
-        fail("--defect-types and --few-shot choose among real defects: give --defects CATEGORY_OR_FOLDER")
+    if defects is None and (defect_types or few_shot is not None or defects_format):
+        fail("--defect-types, --few-shot and --defects-format choose among real defects: give --defects "
+             "CATEGORY_OR_FOLDER")
     for n in names:
         if n != "all":
             try:
@@ -398,7 +401,8 @@ def preview_command(
             if not real:
                 fail(f"--defects is for methods that place real defects (copy_paste, defect_transplant); "
                      f"{', '.join(names)} do(es) not take it")
-            bank = DefectBank.from_folder(defects, few_shot=few_shot, defect_types=defect_types)
+            bank = DefectBank.from_folder(defects, few_shot=few_shot, defect_types=defect_types,
+                                          format=defects_format)
             synthesizers = {n: build_synthesizer(n, {"bank": bank}) for n in real}
         check_foreground_options(foreground, foreground_threshold, foreground_invert)
         spec = parse_foreground(foreground, foreground_threshold, foreground_invert)
