@@ -31,7 +31,7 @@ from ..core.base import ApplyResult, ImageShape, Synthesizer
 from ..core.registry import register_method
 from ..core.types import SynthesisContext, to_jsonable
 from ..core.validation import check_interval, check_probability
-from ._common import resolve_bank, to_target_channels
+from ._common import pick_defect_types, resolve_bank, to_target_channels
 
 __all__ = ["RealOnlySource"]
 
@@ -76,16 +76,9 @@ class RealOnlySource(Synthesizer):
         super().__init__(anomaly_probability)
         self.bank = resolve_bank(bank, type(self).__name__)
         images = list(getattr(self.bank, "images", []))
-        if defect_types is not None:
-            wanted = [t.strip() for t in (defect_types.split(",") if isinstance(defect_types, str) else defect_types)]
-            unknown = [t for t in wanted if t not in {im.defect_type for im in images}]
-            if unknown or not wanted:
-                raise ValueError(f"defect_types={wanted}: the bank's images are of types "
-                                 f"{sorted({im.defect_type for im in images})}; pick from those")
-            images = [im for im in images if im.defect_type in wanted]
-            self.defect_types = wanted
-        else:
-            self.defect_types = None
+        self.defect_types = None if defect_types is None else \
+            pick_defect_types(defect_types, sorted({im.defect_type for im in images}))
+        images = [im for im in images if self.defect_types is None or im.defect_type in self.defect_types]
         if not images:
             raise ValueError(f"real_only needs whole real defect images: the bank ({self.bank.identity}) holds none "
                              "(a bank from DefectBank.from_folder or from_arrays keeps them)")
