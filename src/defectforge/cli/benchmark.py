@@ -35,6 +35,9 @@ def benchmark_command(
     backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights",
                                                     help="Backbone weight file (state dict or TorchScript); default: the installed weight package."),
     width: int = typer.Option(0, "--width", min=0, help="Detector width (0: default; seghead 64, draem_seg 16)."),
+    detector_option: Optional[list[str]] = typer.Option(None, "--detector-option", help="KEY=VALUE, a constructor "
+                                                        "argument of seghead, residual_seg or fusion (repeatable), "
+                                                        "e.g. head_scale=probability; part of the run folder's name."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also run the synthesis-free patchcore baseline."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0,
                                          help="Also measure image AUROC every N steps (convergence check)."),
@@ -70,10 +73,21 @@ def benchmark_command(
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
         _fail(f"--seeds must be comma-separated integers, got {seeds!r}")
+    from .synthesis import parse_overrides
+
     cfg = BenchmarkConfig(detector=detector, backbone=backbone,
                           backbone_weights=str(backbone_weights) if backbone_weights else None,
                           size=size, steps=steps, batch_size=batch_size, width=width,
-                          checkpoint_every=checkpoint_every, device=device, vqvae_steps=vqvae_steps)
+                          checkpoint_every=checkpoint_every, device=device, vqvae_steps=vqvae_steps,
+                          detector_options=parse_overrides(detector_option))
+    if cfg.detector_options:
+        from ..detectors.benchmark.runner import make_detector
+        from ..detectors.backbones import load_backbone
+
+        try:  # a wrong option is an error before any data is read
+            make_detector(detector, load_backbone("tiny"), width, "cpu", None, cfg.detector_options)
+        except (ValueError, TypeError) as exc:
+            _fail(f"--detector-option: {exc}")
     if few_shot is None:
         for flag, given in (("--set METHOD.KEY=VALUE", set_), ("--realism", realism), ("--split-group", split_group),
                             ("--validate", validate)):

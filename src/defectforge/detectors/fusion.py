@@ -57,6 +57,10 @@ class FusionDetector:
         Weight of the standardised PatchCore distance (1: equal weight; 0: the head alone).
     normal_sample : int
         Training images whose maps set each term's mean and standard deviation.
+    head_scale : str
+        ``"logit"`` (default): the head's probability as a logit, so both terms spread alike;
+        ``"probability"``: the probability itself, whose spread on normal images is tiny, so a
+        confident head decides and the memory orders what the head leaves near zero.
 
     Examples
     --------
@@ -73,7 +77,10 @@ class FusionDetector:
     uses_features = True
 
     def __init__(self, backbone: Backbone, width: int = 64, lr: float = 1e-3, patchcore_weight: float = 1.0,
-                 normal_sample: int = 64):
+                 normal_sample: int = 64, head_scale: str = "logit"):
+        if head_scale not in ("logit", "probability"):
+            raise ValueError(f"head_scale must be 'logit' or 'probability', got {head_scale!r}")
+        self.head_scale = head_scale
         if not patchcore_weight >= 0:
             raise ValueError(f"patchcore_weight must be >= 0, got {patchcore_weight}")
         if normal_sample < 2:
@@ -102,8 +109,8 @@ class FusionDetector:
         return record
 
     def _terms(self, features: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return (_logit(self.head.score_maps(features=features, size=size)),
-                self.memory.score_maps(features=features, size=size))
+        head = self.head.score_maps(features=features, size=size)
+        return (_logit(head) if self.head_scale == "logit" else head), self.memory.score_maps(features=features, size=size)
 
     @torch.no_grad()
     def score_maps(self, images: torch.Tensor | None = None, features: torch.Tensor | None = None,

@@ -17,7 +17,7 @@ import hashlib
 import io
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -68,30 +68,37 @@ class BenchmarkConfig:
     device: str = "cpu"
     vqvae_steps: int = 3000  # dsr only: training steps of the cached VQ-VAE
     vqvae_width: str = "small"  # dsr only: VQVAE_WIDTHS name
+    #: Constructor arguments of the image-level detector (CLI ``--detector-option KEY=VALUE``).
+    detector_options: dict = field(default_factory=dict)
 
     def run_folder_name(self, backbone_identity: str) -> str:
         width = f"-w{self.width}" if self.width else ""
         vq = f"-vq{self.vqvae_width}{self.vqvae_steps}" if self.detector in LATENT_DETECTORS else ""
-        return f"{self.detector}-{backbone_identity}-s{self.size}-n{self.steps}-b{self.batch_size}{width}{vq}"
+        options = "".join(f"-{k}={v}" for k, v in sorted(self.detector_options.items()))
+        return f"{self.detector}-{backbone_identity}-s{self.size}-n{self.steps}-b{self.batch_size}{width}{vq}{options}"
 
 
-def make_detector(name: str, backbone: Backbone | None, width: int = 0, device: str = "cpu", vqvae=None):
-    """A fresh detector: ``seghead``, ``draem_seg``, a feature-level one, ``dsr`` (on ``vqvae``) or the
-    baseline ``patchcore``."""
+def make_detector(name: str, backbone: Backbone | None, width: int = 0, device: str = "cpu", vqvae=None,
+                  options: dict | None = None):
+    """A fresh detector: ``seghead``, ``residual_seg``, ``fusion``, ``draem_seg``, a feature-level one, ``dsr``
+    (on ``vqvae``) or the baseline ``patchcore``; ``options`` are constructor arguments of the first three."""
     from ..draem_seg import DraemSegDetector
     from ..patchcore import PatchCoreBaseline
     from ..seghead import SegHeadDetector
 
+    kwargs = {**({"width": width} if width else {}), **(options or {})}
+    if options and name not in BACKBONE_DETECTORS:
+        raise ValueError(f"--detector-option applies to {', '.join(BACKBONE_DETECTORS)}, not {name!r}")
     if name == "seghead":
-        return SegHeadDetector(backbone, **({"width": width} if width else {}))
+        return SegHeadDetector(backbone, **kwargs)
     if name == "residual_seg":
         from ..residual_seg import ResidualSegDetector
 
-        return ResidualSegDetector(backbone, **({"width": width} if width else {}))
+        return ResidualSegDetector(backbone, **kwargs)
     if name == "fusion":
         from ..fusion import FusionDetector
 
-        return FusionDetector(backbone, **({"width": width} if width else {}))
+        return FusionDetector(backbone, **kwargs)
     if name == "draem_seg":
         return DraemSegDetector(device=device, **({"width": width} if width else {}))
     if name == BASELINE:
@@ -217,7 +224,8 @@ def run_one(method: str, seed: int, cfg: BenchmarkConfig, data: MVTecCategory, b
     is the ``dsr`` detector's VQ-VAE (:func:`vqvae_cached`).
     """
     is_baseline = method == BASELINE
-    detector = make_detector(BASELINE if is_baseline else cfg.detector, backbone, cfg.width, cfg.device, vqvae)
+    detector = make_detector(BASELINE, backbone) if is_baseline else \
+        make_detector(cfg.detector, backbone, cfg.width, cfg.device, vqvae, cfg.detector_options)
     train_features = features["train"] if features is not None and detector.uses_features else None
     test_features = features["test"] if features is not None and detector.uses_features else None
     evaluate = None

@@ -63,8 +63,8 @@ def summarise(per_set: dict[str, dict[str, list[dict]]], references: tuple[str, 
             values = [row["sets"][s][m][0] for s in sets if s in row["sets"]]
             row["mean"][m] = float(np.mean(values)) if len(values) == len(sets) else float("nan")
         for ref in present:
-            if ref == name:
-                continue
+            if ref == name or all(per_set[s].get(ref) is per_set[s].get(name) for s in sets):
+                continue  # a reference is not compared with itself (also under another name)
             for m in metrics:
                 won = [s for s in sets if s in row["sets"] and per_set[s].get(ref)
                        and beats(row["sets"][s][m], _stats(per_set[s][ref], m))]
@@ -89,6 +89,6 @@ def summary_markdown(summary: dict[str, Any]) -> str:
                 mu, sd, k = row["sets"].get(s, {}).get(m, (float("nan"), float("nan"), 0))
                 cells.append("-" if math.isnan(mu) else f"{mu:.3f}" + (f" ± {sd:.3f}" if k > 1 else " (1 seed)"))
         cells += ["-" if math.isnan(row["mean"][m]) else f"{row['mean'][m]:.3f}" for m in metrics]
-        cells += ["" if r == row["method"] else f"{len(row['wins'].get(f'{r}/{m}', []))}/{n}" for r in refs for m in metrics]
+        cells += [f"{len(row['wins'][f'{r}/{m}'])}/{n}" if f"{r}/{m}" in row["wins"] else "" for r in refs for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
