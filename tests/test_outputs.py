@@ -220,13 +220,15 @@ def test_the_lock_file_is_neither_a_user_file_nor_data(good, tmp_path):
 
 
 def test_the_ui_generate_dataset_takes_the_same_lock(good, tmp_path):
-    from defectforge.ui.app import Session
+    from defectforge.ui.app import Session, ui_message
 
     out = tmp_path / "out"
     with lock_output(out, command="defectforge generate (another run)"):
-        with pytest.raises(OutputLockedError, match="another run"):
+        with pytest.raises(OutputLockedError, match="another run") as refused:
             Session(tmp_path / "work").generate_dataset(str(out), "cutpaste", "folder", str(good), None, None, 2, 0,
                                                         [], [])
+    shown = ui_message(refused.value, "dataset", out)  # in the app's terms: its dataset folder box
+    assert "dataset folder" in shown and "another run" in shown and "OUTPUT" not in shown and "--" not in shown
 
 
 # --- 4. records that rebuild the run anywhere ----------------------------------------------------
