@@ -882,13 +882,6 @@ def generate(cfg: GenerateConfig | str | os.PathLike, output: str | os.PathLike 
         raise TypeError("generate() needs an output folder")
     output = Path(output)
     spec = cfg.validate()
-    with pixel_limit(cfg.max_pixels):  # textures, masks and defect banks obey --max-pixels as the inputs do
-        return _generate(cfg, output, spec, workers=workers, resume=resume, overwrite=overwrite, progress=progress,
-                         synthesizer=synthesizer, engine=engine, ray_address=ray_address)
-
-
-def _generate(cfg: GenerateConfig, output: Path, spec, *, workers: int, resume: bool, overwrite: bool,
-              progress: bool, synthesizer: dict | None, engine: str, ray_address: str | None) -> dict:
     check_range("workers", workers, 1, 256, integer=True)
     check_choice("engine", engine, ("local", "ray"))
     if engine == "ray":
@@ -901,7 +894,9 @@ def _generate(cfg: GenerateConfig, output: Path, spec, *, workers: int, resume: 
     input_root = resolve_input_folder(cfg.input)
     _check_location(output, Path(cfg.input), input_root)
     check_requirements(cfg)
-    with lock_output(output):  # one writer per folder, from before anything there is read or deleted
+    # one writer per folder, from before anything there is read or deleted; textures, masks and
+    # defect banks obey --max-pixels as the inputs do
+    with lock_output(output), pixel_limit(cfg.max_pixels):
         return _write_run(cfg, output, spec, workers=workers, resume=resume, overwrite=overwrite, progress=progress,
                           synthesizer=synthesizer, engine=engine, ray_address=ray_address, discard_edits=discard_edits)
 
