@@ -180,7 +180,8 @@ def generate_command(
                                          "(the same as --set model=PATH): realnet_sdas / masked_diffusion: a "
                                          "'train ddpm' run, a UNet2DModel or a latent diffusion (vqvae/ or vae/ + "
                                          "unet/ + scheduler/) folder; gan_transplant: a 'train gan' run; "
-                                         "prompt_inpaint: a Stable Diffusion inpainting folder."),
+                                         "prompt_inpaint: a Stable Diffusion text-to-image folder; "
+                                         "prompt_inpaint_sdinpaint: an inpainting one."),
     normal_ratio: float = typer.Option(0.0, "--normal-ratio", help="Share of samples left normal (test/good)."),
     bit_depth: str = typer.Option("auto", "--bit-depth", help="Bits of data in 16-bit inputs: auto (from the "
                                   "inputs' maximum), 8, 10, 12, 14 or 16."),
