@@ -174,3 +174,16 @@ def test_validation_set_from_training_images(backbone, data):
     assert record.selected_step in (1, 2) and all(0 <= c["validation"] <= 2 for c in record.checkpoints)
     with pytest.raises(ValueError, match="select_every"):
         det.fit(data.train, steps=1, batch_size=2, validation=lambda d: 0.0)
+
+
+def test_uniad_matched_jitter_has_the_papers_relative_size(backbone, data, features):
+    """The jitter's norm relative to the feature's is scale / sqrt(C): matched on C channels it is
+    UniAD's 20 / sqrt(272)."""
+    det = _fitted("uniad", backbone, data, features, jitter_scale="matched")
+    f = torch.randn(64, 128, 4, 4)
+    det.channels = 128
+    synth = defectforge.create("uniad_jitter", **det.synthesizer_options("uniad_jitter"))
+    ratio = float(((synth(f, seed=0).features - f).norm(dim=1) / f.norm(dim=1)).mean())
+    assert ratio == pytest.approx(20 / 272 ** 0.5, rel=0.05)
+    default = make_feature_detector("uniad", backbone)
+    assert default.synthesizer_options("uniad_jitter") == {"scale": 20.0}

@@ -219,6 +219,7 @@ class FeatureDetector:
             t = time.perf_counter()
             features = self.backbone.extract(images)
             record.feature_seconds += time.perf_counter() - t
+        self.channels = int(features.shape[1])
         synth = synthesizer or self.method
         if isinstance(synth, str):
             info = defectforge.method_info(synth)
@@ -743,13 +744,29 @@ class UniADDetector(FeatureDetector):
     name = "uniad"
     method = "uniad_jitter"
 
+    #: UniAD's feature channels: EfficientNet-b4 stages 1-4 through its MFCN neck (24 + 32 + 56 + 160).
+    PAPER_CHANNELS = 272
+
     def __init__(self, backbone: Backbone, hidden: int = 128, layers: int = 2, heads: int = 4, lr: float = 1e-3,
-                 pool: int = 2, clip_grad_norm: float | None = 0.1, **kwargs):
+                 pool: int = 2, clip_grad_norm: float | None = 0.1, jitter_scale: float | str = 20.0, **kwargs):
         super().__init__(backbone, **kwargs)
+        if not (jitter_scale == "matched" or isinstance(jitter_scale, (int, float))):
+            raise ValueError(f"jitter_scale must be a number or 'matched', got {jitter_scale!r}")
+        self.jitter_scale = jitter_scale
         self.hidden, self.layers, self.heads, self.lr = int(hidden), int(layers), int(heads), float(lr)
         self.pool = int(pool)
         # trainer.clip_max_norm: 0.1 (experiments/MVTec-AD/config.yaml, applied in tools/train_val.py)
         self.clip_grad_norm = None if clip_grad_norm is None else float(clip_grad_norm)
+
+    def synthesizer_options(self, name):
+        """``jitter_scale="matched"``: ``20 * sqrt(C / 272)``, the jitter whose norm relative to the
+        feature's, ``scale / sqrt(C)``, is UniAD's on its 272 channels (docs/features.md, "Feature
+        scale"); a number: that scale (UniAD's 20 by default)."""
+        if name != "uniad_jitter":
+            return {}
+        if self.jitter_scale == "matched":
+            return {"scale": 20.0 * (self.channels / self.PAPER_CHANNELS) ** 0.5}
+        return {"scale": float(self.jitter_scale)}
 
     def prepare(self, features: torch.Tensor) -> torch.Tensor:
         """As every detector, then average-pooled ``pool x pool``: UniAD's tokens are stride-16
