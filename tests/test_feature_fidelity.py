@@ -187,3 +187,23 @@ def test_uniad_matched_jitter_has_the_papers_relative_size(backbone, data, featu
     assert ratio == pytest.approx(20 / 272 ** 0.5, rel=0.05)
     default = make_feature_detector("uniad", backbone)
     assert default.synthesizer_options("uniad_jitter") == {"scale": 20.0}
+
+
+def test_centre_bank_closed_form_is_the_official_row_by_row_loop():
+    """PBAS.trainer updates each row's nearest centre in turn; the vectorised bank must agree."""
+    def row_by_row(batches, m=0.9):
+        centres = None
+        for batch in batches:
+            mean = batch.mean(0).flatten(1).T
+            if centres is None:
+                centres = mean.clone()
+                continue
+            nearest = (torch.nn.functional.normalize(mean, dim=1)
+                       @ torch.nn.functional.normalize(centres, dim=1).T).argmax(1)
+            for j, i in enumerate(nearest.tolist()):
+                centres[i] = centres[i] * m + mean[j] * (1 - m)
+        return centres
+
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(4, 6, 5, 5, generator=g) for _ in range(7)]  # 25 rows onto 25 centres: collisions
+    assert torch.allclose(build_centre_bank(batches), row_by_row(batches), atol=1e-6)

@@ -205,8 +205,17 @@ def build_centre_bank(batches, momentum: float = 0.9) -> torch.Tensor:
             centres = mean.clone()
             continue
         nearest = (F.normalize(mean, dim=1) @ F.normalize(centres, dim=1).T).argmax(dim=1)
-        for j, i in enumerate(nearest.tolist()):
-            centres[i] = centres[i] * momentum + mean[j] * (1 - momentum)
+        # the official row-by-row loop in closed form: a centre updated by k rows in turn becomes
+        # m^k c + (1 - m) sum_r m^(rows after r) x_r (a Python loop over h*w rows per batch is slow)
+        counts = torch.bincount(nearest, minlength=centres.shape[0])
+        order = torch.sort(nearest, stable=True).indices
+        starts = torch.cumsum(counts, 0) - counts
+        position = torch.empty_like(nearest)
+        position[order] = torch.arange(len(nearest)) - starts[nearest[order]]
+        later = counts[nearest] - 1 - position
+        weights = (1 - momentum) * momentum ** later.to(mean.dtype)
+        centres = centres * (momentum ** counts.to(mean.dtype))[:, None]
+        centres.index_add_(0, nearest, weights[:, None] * mean)
     if centres is None:
         raise ValueError("build_centre_bank needs at least one batch")
     return centres

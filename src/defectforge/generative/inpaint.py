@@ -317,11 +317,8 @@ class PromptInpaintSynthesizer(MaskedDiffusion):
         masks = torch.from_numpy(masks_np[:, None].astype(np.float32)).to(images.device)
         out = images.clone()
         s = self._pipeline_size()
-        pipe = self.model
         device = self.device or images.device
-        pipe.to(device)
-        sched_cls = self.model_scheduler_class()
-        pipe.scheduler = sched_cls.from_config(pipe.scheduler.config)
+        self.model.to(device)
         for i in range(b):
             if not masks_np[i].any():
                 continue
@@ -329,17 +326,25 @@ class PromptInpaintSynthesizer(MaskedDiffusion):
                 (lambda y0, x0, side: (y0, x0, side, side))(*square_crop_box(masks_np[i], self.crop_context, self.min_crop))
             crop = images[i:i + 1, :, y:y + bh, x:x + bw].float()
             mcrop = masks[i:i + 1, :, y:y + bh, x:x + bw]
-            known = (to_model_space(crop, s, 3) + 1.0) * 0.5  # RGB in [0, 1]
-            m_s = (F.interpolate(mcrop, size=(s, s), mode="area") > 0).float()
             g = torch.Generator().manual_seed(int(params[i]["noise_seed"]))
-            result = pipe(prompt=params[i]["prompt"], image=known.to(device), mask_image=m_s.to(device), height=s,
-                          width=s, strength=1.0, num_inference_steps=self.num_inference_steps or 50,
-                          guidance_scale=self.guidance_scale, eta=self.eta, generator=g, output_type="pt").images
-            gen = from_model_space(result.float().to(images.device) * 2.0 - 1.0, bh, bw, c)
+            gen = self._generate_crop(to_model_space(crop, s, 3), mcrop, params[i]["prompt"], g, device)
+            gen = from_model_space(gen.float().to(images.device), bh, bw, c)
             region = out[i:i + 1, :, y:y + bh, x:x + bw]
             out[i:i + 1, :, y:y + bh, x:x + bw] = torch.where(mcrop > 0, gen.to(out.dtype), region)
         labels = (masks.flatten(1).amax(1) > 0).long() * self.anomaly_label
         return out, masks, labels
+
+    def _generate_crop(self, known: torch.Tensor, mask: torch.Tensor, prompt: str, g: torch.Generator, device):
+        """One sample at the pipeline's size: ``known`` ``(1, 3, s, s)`` in ``[-1, 1]``, its mask at the
+        crop's resolution; returns ``(1, 3, s, s)`` in ``[-1, 1]``. Here: the inpainting pipeline."""
+        s = known.shape[-1]
+        pipe = self.model
+        pipe.scheduler = self.model_scheduler_class().from_config(pipe.scheduler.config)
+        m_s = (F.interpolate(mask, size=(s, s), mode="area") > 0).float()
+        result = pipe(prompt=prompt, image=((known + 1.0) * 0.5).to(device), mask_image=m_s.to(device), height=s,
+                      width=s, strength=1.0, num_inference_steps=self.num_inference_steps or 50,
+                      guidance_scale=self.guidance_scale, eta=self.eta, generator=g, output_type="pt").images
+        return result * 2.0 - 1.0
 
     def model_scheduler_class(self):
         from diffusers import DDIMScheduler, DDPMScheduler
@@ -441,29 +446,7 @@ class PromptBlendSynthesizer(PromptInpaintSynthesizer):
             lat = m * lat + (1.0 - m) * q
         return vae.decode(lat / scale).sample.clamp(-1.0, 1.0)
 
-    def apply(self, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs):
-        b, c, h, w = images.shape
-        masks_np = self._source_masks(images, params, rngs, context, h, w)
-        masks = torch.from_numpy(masks_np[:, None].astype(np.float32)).to(images.device)
-        out = images.clone()
-        s = self._pipeline_size()
-        device = self.device or images.device
-        self.model.to(device)
-        factor = int(self.model.vae_scale_factor)
-        for i in range(b):
-            if not masks_np[i].any():
-                continue
-            y, x, bh, bw = (0, 0, h, w) if self.crop_context is None else \
-                (lambda y0, x0, side: (y0, x0, side, side))(*square_crop_box(masks_np[i], self.crop_context, self.min_crop))
-            crop = images[i:i + 1, :, y:y + bh, x:x + bw].float()
-            mcrop = masks[i:i + 1, :, y:y + bh, x:x + bw]
-            known = to_model_space(crop, s, 3)
-            # a latent cell is generated when any of its pixels is inside the mask
-            m_lat = (F.interpolate(mcrop, size=(s // factor, s // factor), mode="area") > 0).float()
-            g = torch.Generator().manual_seed(int(params[i]["noise_seed"]))
-            gen = self._generate(known, m_lat, params[i]["prompt"], g, device)
-            gen = from_model_space(gen.float().to(images.device), bh, bw, c)
-            region = out[i:i + 1, :, y:y + bh, x:x + bw]
-            out[i:i + 1, :, y:y + bh, x:x + bw] = torch.where(mcrop > 0, gen.to(out.dtype), region)
-        labels = (masks.flatten(1).amax(1) > 0).long() * self.anomaly_label
-        return out, masks, labels
+    def _generate_crop(self, known, mask, prompt, g, device):
+        s = known.shape[-1] // int(self.model.vae_scale_factor)
+        # a latent cell is generated when any of its pixels is inside the mask
+        return self._generate(known, (F.interpolate(mask, size=(s, s), mode="area") > 0).float(), prompt, g, device)
