@@ -193,8 +193,11 @@ def generate_command(
                                                  "change inside the mask is below this (0-0.5, e.g. 0.008 = 2/255; "
                                                  "off by default, as in the papers)."),
     defects: Optional[Path] = typer.Option(None, "--defects", help="Real defects for copy_paste / defect_transplant: "
-                                           "an MVTec-AD category (test/<type> + ground_truth/<type>) or a folder of "
-                                           "<name>.png + <name>_mask.png pairs (folder name = type)."),
+                                           "an MVTec-AD category, a labelme folder, a COCO JSON (or its folder), a "
+                                           "YOLO-seg folder (data.yaml) or a mask folder (<name>.png + <name>_mask.png "
+                                           "or _gt; folder name = type); the format is detected."),
+    defects_format: Optional[str] = typer.Option(None, "--defects-format", help="Name the --defects format: "
+                                                 "labelme, coco, yolo-seg, masks or mvtec [default: detected]."),
     defect_types: Optional[str] = typer.Option(None, "--defect-types", help="Only these defect types, comma-separated."),
     few_shot: Optional[str] = typer.Option(None, "--few-shot", help="Use only this part of each type's real defects "
                                            "(1/3 = the papers' protocol, any fraction, or a count); the split is "
@@ -248,7 +251,7 @@ def generate_command(
                 defect_count=parse_count_range(defect_count), area_range=parse_area_range(area_range),
                 mask_bank=mask_bank, bit_depth=bit_depth, output_bit_depth=output_bit_depth,
                 max_pixels=max_pixels, min_contrast=min_contrast, defects=defects, defect_types=defect_types,
-                few_shot=few_shot)
+                few_shot=few_shot, defects_format=defects_format)
         summary = generate(cfg, output, workers=workers, resume=resume, overwrite=overwrite,
                            progress=not quiet and sys.stderr.isatty(), engine=engine, ray_address=address,
                            synthesizer=synthesizer)

@@ -100,10 +100,12 @@ class GenerateConfig:
     # redraw samples whose mean absolute change inside the mask is below this (in [0, 1]; off)
     min_contrast: float | None = None
     # real defects for the methods that need a bank (copy_paste, defect_transplant; see
-    # defectforge.sources.defects): a category or folder of pairs, its types, the few-shot part
+    # defectforge.sources.defects): a labelled folder or file, its types, the few-shot part, its
+    # format (None: detected; see defectforge.io.annotations)
     defects: str | None = None
     defect_types: list[str] | None = None
     few_shot: str | None = None
+    defects_format: str | None = None
 
     def __post_init__(self) -> None:
         # plain YAML-able values whatever the caller passed (paths, tuples, a single defect count)
@@ -165,8 +167,13 @@ class GenerateConfig:
                                  self.foreground_masks)
         if self.mix is not None and self.overrides:
             raise ValueError("--set applies to a single method; drop it when using --mix")
-        if self.defects is None and (self.defect_types or self.few_shot is not None):
-            raise ValueError("--defect-types and --few-shot choose among real defects: give --defects CATEGORY_OR_FOLDER")
+        if self.defects is None and (self.defect_types or self.few_shot is not None or self.defects_format):
+            raise ValueError("--defect-types, --few-shot and --defects-format choose among real defects: give "
+                             "--defects CATEGORY_OR_FOLDER")
+        if self.defects_format is not None:
+            from ..io.annotations import check_format
+
+            check_format(self.defects_format)
         if self.few_shot is not None:
             from ..sources.defects import parse_few_shot
 
@@ -226,7 +233,8 @@ def defect_bank(cfg: GenerateConfig, split_file: str | os.PathLike | None = None
     if cfg.defects is None:
         return None
     reuse = split_file if split_file is not None and Path(split_file).is_file() else None
-    return DefectBank.from_folder(cfg.defects, few_shot=cfg.few_shot, split_file=reuse, defect_types=cfg.defect_types)
+    return DefectBank.from_folder(cfg.defects, few_shot=cfg.few_shot, split_file=reuse, defect_types=cfg.defect_types,
+                                  format=cfg.defects_format)
 
 
 def build_from_config(cfg: GenerateConfig, bank=None):
@@ -472,6 +480,8 @@ class _Worker:
             record["foreground_fallback"] = foreground_fallback
         if not normal and _real_defect(params):
             record["defect"] = _real_defect(params)
+            if "mask_kind" in record["defect"]:  # the mask is a box around a real defect, not its outline
+                record["mask_kind"] = record["defect"]["mask_kind"]
         if donors:
             record["donor_images"] = [self.images.relative(d) for d in donors]
         if attempt:
@@ -549,6 +559,8 @@ def _differences(old: dict, new: dict) -> list[str]:
     ignored = {"defectforge_version", "generator.count"}
     out = []
     for k in sorted((set(a) | set(b)) - ignored):
+        if a.get(k) is None and b.get(k) is None:  # a field added since the run, at its default (None)
+            continue
         if k not in a or k not in b or json.dumps(a[k], sort_keys=True, default=str) != \
                 json.dumps(b[k], sort_keys=True, default=str):
             out.append(f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}")
@@ -596,7 +608,10 @@ def _real_defect(params) -> dict:
     inner = params or {}
     for _ in range(3):
         if isinstance(inner.get("entry"), str) and "defect_type" in inner:
-            return {"type": inner["defect_type"], "entry": inner["entry"], "source": inner["entry"].rsplit("#", 1)[0]}
+            found = {"type": inner["defect_type"], "entry": inner["entry"], "source": inner["entry"].rsplit("#", 1)[0]}
+            if inner.get("mask_kind", "pixel") != "pixel":  # drawn from a box, not an outline
+                found["mask_kind"] = inner["mask_kind"]
+            return found
         defects = inner.get("defects")
         if not defects:
             break
