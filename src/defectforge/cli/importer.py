@@ -51,4 +51,5 @@ def import_command(
                + f"; record: {output / 'import.json'}")
     if boxes:
         typer.secho(f"warning: the masks of {', '.join(boxes)} are boxes (mask_kind: box); pixel metrics refuse "
-                    "them unless given --accept-box-masks", fg=typer.colors.YELLOW, err=True)
+                    "them unless given benchmark --accept-box-masks or evaluate-detection --accept-box-masks",
+                    fg=typer.colors.YELLOW, err=True)

@@ -403,6 +403,11 @@ class PromptBlendSynthesizer(PromptInpaintSynthesizer):
                              "prompt_inpaint_sdinpaint takes an inpainting one")
         return load_sd_text2img(model)
 
+    def network_passes(self) -> int:
+        """Denoiser passes one anomalous sample costs: the last ``int(N * strength)`` steps run."""
+        n = self.num_inference_steps or 50
+        return n - self.start_index()
+
     def start_index(self) -> int:
         """``t_start = N - int(N * strength)``: the first of the ``N`` scheduled steps that runs."""
         n = self.num_inference_steps or 50
