@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -47,6 +48,11 @@ def _resolved(path):
     from pathlib import Path
 
     return Path(path).resolve()
+
+
+def _chw(path) -> torch.Tensor:
+    """An image file as a (3, H, W) uint8 tensor."""
+    return torch.from_numpy(read_image(path, channels=3).copy()).permute(2, 0, 1)
 
 
 def _mask(path) -> np.ndarray:
@@ -167,11 +173,9 @@ def test_synthetic_split_through_the_datamodule(tmp_path):
         if "abnormal" not in path:
             continue
         index = int(path.rsplit("/", 1)[1][:-4])
-        made = read_image(path, channels=3)
+        made = _chw(path)
         matches = [p for p in sorted((tmp_path / "bottle" / "train" / "good").glob("*.png"))
-                   if torch.equal(cutpaste(torch.from_numpy(read_image(p, channels=3)).permute(2, 0, 1)[None],
-                                           seed=1, indices=[index]).images[0].permute(1, 2, 0),
-                                  torch.from_numpy(made))]
+                   if torch.equal(cutpaste(_chw(p)[None], seed=1, indices=[index]).images[0], made)]
         assert len(matches) == 1, path
         sources[index] = matches[0]
     assert len(set(sources.values())) == 4
@@ -179,9 +183,10 @@ def test_synthetic_split_through_the_datamodule(tmp_path):
     batch = next(iter(dm.test_dataloader()))
     assert batch.gt_mask.shape == (4, 64, 64) and int(batch.gt_label.sum()) == 2
     assert int(batch.gt_mask.flatten(1).any(1).sum()) == 2
-    # seeded: a second datamodule writes the same files
-    again = datamodule("again")
+    # seeded: a second datamodule writes the same files (a copy of it, which splits itself)
+    again = copy.deepcopy(datamodule("again"))
     again.setup()
+    assert type(again.test_data).__name__ == "DefectforgeSyntheticDataset"
     for name in ("test", "val"):
         first = sorted((tmp_path / "synthetic" / name).rglob("*.png"))
         second = sorted((tmp_path / "again" / name).rglob("*.png"))

@@ -260,40 +260,40 @@ def use_synthetic_split(datamodule, synthesizer="draem", seed: int = 0, anomalou
     -------
     The same datamodule.
     """
+    import types
+
     from anomalib.data.utils.split import TestSplitMode, ValSplitMode, random_split, split_by_label
 
     synth = _synthesizer(synthesizer, dict(overrides))
     base = Path(root) if root is not None else None
-    anomalib_test_split, anomalib_val_split = datamodule._create_test_split, datamodule._create_val_split
-    used = {"test": 0}
+    anomalib_steps = type(datamodule)
 
     def split_root(name: str):
         return None if base is None else base / name
 
-    def create_test_split() -> None:
-        used["test"] = 0
-        if TestSplitMode(datamodule.test_split_mode) != TestSplitMode.SYNTHETIC:
-            anomalib_test_split()
+    # methods of the instance (not closures over it), so that a copied datamodule splits itself
+    def create_test_split(self) -> None:
+        self._defectforge_test_anomalies = 0
+        if TestSplitMode(self.test_split_mode) != TestSplitMode.SYNTHETIC:
+            anomalib_steps._create_test_split(self)
             return
-        if datamodule.test_data.has_normal:
-            normal, _real_anomalies = split_by_label(datamodule.test_data)
-        elif datamodule.test_split_ratio:
-            datamodule.train_data, normal = random_split(datamodule.train_data, datamodule.test_split_ratio,
-                                                         seed=datamodule.seed)
+        if self.test_data.has_normal:
+            normal, _real_anomalies = split_by_label(self.test_data)  # anomalib's synthetic split drops them too
+        elif self.test_split_ratio:
+            self.train_data, normal = random_split(self.train_data, self.test_split_ratio, seed=self.seed)
         else:
             raise ValueError("test_split_mode='synthetic' needs normal test images or a test_split_ratio")
-        datamodule.test_data = synthetic_dataset(normal, synth, seed, anomalous_ratio, split_root("test"))
-        used["test"] = int(anomalous_ratio * len(normal.samples))
+        self.test_data = synthetic_dataset(normal, synth, seed, anomalous_ratio, split_root("test"))
+        self._defectforge_test_anomalies = int(anomalous_ratio * len(normal.samples))
 
-    def create_val_split() -> None:
-        if ValSplitMode(datamodule.val_split_mode) != ValSplitMode.SYNTHETIC:
-            anomalib_val_split()
+    def create_val_split(self) -> None:
+        if ValSplitMode(self.val_split_mode) != ValSplitMode.SYNTHETIC:
+            anomalib_steps._create_val_split(self)
             return
-        datamodule.train_data, normal = random_split(datamodule.train_data, datamodule.val_split_ratio,
-                                                     seed=datamodule.seed)
-        datamodule.val_data = synthetic_dataset(normal, synth, seed, anomalous_ratio, split_root("val"),
-                                                first_index=used["test"])
+        self.train_data, normal = random_split(self.train_data, self.val_split_ratio, seed=self.seed)
+        self.val_data = synthetic_dataset(normal, synth, seed, anomalous_ratio, split_root("val"),
+                                          first_index=getattr(self, "_defectforge_test_anomalies", 0))
 
-    datamodule._create_test_split = create_test_split
-    datamodule._create_val_split = create_val_split
+    datamodule._create_test_split = types.MethodType(create_test_split, datamodule)
+    datamodule._create_val_split = types.MethodType(create_val_split, datamodule)
     return datamodule
