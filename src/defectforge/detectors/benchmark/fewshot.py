@@ -35,6 +35,7 @@ import torch
 from ...core.seeding import sample_rng
 from ...core.types import SynthesisResult
 from ..data import MVTecCategory
+from .per_type import per_type_metrics
 
 __all__ = ["REAL_ONLY", "RealOnly", "few_shot_subset", "per_type_metrics", "few_shot_realism",
            "few_shot_markdown", "realism_markdown", "run_few_shot_benchmark"]
@@ -98,21 +99,6 @@ def few_shot_subset(data: MVTecCategory, split) -> tuple[MVTecCategory, list[int
                          test_masks=data.test_masks[idx], test_labels=data.test_labels[idx],
                          test_names=[data.test_names[i] for i in keep], train_files=data.train_files)
     return test, keep, real
-
-
-def per_type_metrics(scores: torch.Tensor, maps: torch.Tensor, data: MVTecCategory) -> dict[str, dict[str, float]]:
-    """Image AUROC, pixel AUROC and AUPRO per defect type (good test images + that type's images)."""
-    from ...metrics.detection import detection_metrics
-
-    types = [n.split("/")[0] for n in data.test_names]
-    good = [i for i, t in enumerate(types) if t == "good"]
-    out = {}
-    for t in sorted(set(types) - {"good"}):
-        idx = good + [i for i, x in enumerate(types) if x == t]
-        m = detection_metrics(scores[idx].numpy(), data.test_labels[idx].numpy(), maps[idx].numpy(),
-                              data.test_masks[idx].numpy())
-        out[t] = {k: m[k] for k in ("image_auroc", "pixel_auroc", "aupro")}
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
