@@ -8,14 +8,13 @@ from typing import Optional
 
 import typer
 
-from .main import app
+from .common import fail
 
 
 def _split(items: Optional[list[str]]) -> list[str]:
     return [x.strip() for item in (items or []) for x in item.split(",") if x.strip()]
 
 
-@app.command("benchmark")
 def benchmark_command(
     data_dir: Path = typer.Argument(..., help="An MVTec-AD category: train/good, test/<defect>, ground_truth/<defect>."),
     methods: Optional[list[str]] = typer.Option(None, "--methods", "-m",
@@ -61,25 +60,22 @@ def benchmark_command(
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
-        typer.secho(f"error: --seeds must be comma-separated integers, got {seeds!r}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+        fail(f"--seeds must be comma-separated integers, got {seeds!r}")
     cfg = BenchmarkConfig(detector=detector, backbone=backbone,
                           backbone_weights=str(backbone_weights) if backbone_weights else None,
                           size=size, steps=steps, batch_size=batch_size, width=width,
                           checkpoint_every=checkpoint_every, device=device, vqvae_steps=vqvae_steps)
     log = lambda msg: typer.echo(msg, err=True)  # noqa: E731
     if set_ and few_shot is None:
-        typer.secho("error: --set METHOD.KEY=VALUE is a --few-shot option", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+        fail("--set METHOD.KEY=VALUE is a --few-shot option")
     if few_shot is not None:
         from ..detectors.benchmark.fewshot import realism_markdown, run_few_shot_benchmark
-        from .synthesis import parse_overrides
+        from .common import parse_overrides
 
         options: dict[str, dict] = {}
         for key, value in parse_overrides(set_).items():
             if "." not in key:
-                typer.secho(f"error: --set expects METHOD.KEY=VALUE, got {key!r}", fg=typer.colors.RED, err=True)
-                raise typer.Exit(2)
+                fail(f"--set expects METHOD.KEY=VALUE, got {key!r}")
             name, param = key.split(".", 1)
             options.setdefault(name, {})[param] = value
         try:
@@ -87,25 +83,21 @@ def benchmark_command(
                                             baseline=baseline, split_seed=split_seed, realism=realism, log=log,
                                             method_options=options)
         except (ValueError, FileNotFoundError, TypeError) as exc:
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2)
+            fail(str(exc))
         typer.echo(result["few_shot_table"])
         if result["realism"]:
             typer.echo(realism_markdown(result["realism"]))
         typer.echo(f"written: {result['run_dir']}/fewshot.md, leaderboard.md, leaderboard.json", err=True)
         return
     elif realism:
-        typer.secho("error: --realism needs --few-shot (it compares against held-out real defects)",
-                    fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+        fail("--realism needs --few-shot (it compares against held-out real defects)")
     try:
         import sys
 
         board = run_benchmark(data_dir, _split(methods) or None, seed_list, out, cfg, baseline=baseline, log=log,
                               progress=sys.stderr.isatty())
     except (ValueError, FileNotFoundError, TypeError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+        fail(str(exc))
     from ..detectors.benchmark import leaderboard_markdown
 
     typer.echo(leaderboard_markdown(board))

@@ -9,102 +9,15 @@ from typing import Optional
 
 import numpy as np
 import typer
-import yaml
 
-from .main import app
+from .common import (available_image_methods, fail, parse_area_range, parse_count_range, parse_overrides,
+                     report_left_out, run_errors)
 
 _SIZE_HELP = "Resize every image to SIZE x SIZE pixels (default: keep each image's size)."
-
-
-def parse_overrides(items: list[str] | None) -> dict:
-    """``["key=value", ...]`` to a dict; values are YAML (numbers, lists, booleans, strings)."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise typer.BadParameter(f"--set expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
-def parse_count_range(text: str | None) -> tuple[int, int] | None:
-    """``"2"`` -> (2, 2); ``"1-3"`` or ``"1,3"`` -> (1, 3)."""
-    if text is None:
-        return None
-    parts = [p for p in text.replace(",", "-").split("-") if p.strip()]
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise typer.BadParameter(f"--defect-count expects N or MIN-MAX (e.g. 1-3), got {text!r}") from None
-    if len(values) not in (1, 2):
-        raise typer.BadParameter(f"--defect-count expects N or MIN-MAX (e.g. 1-3), got {text!r}")
-    return (values[0], values[-1])
-
-
-def parse_area_range(text: str | None) -> tuple[float, float] | None:
-    """``"0.01,0.1"`` -> (0.01, 0.1): total defect area as a fraction of the image."""
-    if text is None:
-        return None
-    try:
-        values = [float(p) for p in text.split(",")]
-    except ValueError:
-        raise typer.BadParameter(f"--area-range expects MIN,MAX fractions (e.g. 0.01,0.1), got {text!r}") from None
-    if len(values) != 2:
-        raise typer.BadParameter(f"--area-range expects MIN,MAX fractions (e.g. 0.01,0.1), got {text!r}")
-    return (values[0], values[1])
-
-
 _FOREGROUND_HELP = ("Region defects are placed in: none (whole image), otsu, threshold (with "
                     "--foreground-threshold) or saliency (spectral residual).")
 
 
-def available_image_methods() -> list[str]:
-    """Image-level methods whose optional dependencies (``cls.requires``) are installed.
-
-    Methods that need a bank of real defects (``copy_paste``, ``defect_transplant``) are left out:
-    they run only when given defects (``--defects``).
-    Methods that sample a trained model (``realnet_sdas``, ``masked_diffusion``: ``needs_model``)
-    are left out: they run only when given one (``--set model=PATH``).
-    """
-    import importlib.util
-
-    import defectforge
-
-    from ..realdefect import needs_bank
-
-    return [n for n in defectforge.list_methods(level="image") if not needs_bank(n)
-            and not getattr(defectforge.method_info(n).cls, "needs_model", False)
-            and all(importlib.util.find_spec(r) for r in getattr(defectforge.method_info(n).cls, "requires", ()))]
-
-
-def report_left_out(used: list[str]) -> None:
-    """Say which image-level methods a command leaves out, and why (a missing optional package)."""
-    import importlib.util
-
-    import defectforge
-
-    from ..pipelines.generate import EXTRAS
-
-    from ..realdefect import needs_bank
-
-    for name in defectforge.list_methods(level="image"):
-        if name not in used and needs_bank(name):
-            typer.echo(f"left out {name}: it places real defects (generate --defects CATEGORY_OR_FOLDER)", err=True)
-        elif name not in used and getattr(defectforge.method_info(name).cls, "needs_model", False):
-            typer.echo(f"left out {name}: needs a trained model (--set model=PATH; see defectforge train)", err=True)
-        elif name not in used:
-            missing = [r for r in getattr(defectforge.method_info(name).cls, "requires", ())
-                       if importlib.util.find_spec(r) is None]
-            typer.echo(f"left out {name}: needs the optional package(s) {', '.join(missing)}: "
-                       f"{'; '.join(EXTRAS.get(m, 'pip install ' + m) for m in missing)}", err=True)
-
-
-def fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
-
-
-@app.command("methods")
 def methods_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
                     markdown: bool = typer.Option(False, "--markdown", help="Print a markdown table (family, level, "
                                                   "source, licence), as in the README."),
@@ -135,16 +48,6 @@ def methods_command(as_json: bool = typer.Option(False, "--json", help="Print JS
         typer.echo(f"{info['name']:<{width}}  {info['family']:<23} {info['level']:<7} {info['description']}")
 
 
-def run_errors(exc: BaseException, output=None) -> str:
-    """One line for an error a user caused: the argument at fault and what to do."""
-    from ..pipelines.generate import describe_os_error
-
-    if isinstance(exc, OSError) and not isinstance(exc, FileExistsError) and exc.errno is not None:
-        return describe_os_error(exc, output)
-    return str(exc)
-
-
-@app.command("generate")
 def generate_command(
     input: Optional[Path] = typer.Argument(None, help="Folder of normal images, or an MVTec-AD category (uses "
                                            "train/good). With --config: optional, replaces the recorded input."),
@@ -287,7 +190,6 @@ def write_png(path: Path, image: np.ndarray) -> None:
     atomic_write_bytes(path, encode_png(image, compress_level=9))
 
 
-@app.command("preview")
 def preview_command(
     input: Path = typer.Argument(..., help="Folder of normal images, or an MVTec-AD category."),
     output: Path = typer.Argument(..., help="PNG file to write."),
@@ -335,7 +237,6 @@ DEMO_METHODS = ("draem", "destseg", "cutpaste", "cutpaste_scar", "glass_las", "m
 _DEMO_MARKER = ".defectforge-demo"
 
 
-@app.command("demo")
 def demo_command(
     output: Path = typer.Argument(Path("defectforge-demo"), help="Folder for the demo's data and results."),
     count: int = typer.Option(24, "--count", "-n", min=1, max=10000, help="Samples per method."),
