@@ -49,7 +49,7 @@ def test_generate_option_errors(tmp_path):
 
 
 def test_preview_all_methods_on_the_same_inputs(tmp_path):
-    from defectforge.cli.synthesis import available_image_methods
+    from defectforge.cli.common import available_image_methods
 
     src = make_inputs(tmp_path / "in")
     png = tmp_path / "all.png"
@@ -57,13 +57,15 @@ def test_preview_all_methods_on_the_same_inputs(tmp_path):
                                  "--compact", "--foreground", "otsu"])
     assert result.exit_code == 0, result.output
     grid = np.asarray(Image.open(png))
-    assert grid.shape[0] == (1 + len(available_image_methods())) * (32 + 4)  # all but bank / model methods
+    from defectforge.pipelines.preview import HEADER_HEIGHT
+
+    assert grid.shape[0] == HEADER_HEIGHT + (1 + len(available_image_methods())) * (32 + 4)  # all but bank / model
 
 
 def test_methods_needing_a_missing_package_are_left_out(monkeypatch):
     import importlib.util
 
-    from defectforge.cli.synthesis import available_image_methods
+    from defectforge.cli.common import available_image_methods
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "skimage" else real(name, *a))

@@ -141,7 +141,7 @@ def test_model_argument_is_required_and_loader_names_missing_files(tmp_path, mod
 
 
 def test_methods_needing_a_model_are_left_out_of_all():
-    from defectforge.cli.synthesis import available_image_methods
+    from defectforge.cli.common import available_image_methods
 
     assert "realnet_sdas" in defectforge.list_methods(family="diffusion")
     assert "realnet_sdas" not in available_image_methods() and "draem" in available_image_methods()

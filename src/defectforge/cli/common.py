@@ -31,8 +31,12 @@ def available_image_methods() -> list[str]:
             and all(importlib.util.find_spec(r) for r in getattr(defectforge.method_info(n).cls, "requires", ()))]
 
 
-def report_left_out(used: list[str]) -> None:
-    """Say which image-level methods a command leaves out, and why (a missing optional package)."""
+def report_left_out(used: list[str], defects_option: str = "generate --defects") -> None:
+    """Say which image-level methods a command leaves out, and why (a missing optional package).
+
+    ``defects_option`` is how the command itself takes real defects (``--defects`` for
+    ``preview``); a command without one points at ``generate --defects``.
+    """
     import importlib.util
 
     import defectforge
@@ -42,9 +46,9 @@ def report_left_out(used: list[str]) -> None:
 
     for name in defectforge.list_methods(level="image"):
         if name not in used and needs_bank(name):
-            typer.echo(f"left out {name}: it places real defects (generate --defects CATEGORY_OR_FOLDER)", err=True)
+            typer.echo(f"left out {name}: it places real defects ({defects_option} CATEGORY_OR_FOLDER)", err=True)
         elif name not in used and getattr(defectforge.method_info(name).cls, "needs_model", False):
-            typer.echo(f"left out {name}: needs a trained model (--set model=PATH; see defectforge train)", err=True)
+            typer.echo(f"left out {name}: needs a trained model (generate --model PATH; see defectforge train)", err=True)
         elif name not in used:
             missing = [r for r in getattr(defectforge.method_info(name).cls, "requires", ())
                        if importlib.util.find_spec(r) is None]
@@ -58,12 +62,15 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def run_errors(exc: BaseException, output=None) -> str:
-    """One line for an error a user caused: the argument at fault and what to do."""
+def run_errors(exc: BaseException, output=None, resumable: bool = True) -> str:
+    """One line for an error a user caused: the argument at fault and what to do.
+
+    ``resumable``: the command continues with ``--resume`` (only ``generate`` has it).
+    """
     from ..pipelines.generate import describe_os_error
 
     if isinstance(exc, OSError) and not isinstance(exc, FileExistsError) and exc.errno is not None:
-        return describe_os_error(exc, output)
+        return describe_os_error(exc, output, resumable)
     return str(exc)
 
 
@@ -74,7 +81,13 @@ def parse_overrides(items: list[str] | None) -> dict:
         if "=" not in item:
             raise typer.BadParameter(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            # YAML's own message spans several lines with a caret; the user gets one line
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise typer.BadParameter(f"--set {item!r}: the value is not valid YAML ({problem}); quote strings, "
+                                     "close lists like [1, 2]") from None
     return out
 
 

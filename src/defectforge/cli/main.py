@@ -34,11 +34,12 @@ typer._click.exceptions.UsageError.show = _one_line_usage_error
 
 def _commands() -> dict[str, Callable]:
     """Every command of the ``defectforge`` line, by name, in the order ``--help`` lists them."""
-    from . import bench, benchmark, evaluate, export, synthesis, train, ui
+    from . import bench, benchmark, evaluate, export, importer, synthesis, train, ui
 
     return {
         "methods": synthesis.methods_command, "generate": synthesis.generate_command,
-        "preview": synthesis.preview_command, "demo": synthesis.demo_command, "export": export.export_command,
+        "preview": synthesis.preview_command, "demo": synthesis.demo_command, "import": importer.import_command,
+        "export": export.export_command,
         "evaluate": evaluate.evaluate, "evaluate-detection": evaluate.evaluate_detection,
         "benchmark": benchmark.benchmark_command, "bench": bench.bench_command, "train": train.train_command,
         "ui": ui.ui_command,
