@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Optional
 
 import numpy as np
@@ -46,7 +45,7 @@ def bench_method(name: str, batch_images, min_time: float = 2.0, max_iterations:
     timed calls' labels, not assumed. Methods that place real defects get ``bank`` (a loaded
     :class:`~defectforge.sources.defects.DefectBank`).
     """
-    from ..pipelines.generate import build_synthesizer
+    from ..pipelines.build import build_synthesizer
 
     from ..core.registry import method_info
     from ..realdefect import needs_bank

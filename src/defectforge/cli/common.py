@@ -41,7 +41,7 @@ def report_left_out(used: list[str], defects_option: str = "generate --defects")
 
     import defectforge
 
-    from ..pipelines.generate import EXTRAS
+    from ..pipelines.run_config import EXTRAS
     from ..realdefect import needs_bank
 
     for name in defectforge.list_methods(level="image"):
@@ -67,7 +67,7 @@ def run_errors(exc: BaseException, output=None, resumable: bool = True) -> str:
 
     ``resumable``: the command continues with ``--resume`` (only ``generate`` has it).
     """
-    from ..pipelines.generate import describe_os_error
+    from ..pipelines.output_folder import describe_os_error
 
     if isinstance(exc, OSError) and not isinstance(exc, FileExistsError) and exc.errno is not None:
         return describe_os_error(exc, output, resumable)

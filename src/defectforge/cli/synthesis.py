@@ -63,6 +63,25 @@ def given_options(ctx: typer.Context) -> set[str]:
     return {OPTION_FIELDS.get(name, name) for name in given - RUN_OPTIONS}
 
 
+def config_from_options(options: dict, **converted):
+    """The :class:`~defectforge.pipelines.run_config.GenerateConfig` of ``generate``'s options.
+
+    Every option named like a configuration field is that field; the options given in another
+    form (``--defect-count 1-3``, ``--area-range 0.01,0.1``, ``--count`` left out) are converted
+    here, and ``converted`` gives the fields the command derives itself (input, overrides).
+    """
+    from dataclasses import fields
+
+    from ..pipelines.run_config import GenerateConfig
+
+    names = {f.name for f in fields(GenerateConfig)}
+    values = {name: value for name, value in options.items() if name in names}
+    values.update(count=100 if options["count"] is None else options["count"],
+                  defect_count=parse_count_range(options["defect_count"]),
+                  area_range=parse_area_range(options["area_range"]), **converted)
+    return GenerateConfig(**values)
+
+
 def generate_command(
     ctx: typer.Context,
     input: Optional[Path] = typer.Argument(None, help="Folder of normal images, or an MVTec-AD category (uses "
@@ -135,7 +154,8 @@ def generate_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", is_flag=True, help="No progress bar."),
 ):
     """Turn a folder of good images into a labelled synthetic-defect dataset."""
-    from ..pipelines.generate import GenerateConfig, generate, load_run_config
+    options = dict(locals())  # every option, by its parameter name: the configuration is derived from them
+    from ..pipelines.generate import generate, load_run_config
     from ..pipelines.rebuild import merge_given_options
     from ..pipelines.user_edits import kept_edits_line
 
@@ -155,15 +175,7 @@ def generate_command(
             if not model.expanduser().exists():
                 fail(f"--model {model} does not exist; pass a local model folder (nothing is downloaded)")
             overrides["model"] = str(model)
-        cfg = GenerateConfig(
-            input=str(input or ""), method=method, count=100 if count is None else count, seed=seed, size=size,
-            textures=textures, overrides=overrides, normal_ratio=normal_ratio,
-            foreground=foreground, foreground_threshold=foreground_threshold,
-            foreground_invert=foreground_invert, foreground_masks=foreground_masks, mix=mix,
-            defect_count=parse_count_range(defect_count), area_range=parse_area_range(area_range),
-            mask_bank=mask_bank, bit_depth=bit_depth, output_bit_depth=output_bit_depth,
-            max_pixels=max_pixels, min_contrast=min_contrast, defects=defects, defect_types=defect_types,
-            few_shot=few_shot, defects_format=defects_format)
+        cfg = config_from_options(options, input=str(input or ""), overrides=overrides)
         if config is not None:
             recorded = load_run_config(config)
             if recorded is None:
@@ -248,7 +260,8 @@ def preview_command(
     """Write a PNG grid of normal | synthetic | mask | overlay rows (every method on the same inputs)."""
     import defectforge
 
-    from ..pipelines.generate import build_synthesizer, check_foreground_options
+    from ..pipelines.build import build_synthesizer
+    from ..pipelines.run_config import check_foreground_options
     from ..pipelines.preview import LAYOUTS, preview_grid
     from ..realdefect import needs_bank
     from ..sources.foreground import parse_foreground
@@ -319,7 +332,7 @@ def demo_command(
                                        "datasets' images and masks changed since the demo wrote them."),
 ):
     """Run the whole pipeline on built-in surfaces (metal, fabric, wood, tiles): no input needed."""
-    from ..pipelines.generate import OutputExistsError
+    from ..pipelines.output_folder import OutputExistsError
 
     try:
         _demo(output, count, seed, discard_edits)

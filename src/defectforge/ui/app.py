@@ -90,7 +90,7 @@ def widgets_of(method: str) -> list[Widget]:
     from dataclasses import replace
 
     from ..core.schema import parameter_schema
-    from ..pipelines.generate import build_synthesizer
+    from ..pipelines.build import build_synthesizer
 
     effective = build_synthesizer(method).config()
     out = []
@@ -152,7 +152,7 @@ def ui_message(exc: BaseException, action: str = "preview", output: Path | None 
 
     ``action`` is ``"preview"`` (the pictures) or ``"dataset"`` ("generate dataset" into ``output``).
     """
-    from ..pipelines.generate import OutputExistsError
+    from ..pipelines.output_folder import OutputExistsError
 
     if isinstance(exc, OutputExistsError) and output is not None:
         # the app neither continues nor replaces a run: both belong to the command line, where they are explicit

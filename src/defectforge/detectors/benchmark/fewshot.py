@@ -153,7 +153,7 @@ def few_shot_realism(data: MVTecCategory, split, bank, methods: list[str], per_t
     from ...metrics.features import extract_features, load_fid_inception
     from ...metrics.realism import fid_from_features, kid_from_features
     from ...core.registry import _accepted_kwargs, method_info
-    from ...pipelines.generate import build_synthesizer
+    from ...pipelines.build import build_synthesizer
     from ...realdefect import needs_bank
 
     network = load_fid_inception(fid_weights)
@@ -256,7 +256,7 @@ def run_few_shot_benchmark(data_dir, few_shot: str = "1/3", methods: list[str] |
     """
     import defectforge
 
-    from ...pipelines.generate import build_synthesizer
+    from ...pipelines.build import build_synthesizer
     from ...realdefect import needs_bank
     from ...sources.defects import SPLIT_FILE, DefectBank, parse_few_shot
     from ..backbones import load_backbone
