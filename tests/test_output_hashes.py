@@ -25,7 +25,7 @@ from defectforge.sources.procedural import surface
 STORED = Path(__file__).with_name("output_hashes.json")
 
 #: Methods that write a dataset without a trained model (the real-defect ones take the tiny bank).
-BANK_METHODS = ("copy_paste", "defect_transplant")
+BANK_METHODS = ("copy_paste", "defect_transplant", "real_only")
 
 #: Runs beyond one per method: name -> (generate's keyword arguments, workers).
 OPTION_CASES = {
