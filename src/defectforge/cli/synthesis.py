@@ -108,6 +108,10 @@ def generate_command(
     area_range: Optional[str] = typer.Option(None, "--area-range",
                                              help="Allowed total defect area, MIN,MAX fractions of the image."),
     mask_bank: Optional[Path] = typer.Option(None, "--mask-bank", help="Folder of binary defect-shape PNGs."),
+    mask_threshold: Optional[int] = typer.Option(None, "--mask-threshold", help="Grey level (1-255) from which a "
+                                                 "pixel of a --mask-bank or --foreground-masks mask is shape, for "
+                                                 "near-binary masks (JPEG, anti-aliased), e.g. 128; default: masks "
+                                                 "must be binary."),
     workers: int = typer.Option(1, "--workers", "-w", help="Worker processes (Ray: tasks in flight); files are "
                                 "identical for any count."),
     engine: str = typer.Option("local", "--engine", help="local (processes on this machine) or ray (Ray tasks; "
