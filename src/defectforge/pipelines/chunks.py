@@ -20,8 +20,8 @@ from typing import Protocol
 
 import torch
 
-from ..io.images import ImageDecodeWarning, warn_once
-from .sample_writer import SampleWriter
+from ..io.images import ImageDecodeWarning
+from .sample_writer import SampleWriter, show_worker_warnings
 
 __all__ = ["ChunkRunner", "SerialRunner", "ProcessPoolRunner", "chunk_runner", "plan_chunks"]
 
@@ -66,14 +66,6 @@ def _run_pool_chunk(indices: list[int]) -> tuple[list[dict], list[tuple[bool, st
     assert _WRITER is not None, "the pool's initializer builds the writer"
     return _WRITER.run_reporting(indices)
 
-
-def show_worker_warnings(caught: list[tuple[bool, str]]) -> None:
-    """Warnings a worker process raised (:meth:`SampleWriter.run_reporting`), shown by this process."""
-    for decode, message in caught:
-        if decode:
-            warn_once(message)
-        else:
-            warnings.warn(message, UserWarning, stacklevel=2)
 
 
 class ProcessPoolRunner:

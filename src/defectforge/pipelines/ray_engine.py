@@ -18,8 +18,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .chunks import show_worker_warnings
-from .sample_writer import SampleWriter
+from .sample_writer import SampleWriter, show_worker_warnings
 
 __all__ = ["RayRunner", "require_ray"]
 

@@ -21,7 +21,7 @@ import torch
 
 from ..core.seeding import MAX_RETRIES, MAX_SEED, Stream, donor_indices, retry_stream, sample_rng
 from ..io.files import atomic_write_bytes
-from ..io.images import ImageDecodeWarning, encode_png, set_pixel_limit
+from ..io.images import ImageDecodeWarning, encode_png, set_pixel_limit, warn_once
 from ..io.inputs import NormalImages
 from .build import SPLIT_FILE, build_from_config, defect_bank, synthesizer_from_config
 from .run_config import GenerateConfig
@@ -292,3 +292,12 @@ def _match(image: np.ndarray, height: int, width: int, channels: int) -> np.ndar
         image = (cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None] if channels == 1
                  else np.repeat(image, 3, axis=2))
     return np.ascontiguousarray(image)
+
+
+def show_worker_warnings(caught: list[tuple[bool, str]]) -> None:
+    """Warnings a worker process raised (:meth:`SampleWriter.run_reporting`), shown by this process."""
+    for decode, message in caught:
+        if decode:
+            warn_once(message)
+        else:
+            warnings.warn(message, UserWarning, stacklevel=2)
