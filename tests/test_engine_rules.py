@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import defectforge
-from defectforge.core.base import EMPTY_REGION_NOTE, CAPABILITIES
+from defectforge.core.base import EMPTY_REGION_NOTE, CAPABILITIES, ApplyResult
 from defectforge.io.images import write_image
 
 IMAGE_METHODS = defectforge.list_methods(level="image")
@@ -199,10 +199,51 @@ def test_control_and_mix_configs_round_trip(bank_dir, surface_batch):
 @pytest.mark.parametrize("name", defectforge.list_methods())
 def test_capabilities_are_typed_and_exposed(name):
     caps = defectforge.method_info(name).capabilities
-    assert set(CAPABILITIES) <= set(caps) and "cpu_bound" in caps
+    assert set(caps) == set(CAPABILITIES) | {"cpu_bound"}
     for key, value in caps.items():
-        assert isinstance(value, list) if key == "requires" else isinstance(value, bool)
+        if key == "requires":
+            assert isinstance(value, list)
+        elif key == "model_kind":
+            assert value is None if not caps["needs_model"] else isinstance(value, str)
+        else:
+            assert isinstance(value, bool)
     assert json.loads(json.dumps(defectforge.method_info(name).as_dict()))["capabilities"] == caps
+
+
+@pytest.mark.parametrize("name", IMAGE_METHODS)
+def test_an_instance_reports_its_capabilities_as_its_method_info_does(name):
+    # before: synth.capabilities was a method of other keys (no cpu_bound) than the property
+    # method_info(name).capabilities of the same name
+    info_caps = defectforge.method_info(name).capabilities
+    synth_caps = _synth(name).capabilities
+    assert isinstance(synth_caps, dict) and set(synth_caps) == set(info_caps)
+    assert synth_caps["cpu_bound"] == info_caps["cpu_bound"]
+    assert {k: type(v) for k, v in synth_caps.items()} == {k: type(v) for k, v in info_caps.items()}
+
+
+def test_an_instance_may_narrow_its_class_capabilities():
+    assert defectforge.method_info("defectmaker").capabilities["uses_donors"] is True
+    assert defectforge.create("defectmaker", fills=["noise"]).capabilities["uses_donors"] is False
+
+
+def test_apply_results_do_not_share_their_extras():
+    # before: ApplyResult.extras defaulted to one dict shared by every result
+    first = ApplyResult(torch.zeros(1), torch.zeros(1), torch.zeros(1))
+    first.extras["soft_mask"] = torch.ones(1)
+    second = ApplyResult(torch.zeros(1), torch.zeros(1), torch.zeros(1))
+    assert second.extras == {} and first.extras is not second.extras
+    assert ApplyResult.of((torch.zeros(1), torch.zeros(1), torch.zeros(1))).extras == {}
+
+
+def test_the_registry_is_complete_without_a_loader():
+    # registry._ensure_loaded was a no-op: importing any defectforge module imports the package,
+    # whose __init__ imports every method package, so nothing is left to load on first use
+    import subprocess
+    import sys
+
+    code = "from defectforge.core.registry import list_methods; print(','.join(list_methods()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().split(",") == defectforge.list_methods()
 
 
 def test_defectmaker_without_cut_fills_uses_no_donors():

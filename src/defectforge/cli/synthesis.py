@@ -66,21 +66,17 @@ def available_image_methods() -> list[str]:
     Methods that sample a trained model (``realnet_sdas``, ``masked_diffusion``: ``needs_model``)
     are left out: they run only when given one (``--set model=PATH``).
     """
-    import importlib.util
-
     import defectforge
 
     from ..realdefect import needs_bank
 
     return [n for n in defectforge.list_methods(level="image") if not needs_bank(n)
-            and not getattr(defectforge.method_info(n).cls, "needs_model", False)
-            and all(importlib.util.find_spec(r) for r in getattr(defectforge.method_info(n).cls, "requires", ()))]
+            and not defectforge.method_info(n).capabilities["needs_model"]
+            and not defectforge.method_info(n).missing_requirements()]
 
 
 def report_left_out(used: list[str]) -> None:
     """Say which image-level methods a command leaves out, and why (a missing optional package)."""
-    import importlib.util
-
     import defectforge
 
     from ..pipelines.generate import EXTRAS
@@ -90,11 +86,10 @@ def report_left_out(used: list[str]) -> None:
     for name in defectforge.list_methods(level="image"):
         if name not in used and needs_bank(name):
             typer.echo(f"left out {name}: it places real defects (generate --defects CATEGORY_OR_FOLDER)", err=True)
-        elif name not in used and getattr(defectforge.method_info(name).cls, "needs_model", False):
+        elif name not in used and defectforge.method_info(name).capabilities["needs_model"]:
             typer.echo(f"left out {name}: needs a trained model (--set model=PATH; see defectforge train)", err=True)
         elif name not in used:
-            missing = [r for r in getattr(defectforge.method_info(name).cls, "requires", ())
-                       if importlib.util.find_spec(r) is None]
+            missing = defectforge.method_info(name).missing_requirements()
             typer.echo(f"left out {name}: needs the optional package(s) {', '.join(missing)}: "
                        f"{'; '.join(EXTRAS.get(m, 'pip install ' + m) for m in missing)}", err=True)
 

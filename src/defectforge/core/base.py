@@ -28,8 +28,9 @@ The base class owns the rules every method shares, so no method implements them 
   by :func:`~defectforge.synthesizers.compose.control` and by mixtures).
 
 Capabilities are typed class attributes (:attr:`Synthesizer.any_dtype`, ``changes_outside_mask``,
-``uses_donors``, ``requires``, ``foreground_is_hint``), read by the pipelines and exposed by
-:func:`defectforge.method_info` (``capabilities``).
+``uses_donors``, ``requires``, ``foreground_is_hint``, ``needs_bank``, ``needs_model``,
+``model_kind``; the list is :data:`CAPABILITIES`), reported by :func:`capabilities_of` as
+``method_info(name).capabilities`` (the class) and ``synth.capabilities`` (the instance).
 """
 
 from __future__ import annotations
@@ -40,28 +41,37 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import torch
 
+from .capabilities import CAPABILITIES, capabilities_of
 from .dtype import as_float_images, restore_dtype, validate_images
 from .seeding import sample_rng
 from .types import SynthesisContext, SynthesisResult, to_jsonable
 from .validation import check_probability
 
 __all__ = ["Synthesizer", "ApplyResult", "apply_subset", "as_float_images", "validate_images", "restore_dtype",
-           "ImageShape", "EMPTY_REGION_NOTE", "CAPABILITIES"]
+           "ImageShape", "EMPTY_REGION_NOTE", "CAPABILITIES", "capabilities_of"]
 
 #: The note recorded in ``params["region_fallback"]`` when a sample's foreground is empty.
 EMPTY_REGION_NOTE = "empty foreground: the defect was placed on the whole image"
 
-#: The capability attributes every synthesizer class declares (see :class:`Synthesizer`).
-CAPABILITIES = ("any_dtype", "changes_outside_mask", "uses_donors", "requires", "foreground_is_hint")
-
-
-class ApplyResult(NamedTuple):
-    """What :meth:`Synthesizer.apply` returns for a (sub-)batch."""
-
+class _ApplyResultFields(NamedTuple):
     images: torch.Tensor
     masks: torch.Tensor
     labels: torch.Tensor
-    extras: dict[str, torch.Tensor] = {}
+    extras: dict[str, torch.Tensor]
+
+
+class ApplyResult(_ApplyResultFields):
+    """What :meth:`Synthesizer.apply` returns for a (sub-)batch: ``(images, masks, labels, extras)``.
+
+    ``extras`` defaults to a new empty dict per result (a ``NamedTuple`` default would be one dict
+    shared by every result, so a caller filling one would fill them all).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor,
+                extras: dict[str, torch.Tensor] | None = None) -> "ApplyResult":
+        return super().__new__(cls, images, masks, labels, {} if extras is None else extras)
 
     @classmethod
     def of(cls, result) -> "ApplyResult":
@@ -94,6 +104,8 @@ class Synthesizer:
     method_name: str = ""
     #: Label given to anomalous samples by default.
     anomaly_label: int = 1
+    #: The registry preset's ``cpu_bound`` flag; set by :func:`defectforge.create`.
+    cpu_bound: bool = False
 
     # --- capabilities (typed class attributes; an instance may narrow them in __init__) -----
     #: ``True`` when ``apply`` accepts the batch in its own dtype (uint8 or float) and returns the
@@ -109,15 +121,24 @@ class Synthesizer:
     #: ``True`` when the foreground only guides placement (NSA: a patch must overlap it), so the
     #: base class does not cut the mask to it; a user's mask-bank shape still confines it.
     foreground_is_hint: ClassVar[bool] = False
+    #: ``True`` for methods that cannot be created without a bank of real defects (``bank=``).
+    needs_bank: ClassVar[bool] = False
+    #: ``True`` for methods that cannot be created without a trained model (``model=``).
+    needs_model: ClassVar[bool] = False
+    #: What ``model=`` is (``"diffusion"``, ``"gan"``, ``"sd_inpaint"``), for methods that take one.
+    model_kind: ClassVar[str | None] = None
 
     def __init__(self, anomaly_probability: float = 1.0):
         self.anomaly_probability = check_probability("anomaly_probability", anomaly_probability)
         self.method_kwargs: dict[str, Any] = {}
 
+    @property
     def capabilities(self) -> dict[str, Any]:
-        """This synthesizer's capabilities (see :data:`CAPABILITIES`) as plain values."""
-        return {name: (list(getattr(self, name)) if name == "requires" else bool(getattr(self, name)))
-                for name in CAPABILITIES}
+        """This synthesizer's capabilities, as ``method_info(name).capabilities`` reports its class's.
+
+        The same keys and types; the values are this instance's (it may narrow its class's).
+        """
+        return capabilities_of(self, self.cpu_bound)
 
     # --- to implement -------------------------------------------------------------------
     def sample_params(self, rng: np.random.Generator, shape: ImageShape,
