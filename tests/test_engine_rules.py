@@ -306,3 +306,33 @@ def test_every_method_writes_byte_identical_datasets_with_one_or_two_workers(tmp
     one, two = files(tmp_path / "one"), files(tmp_path / "two")
     assert one.keys() == two.keys()
     assert [k for k in one if one[k] != two[k]] == []
+
+
+def test_named_streams_are_distinct_and_only_the_listed_ones_lie_in_the_redraw_range():
+    # the overlap rule of core.seeding.Stream: new streams avoid the redraw streams; these predate it
+    from defectforge.core.seeding import MAX_RETRIES, Stream, retry_stream
+
+    redraws = {retry_stream(a) for a in range(1, MAX_RETRIES + 1)}
+    assert len({int(s) for s in Stream}) == len(Stream) == len(Stream.__members__)
+    others = [s for s in Stream if s is not Stream.RETRY_FIRST]
+    assert {s.name for s in others if int(s) in redraws} == {"REALISM_NORMALS", "FEW_SHOT_SPLIT", "PREVIEW_PICK"}
+    assert (Stream.SYNTHESIS, Stream.PLAN, Stream.DONORS, Stream.REALISM_NORMALS, Stream.FEW_SHOT_SPLIT,
+            Stream.PREVIEW_PICK, Stream.RETRY_FIRST) == (0, 1, 2, 5, 7, 9, 21)
+
+
+def test_random_streams_are_named_in_core_seeding_only():
+    # a bare stream number (sample_rng(seed, i, 5)) or a hand-made Philox outside core/seeding.py
+    # is how two consumers came to share draws
+    import re
+    from pathlib import Path
+
+    root = Path(defectforge.__file__).parent
+    bare_stream = re.compile(r"sample_rng\([^()]*,\s*(stream=)?\d+\s*\)")
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "seeding.py" and path.parent.name == "core":
+            continue
+        text = path.read_text()
+        found += [f"{path.relative_to(root)}: {m.group(0)}" for m in bare_stream.finditer(text)]
+        found += [f"{path.relative_to(root)}: Philox" for _ in re.finditer(r"\bPhilox\(", text)]
+    assert not found, found

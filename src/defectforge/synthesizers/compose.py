@@ -34,16 +34,12 @@ import torch
 
 from ..core.base import ApplyResult, ImageShape, Synthesizer, apply_subset, confine_masks, confine_result
 from ..core.registry import create, from_config, register_config_builder
-from ..core.seeding import child_seed
+from ..core.seeding import CHILD_DRAWS, CHILD_REDRAWS, child_rng, child_seed
 from ..core.types import SynthesisContext, to_jsonable
 from ..core.validation import check_interval, check_range
 from ..sources.mask_bank import MaskBank
 
 __all__ = ["ControlledSynthesizer", "MixtureSynthesizer", "control", "mix", "parse_mix"]
-
-
-def _generator(seed: int, stream: int = 0) -> np.random.Generator:
-    return np.random.Generator(np.random.Philox(key=seed, counter=stream << 128))
 
 
 def _as_synth(method) -> Synthesizer:
@@ -116,7 +112,7 @@ class ControlledSynthesizer(Synthesizer):
         p: dict[str, Any] = {"defects": []}
         for _ in range(n):
             seed = child_seed(rng)
-            sub = _generator(seed)
+            sub = child_rng(seed, CHILD_DRAWS)
             defect: dict[str, Any] = {"seed": seed}
             region = foreground
             if self.mask_bank is not None:
@@ -172,8 +168,8 @@ class ControlledSynthesizer(Synthesizer):
                 region = region.clone()
                 region[missed] = 1.0 if shapes is None else shapes[missed]
             ctx = SynthesisContext(foreground=region, donors=context.donors, shapes=shapes)
-            rngs = ([_generator(p["defects"][k]["seed"], 1) if len(p["defects"]) > k else None for p in params]
-                    if redraw else None)
+            rngs = ([child_rng(p["defects"][k]["seed"], CHILD_REDRAWS) if len(p["defects"]) > k else None
+                     for p in params] if redraw else None)
             step = (cur.clone(), torch.zeros_like(masks), torch.zeros_like(labels), {})
             out, m, lab, ext = apply_subset(self._inner_apply, cur, inner, ctx, rngs, idx, into=step)
             for i in idx:

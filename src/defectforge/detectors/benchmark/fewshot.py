@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...core.seeding import sample_rng
+from ...core.seeding import Stream, sample_rng
 from ...core.types import SynthesisResult
 from ..data import MVTecCategory
 
@@ -178,7 +178,7 @@ def few_shot_realism(data: MVTecCategory, split, bank, methods: list[str], per_t
     for t in types:
         idx = [i for i, n in enumerate(test.test_names) if n.startswith(t + "/")]
         feats[f"real/{t}"] = extract_features(test.test[idx], network, progress=False)
-    picks = sample_rng(seed, 0, 5).integers(data.train.shape[0], size=per_type)
+    picks = sample_rng(seed, 0, Stream.REALISM_NORMALS).integers(data.train.shape[0], size=per_type)
     normals = data.train[torch.from_numpy(picks)]
     result: dict[str, Any] = {"per_type": per_type, "types": types, "methods": {}, "real_counts":
                               {t: int(feats[f"real/{t}"].shape[0]) for t in types}}
