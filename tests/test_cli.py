@@ -59,7 +59,9 @@ def test_generate_preview_and_errors(tmp_path):
     result = runner.invoke(app, ["preview", str(src), str(png), "-m", "draem,cutpaste", "--count", "3", "--size", "48"])
     assert result.exit_code == 0, result.output
     grid = np.asarray(Image.open(png))
-    assert grid.shape[0] == 7 * (48 + 4)  # normal row + 3 rows per method
+    from defectforge.pipelines.preview import HEADER_HEIGHT
+
+    assert grid.shape[0] == HEADER_HEIGHT + 7 * (48 + 4)  # file names, normal row + 3 rows per method
 
 
 def test_bench_json():

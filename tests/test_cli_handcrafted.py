@@ -57,7 +57,9 @@ def test_preview_all_methods_on_the_same_inputs(tmp_path):
                                  "--compact", "--foreground", "otsu"])
     assert result.exit_code == 0, result.output
     grid = np.asarray(Image.open(png))
-    assert grid.shape[0] == (1 + len(available_image_methods())) * (32 + 4)  # all but bank / model methods
+    from defectforge.pipelines.preview import HEADER_HEIGHT
+
+    assert grid.shape[0] == HEADER_HEIGHT + (1 + len(available_image_methods())) * (32 + 4)  # all but bank / model
 
 
 def test_methods_needing_a_missing_package_are_left_out(monkeypatch):

@@ -8,15 +8,22 @@ import warnings
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
+
+import defectforge
 
 from defectforge.io.images import read_image, write_image
 from defectforge.pipelines.export import (SameImagesWarning, anomalib_folder_arguments, component_polygon, export,
                                           mask_components)
 from defectforge.pipelines.generate import generate
 
-#: Polygons are outer contours: rasterised back they lose a component's holes only.
+#: Polygons are outer contours with holes bridged in: rasterised back they lose only one-pixel gaps
+#: between strands of a component (measured per method in docs/reliability.md).
 YOLO_MIN_IOU = 0.9
+#: The README's bounds for every method's masks: mean IoU per method, and the lowest any mask gets
+#: (measured minimum over 64 masks per method at 128 px: 0.709, glass_las).
+YOLO_MEAN_IOU, YOLO_FLOOR_IOU = 0.98, 0.70
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +138,80 @@ def test_polygon_of_thin_and_holed_components():
     ring[5:7, 5:7] = False
     drawn = np.zeros((12, 12), np.uint8)
     cv2.fillPoly(drawn, [component_polygon(ring).astype(np.int32)], 1)
-    assert (drawn.astype(bool) | ring).sum() == 64 and (ring & drawn.astype(bool)).sum() == 60
+    assert (drawn.astype(bool) == ring).all()                      # the hole stays empty (it was filled)
+
+
+def test_polygon_keeps_several_holes_under_both_fill_rules():
+    plate = np.zeros((40, 40), bool)
+    plate[2:38, 2:38] = True
+    for y, x in ((6, 6), (6, 25), (25, 12), (20, 28)):
+        plate[y:y + 6, x:x + 5] = False
+    plate[30, 30] = False                                         # a one-pixel hole
+    polygon = component_polygon(plate).astype(np.int32)
+    drawn = cv2.fillPoly(np.zeros((40, 40), np.uint8), [polygon], 1).astype(bool)
+    assert (drawn == plate).all()
+    from PIL import Image, ImageDraw                               # another rasteriser (even-odd)
+
+    picture = Image.new("L", (40, 40), 0)
+    ImageDraw.Draw(picture).polygon([tuple(p) for p in polygon.tolist()], fill=1, outline=1)
+    assert (np.asarray(picture).astype(bool) == plate).all()
+
+
+def _label_iou(mask: np.ndarray) -> float:
+    """IoU of a mask and its YOLO-seg label lines (as written: normalised, 6 decimals) filled back."""
+    h, w = mask.shape
+    drawn = np.zeros((h, w), np.uint8)
+    for component in mask_components(mask):
+        xy = np.array([f"{v:.6f}" for v in (component_polygon(component) / [w, h]).reshape(-1)], float)
+        cv2.fillPoly(drawn, [np.round(xy.reshape(-1, 2) * [w, h]).astype(np.int32)], 1)
+    return float((mask & (drawn > 0)).sum() / (mask | (drawn > 0)).sum())
+
+
+@pytest.mark.parametrize("name", [n for n in defectforge.list_methods(level="image")])
+def test_yolo_polygons_of_every_method_rasterise_back_within_the_readme_bounds(name):
+    from conftest import method_for_tests
+
+    from defectforge.sources.procedural import surface
+
+    for module in getattr(defectforge.method_info(name).cls, "requires", ()):
+        pytest.importorskip(module)
+    kinds = ["metal", "fabric", "wood", "tiles"]
+    # 128 px, the smallest size docs/reliability.md measured (smaller masks lose relatively more);
+    # methods sampling a model draw their masks as the others do, so two samples check their path
+    count = 2 if getattr(defectforge.method_info(name).cls, "needs_model", False) else 8
+    images = torch.from_numpy(np.stack([surface(kinds[i % 4], 128, seed=i) for i in range(count)]))
+    out = method_for_tests(name, anomaly_probability=1.0)(images.permute(0, 3, 1, 2).contiguous(), seed=0)
+    ious = [_label_iou(m) for m in (out.masks[:, 0] > 0.5).numpy() if m.any()]
+    assert ious and min(ious) >= YOLO_FLOOR_IOU and np.mean(ious) >= YOLO_MEAN_IOU, (name, ious)
+
+
+def test_real_defect_runs_export_their_defect_types_as_classes(tmp_path):
+    from conftest import tiny_defect_bank
+
+    pytest.importorskip("pycocotools")
+    normal = tmp_path / "normal"
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        write_image(normal / f"n{i}.png", rng.integers(90, 160, (64, 64, 3), dtype=np.uint8))
+    out = tmp_path / "run"
+    generate(normal, out, "copy_paste", count=8, seed=0, defects=tiny_defect_bank().describe()["bank"], progress=False)
+    samples = [s for s in _samples(out) if s["label"]]
+    types = {s["defect"]["type"] for s in samples}
+    assert types == {"blob", "scratch"}
+    yolo = export(out, tmp_path / "yolo", "yolo-seg")                 # default: the types
+    assert yolo["categories"] == sorted(types)
+    names = yaml.safe_load((tmp_path / "yolo" / "data.yaml").read_text())["names"]
+    for s in samples:
+        stem = s["image_path"].split("/")[1] + "_" + s["image_path"].split("/")[2][:-4]
+        label = next((tmp_path / "yolo" / "labels").glob(f"*/{stem}.txt")).read_text().split()
+        assert names[int(label[0])] == s["defect"]["type"]
+    coco = export(out, tmp_path / "coco", "coco", categories="type")
+    data = json.loads((tmp_path / "coco" / "annotations.json").read_text())
+    by_id = {c["id"]: c["name"] for c in data["categories"]}
+    by_image = {s["index"] + 1: s["defect"]["type"] for s in samples}
+    assert coco["categories"] == sorted(types)
+    assert all(by_id[a["category_id"]] == by_image[a["image_id"]] for a in data["annotations"])
+    assert export(out, tmp_path / "m", "yolo-seg", categories="method")["categories"] == ["copy_paste"]
 
 
 def test_anomalib_arguments_and_warnings(dataset, tmp_path):

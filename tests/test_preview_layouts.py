@@ -45,3 +45,18 @@ def test_filled_overlay_still_available():
     m = np.zeros((8, 8), bool)
     m[2:6, 2:6] = True
     assert overlay(img, m)[3, 3, 0] > 0 and overlay(img, m, fill=False)[3, 3, 0] == 0
+
+
+@pytest.mark.parametrize("rows", ["full", "compact", "side-by-side"])
+def test_columns_are_named_over_their_images(rows):
+    from defectforge.pipelines.preview import HEADER_HEIGHT
+
+    images = _inputs()
+    plain = preview_grid(images, ["cutout"], seed=0, rows=rows)
+    named = preview_grid(images, ["cutout"], seed=0, rows=rows, column_labels=["left.png", "right.png"])
+    assert named.shape[0] == plain.shape[0] + HEADER_HEIGHT and (named[HEADER_HEIGHT:] == plain).all()
+    column = (named.shape[1] - 150) // 2
+    for k in range(2):                                    # text (dark pixels) over each column
+        assert (named[:HEADER_HEIGHT, 150 + k * column:150 + (k + 1) * column] < 128).any()
+    with pytest.raises(ValueError, match="column_labels"):
+        preview_grid(images, ["cutout"], column_labels=["one"])

@@ -165,8 +165,11 @@ def bench_command(
     min_time: float = typer.Option(2.0, "--min-time", min=0.0, max=3600.0, help="Seconds timed per method and size (after a warm-up call)."),
     compare: Optional[str] = typer.Option(None, "--compare", help="Also time a peer in the same run: 'anomalib'."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
-    defects: Optional[str] = typer.Option(None, "--defects", help="Real defects (MVTec category or folder of "
-                                          "image/mask pairs) for copy_paste / defect_transplant; without it they are skipped."),
+    defects: Optional[str] = typer.Option(None, "--defects", help="Real defects (MVTec category, labelme, COCO, "
+                                          "YOLO-seg or mask folder; detected) for copy_paste / defect_transplant; "
+                                          "without it they are skipped."),
+    defects_format: Optional[str] = typer.Option(None, "--defects-format", help="Name the --defects format: labelme, "
+                                                 "coco, yolo-seg, masks or mvtec [default: detected]."),
     few_shot: Optional[str] = typer.Option(None, "--few-shot", help="Only this part of each type's defects "
                                            "(1/3, a fraction or a count), as the few-shot protocol."),
     level: str = typer.Option("image", "--level", help="image, or feature: time the feature-level methods on a "
@@ -198,7 +201,7 @@ def bench_command(
         from ..sources.defects import DefectBank
 
         try:
-            bank = DefectBank.from_folder(defects, few_shot=few_shot)
+            bank = DefectBank.from_folder(defects, few_shot=few_shot, format=defects_format)
         except (OSError, ValueError) as exc:
             typer.secho(f"error: --defects: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2)

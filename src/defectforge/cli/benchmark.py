@@ -15,9 +15,50 @@ def _split(items: Optional[list[str]]) -> list[str]:
     return [x.strip() for item in (items or []) for x in item.split(",") if x.strip()]
 
 
+def labelled_category(data_dir: Path, defects_format: Optional[str], out: Path, split_seed: int, log) -> Path:
+    """``data_dir`` itself when it is an MVTec-AD category; otherwise its import into ``OUT/data-<format>``
+    (made once: a later run reuses it when its record names the same source and format)."""
+    import json
+
+    from ..io.annotations import IMPORT_RECORD, AnnotationError, check_format, detect_format
+    from ..io.mvtec import is_mvtec_category
+
+    fmt = check_format(defects_format)
+    if fmt == "mvtec" or (fmt == "auto" and (is_mvtec_category(data_dir) or not data_dir.exists())):
+        return data_dir
+    if fmt == "auto":
+        try:
+            fmt = detect_format(data_dir)
+        except AnnotationError:  # no labelled layout either: the MVTec check names what is missing
+            return data_dir
+        if fmt == "mvtec":
+            return data_dir
+    target = out / f"data-{fmt}"
+    record_path = target / IMPORT_RECORD
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        from ..io.annotations import read_annotations
+
+        source = str(Path(read_annotations(data_dir, fmt).source).resolve())
+        if record.get("source") != source or record.get("format") != fmt or record["split"]["seed"] != split_seed:
+            raise ValueError(f"{target} holds an import of {record.get('source')} ({record.get('format')}, split seed "
+                             f"{record['split']['seed']}), not of {source} ({fmt}, split seed {split_seed}); give "
+                             "another --out or delete it")
+        log(f"{data_dir} ({fmt}): using its import {target}")
+        return target
+    from ..pipelines.importer import import_dataset
+
+    record = import_dataset(data_dir, target, fmt, seed=split_seed)
+    log(f"{data_dir} ({fmt}) imported as an MVTec-AD category: {target} (train/good {record['split']['train_good']}, "
+        f"test/good {record['split']['test_good']}; record {record_path})")
+    return target
+
+
 @app.command("benchmark")
 def benchmark_command(
-    data_dir: Path = typer.Argument(..., help="An MVTec-AD category: train/good, test/<defect>, ground_truth/<defect>."),
+    data_dir: Path = typer.Argument(..., help="An MVTec-AD category (train/good, test/<defect>, ground_truth/<defect>), "
+                                              "or labelled defects with normal images (labelme, COCO, YOLO-seg, mask "
+                                              "folder), imported first."),
     methods: Optional[list[str]] = typer.Option(None, "--methods", "-m",
                                                 help="Synthesis methods (repeatable or comma-separated); default: every image-level method "
                                                      "(feature-level detectors: their own method)."),
@@ -50,6 +91,12 @@ def benchmark_command(
     set_: Optional[list[str]] = typer.Option(None, "--set", help="With --few-shot: METHOD.KEY=VALUE, a parameter of one "
                                              "method (repeatable), e.g. gan_transplant.model=runs/gan for the methods "
                                              "that need a trained model."),
+    defects_format: Optional[str] = typer.Option(None, "--defects-format", help="Format of DATA_DIR when it is not an "
+                                                 "MVTec-AD category: labelme, coco, yolo-seg or masks [default: "
+                                                 "detected]; it is imported first (as `defectforge import`, normal "
+                                                 "images split with --split-seed) into OUT/data-<format>."),
+    accept_box_masks: bool = typer.Option(False, "--accept-box-masks", help="Score pixel metrics on defects labelled "
+                                          "with boxes only (refused otherwise)."),
 ) -> None:
     """Which synthesis trains the best detector? One JSON per finished (method, seed); leaderboard
     markdown + JSON, bar chart and score maps in OUT/<config>/."""
@@ -68,6 +115,14 @@ def benchmark_command(
                           size=size, steps=steps, batch_size=batch_size, width=width,
                           checkpoint_every=checkpoint_every, device=device, vqvae_steps=vqvae_steps)
     log = lambda msg: typer.echo(msg, err=True)  # noqa: E731
+    try:
+        data_dir = labelled_category(data_dir, defects_format, out, split_seed, log)
+        from ..io.annotations import require_pixel_masks
+
+        require_pixel_masks(data_dir, accept_box_masks)
+    except (ValueError, OSError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
     if set_ and few_shot is None:
         typer.secho("error: --set METHOD.KEY=VALUE is a --few-shot option", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)

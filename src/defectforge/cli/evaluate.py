@@ -62,11 +62,16 @@ def evaluate_detection(
     fpr_limit: float = typer.Option(0.3, "--fpr-limit", min=0.001, max=1.0, help="AUPRO false-positive-rate limit (MVTec: 0.3)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON to this file."),
     no_resize: bool = typer.Option(False, "--no-resize", help="Fail instead of resizing maps to the mask size."),
+    accept_box_masks: bool = typer.Option(False, "--accept-box-masks", help="Score a category whose masks are boxes "
+                                          "(imported from box-only labels; refused otherwise)."),
 ) -> None:
     """Image/pixel AUROC, AP, F1-max and AUPRO of any detector's score maps against MVTec ground truth."""
     from ..metrics.detection_io import detection_metrics_from_folders
 
+    from ..io.annotations import require_pixel_masks
+
     try:
+        require_pixel_masks(ground_truth, accept_box_masks)
         result = detection_metrics_from_folders(scores_dir, ground_truth, fpr_limit=fpr_limit,
                                                 resize_maps=not no_resize)
     except (OSError, ValueError) as exc:

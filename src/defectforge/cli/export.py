@@ -22,8 +22,11 @@ def export_command(
                                              help="anomalib: the real normal training images (normal_dir)."),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="yolo-seg: share of samples in the val split."),
     seed: int = typer.Option(0, "--seed", "-s", help="yolo-seg: seed of the train/val split."),
-    categories: str = typer.Option("method", "--categories",
-                                   help="coco/yolo-seg: 'method' (one class per method) or 'anomaly' (one class)."),
+    categories: str = typer.Option("auto", "--categories",
+                                   help="coco/yolo-seg classes: 'type' (the defect types of a real-defect run, "
+                                        "copy_paste / defect_transplant / gan_transplant; other samples keep "
+                                        "their method), 'method' (one class per method), 'anomaly' (one class), "
+                                        "or 'auto' (type where the run recorded defect types, else method)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     """Export a generated dataset as COCO (RLE), YOLO segmentation or an anomalib Folder config."""

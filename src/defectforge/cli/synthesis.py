@@ -23,7 +23,13 @@ def parse_overrides(items: list[str] | None) -> dict:
         if "=" not in item:
             raise typer.BadParameter(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            # YAML's own message spans several lines with a caret; the user gets one line
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise typer.BadParameter(f"--set {item!r}: the value is not valid YAML ({problem}); quote strings, "
+                                     "close lists like [1, 2]") from None
     return out
 
 
@@ -75,8 +81,12 @@ def available_image_methods() -> list[str]:
             and not defectforge.method_info(n).missing_requirements()]
 
 
-def report_left_out(used: list[str]) -> None:
-    """Say which image-level methods a command leaves out, and why (a missing optional package)."""
+def report_left_out(used: list[str], defects_option: str = "generate --defects") -> None:
+    """Say which image-level methods a command leaves out, and why (a missing optional package).
+
+    ``defects_option`` is how the command itself takes real defects (``--defects`` for
+    ``preview``); a command without one points at ``generate --defects``.
+    """
     import defectforge
 
     from ..pipelines.generate import EXTRAS
@@ -85,9 +95,9 @@ def report_left_out(used: list[str]) -> None:
 
     for name in defectforge.list_methods(level="image"):
         if name not in used and needs_bank(name):
-            typer.echo(f"left out {name}: it places real defects (generate --defects CATEGORY_OR_FOLDER)", err=True)
+            typer.echo(f"left out {name}: it places real defects ({defects_option} CATEGORY_OR_FOLDER)", err=True)
         elif name not in used and defectforge.method_info(name).capabilities["needs_model"]:
-            typer.echo(f"left out {name}: needs a trained model (--set model=PATH; see defectforge train)", err=True)
+            typer.echo(f"left out {name}: needs a trained model (generate --model PATH; see defectforge train)", err=True)
         elif name not in used:
             missing = defectforge.method_info(name).missing_requirements()
             typer.echo(f"left out {name}: needs the optional package(s) {', '.join(missing)}: "
@@ -130,12 +140,15 @@ def methods_command(as_json: bool = typer.Option(False, "--json", help="Print JS
         typer.echo(f"{info['name']:<{width}}  {info['family']:<23} {info['level']:<7} {info['description']}")
 
 
-def run_errors(exc: BaseException, output=None) -> str:
-    """One line for an error a user caused: the argument at fault and what to do."""
+def run_errors(exc: BaseException, output=None, resumable: bool = True) -> str:
+    """One line for an error a user caused: the argument at fault and what to do.
+
+    ``resumable``: the command continues with ``--resume`` (only ``generate`` has it).
+    """
     from ..pipelines.generate import describe_os_error
 
     if isinstance(exc, OSError) and not isinstance(exc, FileExistsError) and exc.errno is not None:
-        return describe_os_error(exc, output)
+        return describe_os_error(exc, output, resumable)
     return str(exc)
 
 
@@ -175,7 +188,11 @@ def generate_command(
                                          "(the same as --set model=PATH): realnet_sdas / masked_diffusion: a "
                                          "'train ddpm' run, a UNet2DModel or a latent diffusion (vqvae/ or vae/ + "
                                          "unet/ + scheduler/) folder; gan_transplant: a 'train gan' run; "
-                                         "prompt_inpaint: a Stable Diffusion inpainting folder."),
+                                         "prompt_inpaint: a Stable Diffusion inpainting folder. A run costs "
+                                         "samples x denoising steps network passes (realnet_sdas: the model's "
+                                         "1,000 DDPM steps; masked_diffusion 200, prompt_inpaint 50): --set "
+                                         "num_inference_steps=20 --set scheduler=ddim, or a smaller --count, "
+                                         "makes it shorter; long runs say their cost before they start."),
     normal_ratio: float = typer.Option(0.0, "--normal-ratio", help="Share of samples left normal (test/good)."),
     bit_depth: str = typer.Option("auto", "--bit-depth", help="Bits of data in 16-bit inputs: auto (from the "
                                   "inputs' maximum), 8, 10, 12, 14 or 16."),
@@ -187,8 +204,11 @@ def generate_command(
                                                  "change inside the mask is below this (0-0.5, e.g. 0.008 = 2/255; "
                                                  "off by default, as in the papers)."),
     defects: Optional[Path] = typer.Option(None, "--defects", help="Real defects for copy_paste / defect_transplant: "
-                                           "an MVTec-AD category (test/<type> + ground_truth/<type>) or a folder of "
-                                           "<name>.png + <name>_mask.png pairs (folder name = type)."),
+                                           "an MVTec-AD category, a labelme folder, a COCO JSON (or its folder), a "
+                                           "YOLO-seg folder (data.yaml) or a mask folder (<name>.png + <name>_mask.png "
+                                           "or _gt; folder name = type); the format is detected."),
+    defects_format: Optional[str] = typer.Option(None, "--defects-format", help="Name the --defects format: "
+                                                 "labelme, coco, yolo-seg, masks or mvtec [default: detected]."),
     defect_types: Optional[str] = typer.Option(None, "--defect-types", help="Only these defect types, comma-separated."),
     few_shot: Optional[str] = typer.Option(None, "--few-shot", help="Use only this part of each type's real defects "
                                            "(1/3 = the papers' protocol, any fraction, or a count); the split is "
@@ -242,7 +262,7 @@ def generate_command(
                 defect_count=parse_count_range(defect_count), area_range=parse_area_range(area_range),
                 mask_bank=mask_bank, bit_depth=bit_depth, output_bit_depth=output_bit_depth,
                 max_pixels=max_pixels, min_contrast=min_contrast, defects=defects, defect_types=defect_types,
-                few_shot=few_shot)
+                few_shot=few_shot, defects_format=defects_format)
         summary = generate(cfg, output, workers=workers, resume=resume, overwrite=overwrite,
                            progress=not quiet and sys.stderr.isatty(), engine=engine, ray_address=address,
                            synthesizer=synthesizer)
@@ -263,16 +283,19 @@ def generate_command(
         typer.echo(f"{summary['failed']} samples stayed unresolved after every redraw (marked 'failed' in manifest.jsonl)")
 
 
-def _pick_inputs(input: Path, count: int, seed: int, size: int) -> np.ndarray:
+def _pick_inputs(input: Path, count: int, seed: int, size: int,
+                 max_pixels: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """``count`` input images picked by ``seed`` and their names (file names without the extension)."""
     from ..core.seeding import Stream, sample_rng
     from ..io.inputs import load_normal_images
 
-    images = load_normal_images(input, size)
+    images = load_normal_images(input, size, max_pixels=max_pixels)
     rng = sample_rng(seed, 0, stream=Stream.PREVIEW_PICK)
     order = rng.permutation(len(images))[:count] if len(images) >= count else rng.integers(len(images), size=count)
     picked = [images.images[i] for i in order]
     channels = max(p.shape[2] for p in picked)
-    return np.stack([np.repeat(p, 3, 2) if p.shape[2] < channels else p for p in picked])
+    return (np.stack([np.repeat(p, 3, 2) if p.shape[2] < channels else p for p in picked]),
+            [Path(images.relative(int(i))).stem for i in order])
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
@@ -297,31 +320,75 @@ def preview_command(
                                                          help="Grey threshold in [0, 1] for --foreground threshold."),
     foreground_invert: bool = typer.Option(False, "--foreground-invert", is_flag=True,
                                            help="Take the dark side of the threshold."),
+    layout: Optional[str] = typer.Option(None, "--layout", help="full (normal | synthetic | mask | overlay rows), "
+                                         "compact (one outlined row per method, the same as --compact) or "
+                                         "side-by-side (each synthetic image beside its outlined copy) "
+                                         "[default: full]."),
+    defects: Optional[Path] = typer.Option(None, "--defects", help="Real defects for copy_paste / defect_transplant "
+                                           "(as generate --defects): an MVTec-AD category or a folder of "
+                                           "<name>.png + <name>_mask.png pairs."),
+    defect_types: Optional[str] = typer.Option(None, "--defect-types", help="Only these defect types, comma-separated."),
+    few_shot: Optional[str] = typer.Option(None, "--few-shot", help="Use only this part of each type's real defects "
+                                           "(1/3 = the papers' protocol, any fraction, or a count)."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1, help="Largest input image (width x "
+                                             "height) to decode [default: PIL's ~89 Mpx]."),
 ):
     """Write a PNG grid of normal | synthetic | mask | overlay rows (every method on the same inputs)."""
     import defectforge
 
-    from ..pipelines.preview import preview_grid
+    from ..pipelines.generate import build_synthesizer, check_foreground_options
+    from ..pipelines.preview import LAYOUTS, preview_grid
+    from ..realdefect import needs_bank
     from ..sources.foreground import parse_foreground
-
-    from ..pipelines.generate import check_foreground_options
 
     names = [m.strip() for item in method for m in item.split(",") if m.strip()]
     if output.suffix.lower() != ".png":
         fail(f"OUTPUT {output}: the preview is a PNG; give a .png file name")
+    if layout is not None and layout not in LAYOUTS:
+        fail(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if compact and layout not in (None, "compact"):
+        fail(f"--compact is --layout compact; give one of them, not --compact with --layout {layout}")
+    rows = layout or ("compact" if compact else "full")
+    if defects is None and (defect_types or few_shot is not None):
+        fail("--defect-types and --few-shot choose among real defects: give --defects CATEGORY_OR_FOLDER")
+    for n in names:
+        if n != "all":
+            try:
+                defectforge.method_info(n)
+            except (KeyError, ValueError) as exc:
+                fail(str(exc).strip("'\""))
+    if defects is None and any(needs_bank(n) for n in names if n != "all"):
+        fail(f"{', '.join(n for n in names if n != 'all' and needs_bank(n))} place(s) real defects: give --defects "
+             "CATEGORY_OR_FOLDER (an MVTec-AD category or a folder of image/mask pairs)")
     if names == ["all"]:
-        names = available_image_methods()
-        report_left_out(names)
+        names = available_image_methods() + ([n for n in defectforge.list_methods(level="image") if needs_bank(n)]
+                                             if defects is not None else [])
+        report_left_out(names, defects_option="--defects")
     try:
         for n in names:
-            defectforge.method_info(n)
+            if defectforge.method_info(n).capabilities["needs_model"]:
+                fail(f"{n} samples a trained model, which preview does not load; try it with "
+                     f"defectforge generate INPUT OUT -m {n} --model PATH -n 8")
+        synthesizers = {}
+        if defects is not None:
+            from ..sources.defects import DefectBank
+
+            real = [n for n in names if needs_bank(n)]
+            if not real:
+                fail(f"--defects is for methods that place real defects (copy_paste, defect_transplant); "
+                     f"{', '.join(names)} do(es) not take it")
+            bank = DefectBank.from_folder(defects, few_shot=few_shot, defect_types=defect_types)
+            synthesizers = {n: build_synthesizer(n, {"bank": bank}) for n in real}
         check_foreground_options(foreground, foreground_threshold, foreground_invert)
         spec = parse_foreground(foreground, foreground_threshold, foreground_invert)
-        grid = preview_grid(_pick_inputs(input, count, seed, size), names, seed=seed,
-                            rows="compact" if compact else "full", foreground=spec)
+        picked, files = _pick_inputs(input, count, seed, size, max_pixels)
+        grid = preview_grid(picked, names, seed=seed, rows=rows, synthesizers=synthesizers, foreground=spec,
+                            column_labels=files)
         write_png(output, grid)
+    except typer.Exit:
+        raise
     except (ValueError, TypeError, OSError, ImportError) as exc:
-        fail(run_errors(exc, output))
+        fail(run_errors(exc, output, resumable=False))
     typer.echo(f"wrote {output} ({len(names)} method(s) x {count} images)")
 
 
@@ -337,12 +404,16 @@ def demo_command(
     seed: int = typer.Option(0, "--seed", "-s", min=0),
 ):
     """Run the whole pipeline on built-in surfaces (metal, fabric, wood, tiles): no input needed."""
+    from ..pipelines.generate import OutputExistsError
+
     try:
         _demo(output, count, seed)
     except typer.Exit:
         raise
+    except OutputExistsError as exc:  # generate's words name --overwrite, which demo applies itself
+        fail("demo cannot replace its earlier dataset, " + (str(exc).partition("refused, ")[2] or str(exc)))
     except (ValueError, TypeError, OSError, ImportError) as exc:
-        fail(run_errors(exc, output))
+        fail(run_errors(exc, output, resumable=False))
 
 
 def _demo(output: Path, count: int, seed: int) -> None:
@@ -369,10 +440,11 @@ def _demo(output: Path, count: int, seed: int) -> None:
         summary = generate(normal, datasets / name, name, count, seed=seed, overwrite=True, progress=sys.stderr.isatty())
         typer.echo(f"    {name:<14} {summary['written']} image/mask pairs -> {datasets / name}")
     typer.echo("3/3 writing the preview")
-    picks = np.stack([surface(kind, 128, seed=100 + i) for i, kind in enumerate(SURFACE_KINDS * 2)])
+    kinds = SURFACE_KINDS * 2
+    picks = np.stack([surface(kind, 128, seed=100 + i) for i, kind in enumerate(kinds)])
     from ..pipelines.preview import preview_grid
 
     methods = available_image_methods()
     report_left_out(methods)
-    write_png(output / "preview.png", preview_grid(picks, methods, seed=seed, rows="compact"))
+    write_png(output / "preview.png", preview_grid(picks, methods, seed=seed, rows="compact", column_labels=kinds))
     typer.echo(f"done. preview: {output / 'preview.png'}; datasets: {datasets}; manifest per dataset: manifest.jsonl")

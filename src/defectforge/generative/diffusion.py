@@ -142,6 +142,14 @@ class DiffusionSynthesizer(Synthesizer):
         self.max_attempts = check_range("max_attempts", max_attempts, 1, 10_000, integer=True)
         self.perlin = PerlinMaskSpec.checked(perlin_exponent_range, rotation_range, threshold)
 
+    def network_passes(self) -> int:
+        """Denoiser passes one anomalous sample costs: its sampling steps.
+
+        ``num_inference_steps`` when set, else the model's training steps (1,000 for a DDPM). Fewer
+        steps (``num_inference_steps=20`` with ``scheduler="ddim"``) make a run shorter.
+        """
+        return int(self.num_inference_steps or self.model.scheduler.config.num_train_timesteps)
+
     def _load_model(self, model):
         """The model from ``model=`` (a subclass taking another kind of model overrides this)."""
         if model is None:

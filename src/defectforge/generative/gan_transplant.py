@@ -288,6 +288,10 @@ class GanTransplantSynthesizer(DefectTransplantSynthesizer):
         """Constructor arguments (the model as given: a path rebuilds it)."""
         return Synthesizer.config(self)
 
+    def network_passes(self) -> int:
+        """Generator passes one anomalous sample costs: one latent (more only while masks come out empty)."""
+        return 1
+
     def _draw_entry(self, rng: np.random.Generator, defect_type: str) -> DefectEntry:
         for _ in range(self.max_attempts):
             made = self.bank.entry(defect_type, child_seed(rng))

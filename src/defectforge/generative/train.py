@@ -183,13 +183,24 @@ def _step_generator(seed: int, step: int) -> tuple[np.random.Generator, torch.Ge
     return rng, g
 
 
-def _grid(images: np.ndarray, cols: int = 8) -> np.ndarray:
+def _grid(images: np.ndarray, cols: int = 8, column_labels=None, row_labels=None) -> np.ndarray:
+    """Images in rows of ``cols``; with labels, a name over each column and left of each row."""
+    import cv2
+
     n, h, w, c = images.shape
     rows = math.ceil(n / cols)
-    grid = np.full((rows * (h + 2) + 2, cols * (w + 2) + 2, c), 255, np.uint8)
+    top, left = (16 if column_labels else 0), (48 if row_labels else 0)
+    grid = np.full((top + rows * (h + 2) + 2, left + cols * (w + 2) + 2, c), 255, np.uint8)
     for k in range(n):
-        y, x = 2 + (k // cols) * (h + 2), 2 + (k % cols) * (w + 2)
+        y, x = top + 2 + (k // cols) * (h + 2), left + 2 + (k % cols) * (w + 2)
         grid[y:y + h, x:x + w] = images[k]
+    ink = (20,) * c
+    for k, text in enumerate(column_labels or []):
+        cv2.putText(grid, str(text)[: max(1, w // 6)], (left + 3 + k * (w + 2), 12), cv2.FONT_HERSHEY_SIMPLEX, 0.33,
+                    ink, 1, cv2.LINE_AA)
+    for r, text in enumerate(row_labels or []):
+        cv2.putText(grid, str(text)[:7], (2, top + 2 + r * (h + 2) + h // 2 + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.33,
+                    ink, 1, cv2.LINE_AA)
     return grid
 
 
@@ -399,8 +410,11 @@ def _train_gan(cfg: TrainConfig, out: Path, ckpt: Path, progress: bool) -> dict:
                 yy = torch.arange(16, device=cfg.device) % len(types)
                 s = G_ema(zz, yy)
                 mask = (mask_of(s).float() * 2 - 1).expand(-1, channels, -1, -1)
+                # columns cycle through the defect types; two rows of crops, then their masks
                 write_image(out / "previews" / f"step_{step:07d}.png",
-                            _grid(_to_uint8(torch.cat([s[:, :channels], mask], 0))))
+                            _grid(_to_uint8(torch.cat([s[:, :channels], mask], 0)),
+                                  column_labels=[types[k % len(types)] for k in range(8)],
+                                  row_labels=["crop", "crop", "mask", "mask"]))
         if spent:
             break
     finish()

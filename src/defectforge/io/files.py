@@ -34,7 +34,10 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[IO[bytes]], ob
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _naming_target(exc, path) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             if isinstance(data, (bytes, bytearray, memoryview)):
@@ -43,12 +46,19 @@ def atomic_write(path: str | os.PathLike, data: bytes | Callable[[IO[bytes]], ob
                 data(fh)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.filename in (tmp, None):
+            raise _naming_target(exc, path) from None
         raise
+
+
+def _naming_target(exc: OSError, path: Path) -> OSError:
+    """The same error naming the file the user asked for, not our hidden temporary file beside it."""
+    return type(exc)(exc.errno, exc.strerror, str(path)) if exc.errno is not None else exc
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -8,13 +8,16 @@ The input is a folder written by :func:`defectforge.pipelines.generate.generate`
     cocodataset.org "Data format"): one image entry per sample (normal samples included, without
     annotations), one annotation per 8-connected component of each mask, its ``segmentation`` a
     compressed RLE made by ``pycocotools.mask.encode``, ``bbox`` ``[x, y, w, h]`` and ``area`` from
-    that RLE, ``iscrowd`` 0. Categories: the methods (one per defect type of a ``--mix`` run) or
-    a single ``anomaly``. ``file_name`` is relative to the dataset folder, which is the image root.
+    that RLE, ``iscrowd`` 0. Categories (``categories``): ``type``, the defect types of a
+    real-defect run (the manifest's ``defect.type``; other samples keep their method), ``method``
+    (one per method of a ``--mix`` run), a single ``anomaly``, or ``auto`` (the default: ``type``
+    when the run recorded defect types, else ``method``). ``file_name`` is relative to the dataset folder, which is the image root.
 ``yolo-seg``
     Ultralytics' segmentation layout (docs.ultralytics.com/datasets/segment): ``images/{train,val}/``
     (hard links to the dataset's PNGs where the file system allows, copies otherwise),
     ``labels/{train,val}/<name>.txt`` with one line ``class x1 y1 x2 y2 ...`` per connected
-    component (outer contour, coordinates divided by the image width / height), empty files for
+    component (its outer contour with each hole joined by a zero-width bridge, so the polygon
+    rasterises with its holes; coordinates divided by the image width / height), empty files for
     normal images (background images), and ``data.yaml`` (``path``, ``train``, ``val``, ``names``).
     The split is a seeded permutation of the samples.
 ``anomalib``
@@ -58,7 +61,7 @@ def read_manifest(dataset: str | os.PathLike) -> tuple[list[dict], dict]:
     manifest = dataset / "manifest.jsonl"
     if not manifest.exists():
         raise FileNotFoundError(f"{dataset} holds no manifest.jsonl: give the OUTPUT folder of "
-                                "`defectforge generate` (a finished run; finish an interrupted one with --resume)")
+                                "`defectforge generate` (a finished run; finish an interrupted one with generate --resume)")
     samples = [r for r in (json.loads(line) for line in manifest.read_text().splitlines() if line.strip())
                if "index" in r]
     config_path = dataset / "config.yaml"
@@ -95,33 +98,74 @@ def mask_components(mask: np.ndarray) -> list[np.ndarray]:
 
 
 def component_polygon(component: np.ndarray) -> np.ndarray:
-    """Outer contour of one component as ``(N, 2)`` pixel coordinates ``(x, y)``, ``N >= 3``.
+    """One component as a single polygon, ``(N, 2)`` pixel coordinates ``(x, y)``, ``N >= 3``, holes kept.
 
-    ``cv2.fillPoly`` of the result restores the component up to its holes. Components too thin for
-    a contour of three points (a pixel, a one-pixel line) become their bounding box's corners.
+    The outer contour, with each hole joined to it by a zero-width bridge: the polygon walks from
+    the outer contour to the hole's nearest vertex, around the hole (traced the other way round)
+    and back along the same segment. YOLO-seg has one polygon per object and no holes; filled
+    (``cv2.fillPoly``, as Ultralytics rasterises labels) this polygon leaves the holes empty under
+    both the even-odd and the non-zero rule. Components too thin for a contour of three points (a
+    pixel, a one-pixel line) become their bounding box's corners.
 
     Examples
     --------
     >>> c = np.zeros((5, 5), bool); c[1:4, 1:4] = True
     >>> component_polygon(c).tolist()
     [[1, 1], [1, 3], [3, 3], [3, 1]]
+    >>> import cv2
+    >>> ring = np.zeros((9, 9), bool); ring[1:8, 1:8] = True; ring[3:6, 3:6] = False
+    >>> drawn = cv2.fillPoly(np.zeros((9, 9), np.uint8), [component_polygon(ring).astype(np.int32)], 1)
+    >>> bool((drawn.astype(bool) == ring).all())
+    True
     """
     import cv2
 
-    contours, _ = cv2.findContours(component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    contour = max(contours, key=len)[:, 0, :]
-    if len(contour) >= 3:
-        return contour.astype(np.int64)
-    ys, xs = np.nonzero(component)
-    x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
-    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.int64)
+    contours, hierarchy = cv2.findContours(component.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    outer_index = max((k for k in range(len(contours)) if hierarchy[0][k][3] < 0), key=lambda k: len(contours[k]))
+    polygon = contours[outer_index][:, 0, :].astype(np.int64)
+    if len(polygon) < 3:
+        ys, xs = np.nonzero(component)
+        x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
+        return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.int64)
+    holes = [contours[k][:, 0, :].astype(np.int64) for k in range(len(contours)) if hierarchy[0][k][3] == outer_index]
+    for hole in holes:
+        if len(hole) < 3:
+            continue
+        # nearest pair (polygon vertex, hole vertex): the bridge between them crosses no boundary
+        distance = ((polygon[:, None, :] - hole[None, :, :]) ** 2).sum(-1)
+        at, into = np.unravel_index(int(np.argmin(distance)), distance.shape)
+        loop = np.concatenate([hole[into:], hole[:into + 1]])
+        polygon = np.concatenate([polygon[:at + 1], loop, polygon[at:]])
+    return polygon
+
+
+#: ``auto``: the defect type for samples that have one (real-defect and GAN runs), else the method.
+CATEGORIES = ("auto", "type", "method", "anomaly")
+
+
+def _resolve_categories(samples: list[dict], categories: str) -> str:
+    """``auto`` becomes ``type`` when any sample records a defect type (a real-defect run), else ``method``."""
+    check_choice("categories", categories, CATEGORIES)
+    if categories != "auto":
+        return categories
+    return "type" if any(isinstance(s.get("defect"), dict) for s in samples) else "method"
+
+
+def category_of(sample: dict, categories: str) -> str:
+    """The class of an anomalous sample: ``anomaly``, its method, or its defect type (``type``; the
+    method for samples without one, e.g. the hand-crafted members of a ``--mix``)."""
+    if categories == "anomaly":
+        return "anomaly"
+    defect = sample.get("defect")
+    if categories == "type" and isinstance(defect, dict) and defect.get("type"):
+        return str(defect["type"])
+    return sample["method"]
 
 
 def _categories(samples: Iterable[dict], categories: str) -> list[str]:
-    check_choice("categories", categories, ("method", "anomaly"))
     if categories == "anomaly":
         return ["anomaly"]
-    return sorted({s["method"] for s in samples if s.get("label") and s.get("mask_path")})
+    return sorted({category_of(s, categories) for s in samples if s.get("label") and s.get("mask_path")})
 
 
 def _require_pycocotools():
@@ -133,7 +177,7 @@ def _require_pycocotools():
     return mask_utils
 
 
-def export_coco(dataset: str | os.PathLike, output: str | os.PathLike, categories: str = "method",
+def export_coco(dataset: str | os.PathLike, output: str | os.PathLike, categories: str = "auto",
                 progress: bool = False) -> dict:
     """Write ``output/annotations.json`` (COCO instance segmentation, RLE); returns a summary.
 
@@ -142,6 +186,7 @@ def export_coco(dataset: str | os.PathLike, output: str | os.PathLike, categorie
     mask_utils = _require_pycocotools()
     dataset, output = Path(dataset), Path(output)
     samples, _ = read_manifest(dataset)
+    categories = _resolve_categories(samples, categories)
     names = _categories(samples, categories)
     category_id = {n: k + 1 for k, n in enumerate(names)}
     images, annotations = [], []
@@ -153,7 +198,7 @@ def export_coco(dataset: str | os.PathLike, output: str | os.PathLike, categorie
                        "defectforge_label": int(sample["label"]), "defectforge_method": sample["method"]})
         if not (sample.get("label") and sample.get("mask_path")):
             continue
-        cat = category_id["anomaly" if categories == "anomaly" else sample["method"]]
+        cat = category_id[category_of(sample, categories)]
         for component in mask_components(_read_mask(dataset / sample["mask_path"])):
             rle = mask_utils.encode(np.asfortranarray(component.astype(np.uint8)))
             bbox = [float(v) for v in mask_utils.toBbox(rle)]
@@ -185,13 +230,14 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def export_yolo_seg(dataset: str | os.PathLike, output: str | os.PathLike, val_fraction: float = 0.2,
-                    seed: int = 0, categories: str = "method", progress: bool = False) -> dict:
+                    seed: int = 0, categories: str = "auto", progress: bool = False) -> dict:
     """Write an Ultralytics YOLO segmentation dataset (images, labels, ``data.yaml``) to ``output``."""
     import yaml
 
     check_probability("val_fraction", val_fraction)
     dataset, output = Path(dataset), Path(output)
     samples, _ = read_manifest(dataset)
+    categories = _resolve_categories(samples, categories)
     names = _categories(samples, categories)
     class_id = {n: k for k, n in enumerate(names)}
     order = np.random.default_rng(seed).permutation(len(samples))
@@ -209,7 +255,7 @@ def export_yolo_seg(dataset: str | os.PathLike, output: str | os.PathLike, val_f
         if sample.get("label") and sample.get("mask_path"):
             mask = _read_mask(dataset / sample["mask_path"])
             h, w = mask.shape
-            cls = class_id["anomaly" if categories == "anomaly" else sample["method"]]
+            cls = class_id[category_of(sample, categories)]
             for component in mask_components(mask):
                 poly = component_polygon(component).astype(np.float64) / np.array([w, h], np.float64)
                 lines.append(" ".join([str(cls)] + [f"{v:.6f}" for v in poly.reshape(-1)]))
@@ -253,7 +299,7 @@ def anomalib_folder_arguments(dataset: str | os.PathLike, train_dir: str | os.Pa
                       stacklevel=2)
     if not has_good:
         warnings.warn(f"{dataset} holds no normal test images (test/good): anomalib will split "
-                      "normal_split_ratio of the training normals off for testing; generate with "
+                      "normal_split_ratio of the training normals off for testing; run generate "
                       "--normal-ratio 0.2 (say) for synthetic-run test normals", UserWarning, stacklevel=2)
     args: dict[str, Any] = {
         "name": name, "root": str(dataset), "normal_dir": str(train_dir),
@@ -282,7 +328,7 @@ def export_anomalib(dataset: str | os.PathLike, output: str | os.PathLike, train
 
 
 def export(dataset: str | os.PathLike, output: str | os.PathLike, format: str, *, train_dir=None,
-           val_fraction: float = 0.2, seed: int = 0, categories: str = "method", progress: bool = False) -> dict:
+           val_fraction: float = 0.2, seed: int = 0, categories: str = "auto", progress: bool = False) -> dict:
     """Export ``dataset`` to ``output`` in ``format`` (one of :data:`FORMATS`); returns a summary."""
     check_choice("format", format, FORMATS)
     if format == "coco":

@@ -15,6 +15,8 @@ __all__ = ["preview_grid", "overlay", "LAYOUTS"]
 LAYOUTS = ("full", "compact", "side-by-side")
 
 _LABEL_WIDTH = 150
+#: Height of the column-label strip on top of a grid given ``column_labels``.
+HEADER_HEIGHT = 20
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, color=(255, 40, 40), alpha: float = 0.45,
@@ -49,12 +51,27 @@ def _label(text: str, height: int) -> np.ndarray:
     return tile
 
 
+def _header(labels: Sequence[str], widths: list[int]) -> np.ndarray:
+    """A white strip naming each column (text cut to its column's width)."""
+    strip = np.full((HEADER_HEIGHT, _LABEL_WIDTH + sum(widths), 3), 255, np.uint8)
+    x = _LABEL_WIDTH
+    for text, width in zip(labels, widths):
+        text = str(text)
+        while text and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0] > width - 4:
+            text = text[:-1]
+        cv2.putText(strip, text, (x + 3, HEADER_HEIGHT - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (20, 20, 20), 1,
+                    cv2.LINE_AA)
+        x += width
+    return strip
+
+
 def _rgb(img: np.ndarray) -> np.ndarray:
     return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
 
 
 def preview_grid(images: np.ndarray, methods: Sequence[str], seed: int = 0, rows: str = "full",
-                 synthesizers: dict | None = None, foreground=None) -> np.ndarray:
+                 synthesizers: dict | None = None, foreground=None,
+                 column_labels: Sequence[str] | None = None) -> np.ndarray:
     """A grid picture ``(H', W', 3)`` uint8.
 
     Parameters
@@ -73,6 +90,9 @@ def preview_grid(images: np.ndarray, methods: Sequence[str], seed: int = 0, rows
     foreground : spec, optional
         Region of interest (see :func:`defectforge.sources.foreground.foreground_batch`). Methods
         that cut from other images use the other pictured images as donors.
+    column_labels : sequence of str, optional
+        One name per input image (its file name, say), written over its column
+        (:data:`HEADER_HEIGHT` pixels); rows are always named at the left.
     """
     from ..core.validation import check_choice
     from ..sources.foreground import foreground_batch
@@ -94,6 +114,11 @@ def preview_grid(images: np.ndarray, methods: Sequence[str], seed: int = 0, rows
         strips.append(strip("normal", [np.concatenate([_rgb(im), np.full_like(_rgb(im), 255)], 1) for im in images]))
     else:
         strips.append(strip("normal", list(images)))
+    if column_labels is not None:
+        if len(column_labels) != n:
+            raise ValueError(f"column_labels: {len(column_labels)} names for {n} images")
+        widths = [(2 * w if rows == "side-by-side" else w) + 2 * pad for _ in range(n)]
+        header = _header(column_labels, widths)
     for name in methods:
         synth = (synthesizers or {}).get(name) or build_synthesizer(name)
         out = synth(batch, seed=seed, foreground=region, donors=batch if n > 1 else None)
@@ -111,4 +136,6 @@ def preview_grid(images: np.ndarray, methods: Sequence[str], seed: int = 0, rows
         strips.append(strip(f"{name}\nsynthetic", list(synthetic)))
         strips.append(strip(f"{name}\nmask", [(m[..., None] * 255).astype(np.uint8) for m in masks]))
         strips.append(strip(f"{name}\noverlay", overlays))
+    if column_labels is not None:
+        strips.insert(0, header)
     return np.concatenate(strips, 0)

@@ -267,6 +267,8 @@ class RealDefectSynthesizer(Synthesizer):
         t = self.defect_types[int(rng.integers(len(self.defect_types)))]
         entry = self._draw_entry(rng, t)
         p: dict[str, Any] = {"defect_type": t, "entry": entry.key, "flip": bool(rng.random() < self.flip_probability)}
+        if getattr(entry, "mask_kind", "pixel") != "pixel":  # its mask is a box, not the defect's outline
+            p["mask_kind"] = entry.mask_kind
         p["scale"] = float(rng.uniform(*self.scale_range))
         self._draw_shape(rng, p, entry)
         linear = _linear(p, entry, h, w)

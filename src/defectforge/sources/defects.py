@@ -1,18 +1,23 @@
 """A bank of real defects (image crop + mask) and the few-shot split that keeps test defects out.
 
-Real defects come from an MVTec-AD category (``test/<type>/<stem>.*`` with
-``ground_truth/<type>/<stem>_mask.*``; Bergmann et al., CVPR 2019) or from any folder of
-image/mask pairs (``<stem>.*`` beside ``<stem>_mask.*``; the defect type is the name of the
-folder holding the pair, ``defect`` for pairs at the top). Every connected component (8-connected)
-of a mask whose area is at least ``min_area`` pixels becomes one :class:`DefectEntry`: its type,
+Real defects come from any labelled set :mod:`defectforge.io.annotations` reads, its format
+detected or named (``format``): an MVTec-AD category (``test/<type>/<stem>.*`` with
+``ground_truth/<type>/<stem>_mask.*``; Bergmann et al., CVPR 2019), a folder of image/mask pairs
+(``<stem>.*`` beside ``<stem>_mask.*`` or ``_gt``; the defect type is the name of the folder
+holding the pair, ``defect`` for pairs at the top), labelme JSONs, a COCO JSON or a YOLO-seg
+folder (the labels' classes are the types). Every connected component (8-connected) of a type's
+mask whose area is at least ``min_area`` pixels becomes one :class:`DefectEntry`: its type,
 its source file, its component number, the crop around it (with a margin of the surrounding
-surface, used for colour matching and blending) and its mask.
+surface, used for colour matching and blending) and its mask. A component drawn from a box
+(COCO ``bbox`` without segmentation, a YOLO detection line, a labelme rectangle) is flagged
+``mask_kind = "box"``; the samples made from it record that.
 
 Few-shot split (the generative papers' protocol: AnomalyDiffusion, DualAnoDiff and DFMGAN give
 one third of each defect type's real anomalies, image and mask, to the generator and test on the
 other two thirds; ``/work/shared/reference/methods.md``, "Few-shot protocol"): per defect type
 the *source images* are split, never single components, so no pixel of a test image can reach
-synthesis. The split is a seeded permutation (``split_seed``) of each type's sorted file list,
+synthesis (an image with defects of several types is split as one group, ``combined``, the name
+MVTec AD gives such images). The split is a seeded permutation (``split_seed``) of each type's sorted file list,
 ``floor(fraction * n)`` images (at least 1, and at least 1 left for testing when ``n >= 2``) or
 a count per type go to training. It is written as JSON (:meth:`FewShotSplit.save`, by default
 ``fewshot_split.json`` next to the output) and reused when it exists, so a later run sees the
@@ -24,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -227,6 +232,9 @@ class DefectEntry:
     borders : tuple of str
         Sides of the source image the component touches (``"top"``, ``"bottom"``, ``"left"``,
         ``"right"``): a defect cut off by the image's edge (a break at the part's edge, say).
+    mask_kind : str
+        ``"pixel"`` (an outline or mask) or ``"box"`` (drawn from a bounding box: the mask is a
+        rectangle around the defect, not its outline).
     """
 
     key: str
@@ -240,6 +248,7 @@ class DefectEntry:
     context: np.ndarray
     box: tuple[int, int, int, int]
     borders: tuple[str, ...] = ()
+    mask_kind: str = "pixel"
 
     def layers(self) -> tuple[np.ndarray, np.ndarray]:
         """``(crop + component as 4 channels, surface + validity + 0 as 3 channels)``, uint8 0/255, cached.
@@ -260,15 +269,23 @@ class DefectEntry:
 
     def record(self) -> dict[str, Any]:
         """What a manifest line records about the entry (no pixels)."""
-        return {"key": self.key, "type": self.defect_type, "source": self.source,
-                "component": self.component, "area": self.area, "borders": list(self.borders)}
+        out = {"key": self.key, "type": self.defect_type, "source": self.source,
+               "component": self.component, "area": self.area, "borders": list(self.borders)}
+        if self.mask_kind != "pixel":
+            out["mask_kind"] = self.mask_kind
+        return out
 
 
 def _components(image: np.ndarray, mask: np.ndarray, defect_type: str, source: str, min_area: int,
-                margin: float) -> list[DefectEntry]:
+                margin: float, defects: np.ndarray | None = None, boxes: np.ndarray | None = None,
+                key_prefix: str = "") -> list[DefectEntry]:
+    """Entries of ``mask``'s components; ``defects`` (default ``mask``): every defect of the image,
+    kept out of the surface context; ``boxes``: pixels drawn from boxes (their components are
+    ``mask_kind="box"``)."""
     binary = (mask > 0).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     h_img, w_img = binary.shape
+    surface = (binary if defects is None else defects) == 0
     entries = []
     for c in range(1, n):
         x, y, w, h, area = (int(v) for v in stats[c])
@@ -280,11 +297,12 @@ def _components(image: np.ndarray, mask: np.ndarray, defect_type: str, source: s
         own = labels[y0:y1, x0:x1] == c
         borders = tuple(side for side, touches in (("top", y == 0), ("bottom", y + h == h_img), ("left", x == 0),
                                                    ("right", x + w == w_img)) if touches)
+        boxed = boxes is not None and bool(boxes[y0:y1, x0:x1][own].any())
         entries.append(DefectEntry(
-            key=f"{source}#{c}", defect_type=defect_type, source=source, component=c,
+            key=f"{source}#{key_prefix}{c}", defect_type=defect_type, source=source, component=c,
             image_size=(h_img, w_img), area=area, crop=np.ascontiguousarray(image[y0:y1, x0:x1]),
-            mask=own, context=binary[y0:y1, x0:x1] == 0, box=(y - y0, x - x0, y - y0 + h, x - x0 + w),
-            borders=borders))
+            mask=own, context=surface[y0:y1, x0:x1], box=(y - y0, x - x0, y - y0 + h, x - x0 + w),
+            borders=borders, mask_kind="box" if boxed else "pixel"))
     return entries
 
 
@@ -406,15 +424,25 @@ class DefectBank:
             entries += _components(image, mask, str(t), str(name), min_area, margin)
         return cls(entries)
 
+    @property
+    def mask_kinds(self) -> dict[str, str]:
+        """``{type: "pixel" | "box" | "mixed"}``: whether each type's masks are outlines or boxes."""
+        out = {}
+        for t, entries in sorted(self._by_type.items()):
+            kinds = {e.mask_kind for e in entries}
+            out[t] = kinds.pop() if len(kinds) == 1 else "mixed"
+        return out
+
     @classmethod
     def from_folder(cls, root, few_shot=None, split_file=None, defect_types=None, min_area: int = DEFAULT_MIN_AREA,
-                    split_seed: int = 0, margin: float = 0.25) -> "DefectBank":
-        """A bank from an MVTec-AD category or a folder of image/mask pairs.
+                    split_seed: int = 0, margin: float = 0.25, format: str | None = None) -> "DefectBank":
+        """A bank from a labelled folder or file: an MVTec-AD category, image/mask pairs, labelme, COCO, YOLO-seg.
 
         Parameters
         ----------
         root : path-like
-            The category (its ``test/<type>`` + ``ground_truth/<type>``) or a folder of pairs.
+            The category (its ``test/<type>`` + ``ground_truth/<type>``), a folder of pairs, a
+            labelme or YOLO-seg folder, or a COCO JSON (or its folder).
         few_shot : str or int, optional
             ``"1/3"`` (the papers' protocol), any fraction, or a count per type: only that part of
             each type's images feeds the bank; ``None`` uses every defect (zero-shot transfer to
@@ -430,21 +458,44 @@ class DefectBank:
             Seed of the split permutation (default 0).
         margin : float
             Surface kept around each component, as a share of its larger side (at least 4 px).
+        format : str, optional
+            ``labelme``, ``coco``, ``yolo-seg``, ``masks`` or ``mvtec``; ``None`` or ``"auto"``
+            detects it (:func:`defectforge.io.annotations.detect_format`).
+
+        Raises
+        ------
+        ValueError
+            Bad input, one line naming the file and the fix
+            (:class:`~defectforge.io.annotations.AnnotationError`).
         """
+        from ..io.annotations import AUTO, check_format, read_annotations, read_mask_labels
+
         min_area = check_range("min_area", min_area, 1, None, integer=True)
         margin = float(check_range("margin", margin, 0.0, 4.0))
         root = Path(root).expanduser()
-        pairs = find_defect_pairs(root)
+        asked = check_format(format)
+        labelled = read_annotations(root, asked)
+        images = labelled.defects
+        if not images:
+            raise ValueError(f"{root} holds no defect image with a mask or annotation (read as {labelled.format}: "
+                             f"{len(labelled.normals)} normal images); label some defects, or name the format "
+                             "(--defects-format) if it was detected wrongly")
+        found_types = sorted({t for im in images for t in im.types})
         if defect_types:
             wanted = [t.strip() for t in (defect_types.split(",") if isinstance(defect_types, str) else defect_types)]
-            unknown = [t for t in wanted if t not in pairs]
+            unknown = [t for t in wanted if t not in found_types]
             if unknown:
-                raise ValueError(f"defect_types {unknown} are not in {root}; it holds {sorted(pairs)}")
-            pairs = {t: pairs[t] for t in wanted}
+                raise ValueError(f"defect_types {unknown} are not in {root}; it holds {found_types}")
+            images = [replace(im, regions=[r for r in im.regions if r.defect_type in wanted]) for im in images]
+            found_types = sorted(wanted)
+            images = [im for im in images if im.regions]
+        by_group: dict[str, list] = {}
+        for im in images:
+            by_group.setdefault(im.group, []).append(im)
         split = None
-        use = pairs
+        use = by_group
         if few_shot is not None:
-            files = {t: [img for img, _ in v] for t, v in pairs.items()}
+            files = {g: [im.name for im in v] for g, v in by_group.items()}
             if split_file is not None and Path(split_file).is_file():
                 split = FewShotSplit.load(split_file)
                 split.check_matches(files, few_shot, split_seed, split_file)
@@ -452,22 +503,39 @@ class DefectBank:
                 split = FewShotSplit.make(root, files, few_shot, split_seed)
                 if split_file is not None:
                     split.save(split_file)
-            use = {t: [(img, m) for img, m in v if img in set(split.train[t])] for t, v in pairs.items()}
+            use = {g: [im for im in v if im.name in set(split.train[g])] for g, v in by_group.items()}
         entries, skipped = [], {}
-        for t, items in sorted(use.items()):
-            for image_rel, mask_rel in items:
-                image = read_image(root / image_rel, channels=3)
-                mask = read_image(root / mask_rel, channels=1)[..., 0]
-                if mask.shape != image.shape[:2]:
-                    raise ValueError(f"{root / mask_rel}: size {mask.shape[::-1]} differs from its image "
-                                     f"{root / image_rel} {image.shape[1::-1]}")
-                found = _components(image, mask, t, image_rel, min_area, margin)
+        check_empty = labelled.format != "mvtec"  # an MVTec mask may be empty (counted in skipped, as before)
+        for group, items in sorted(use.items()):
+            for im in sorted(items, key=lambda im: im.name):
+                image = read_image(im.path, channels=3)
+                h, w = image.shape[:2]
+                masks = im.type_masks(h, w, read_mask_labels, check_empty=check_empty)
+                everything = np.logical_or.reduce(list(masks.values()))
+                boxes = None
+                if any(r.is_box for r in im.regions):
+                    boxes = np.logical_or.reduce([r.draw(h, w, read_mask_labels) for r in im.regions if r.is_box])
+                found = []
+                several = len(masks) > 1
+                for t, mask in sorted(masks.items()):
+                    # one image with several types: keys carry the type so they stay unique
+                    found += _components(image, mask, t, im.name, min_area, margin, defects=everything, boxes=boxes,
+                                         key_prefix=f"{t}:" if several else "")
                 if not found:
-                    skipped[t] = skipped.get(t, 0) + 1
+                    skipped[group] = skipped.get(group, 0) + 1
                 entries += found
-        identity = os.fspath(root) + (f" (few-shot {few_shot}, split seed {split_seed})" if few_shot is not None else "")
+        fmt = labelled.format
+        identity = os.fspath(root) + (f" ({fmt})" if fmt not in _EARLIER_LAYOUTS else "") + \
+            (f" (few-shot {few_shot}, split seed {split_seed})" if few_shot is not None else "")
         # how to rebuild it (the split file is an output: a rebuild makes the same split from spec and seed)
         source = {"root": os.fspath(root), "few_shot": None if few_shot is None else str(few_shot),
-                  "defect_types": sorted(pairs) if defect_types else None, "min_area": min_area,
+                  "defect_types": found_types if defect_types else None, "min_area": min_area,
                   "split_seed": int(split_seed), "margin": margin}
+        if fmt not in _EARLIER_LAYOUTS or asked != AUTO:
+            source["format"] = fmt
         return cls(entries, identity, split, skipped, source)
+
+
+#: The layouts banks were read from before other formats were: their records carry no format, so
+#: configs written then still compare equal.
+_EARLIER_LAYOUTS = ("mvtec", "masks")

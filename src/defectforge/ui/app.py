@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import tempfile
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-__all__ = ["Session", "Widget", "widgets_of", "build_app", "launch", "SOURCES"]
+__all__ = ["Session", "Widget", "widgets_of", "build_app", "launch", "SOURCES", "ui_message"]
 
 #: Where the pictures come from.
 SOURCES = ("built-in surfaces", "folder", "upload")
@@ -56,6 +57,29 @@ class Widget:
     def label(self) -> str:
         return self.name if self.part is None else f"{self.name} ({('min', 'max')[self.part]})"
 
+    @property
+    def info(self) -> str:
+        """What the control accepts and where it starts, in words (shown under the control)."""
+        if self.kind == "checkbox":
+            return f"on or off; starts {'on' if self.default else 'off'}"
+        if self.kind == "dropdown":
+            return f"one of {', '.join(map(str, self.choices))}; starts at {self.default}"
+        if self.kind == "text":
+            return (f"a YAML value such as a list [1, 2] or a word; empty = none (the method's own source); "
+                    f"starts {'empty' if self.default == '' else 'at ' + str(self.default)}")
+        what = "a whole number" if self.integer else "a number"
+        if self.low is not None and self.high is not None:
+            span = f"{what} from {self.low:g} to {self.high:g}"
+        elif self.low is not None:
+            span = f"{what}, at least {self.low:g}"
+        elif self.high is not None:
+            span = f"{what}, at most {self.high:g}"
+        else:
+            span = f"{what}, any value"
+        if self.part is not None:
+            span += ", " + ("not above the max" if self.part == 0 else "not below the min")
+        return f"{span}; starts at {self.default:g}" if isinstance(self.default, (int, float)) else span
+
 
 def widgets_of(method: str) -> list[Widget]:
     """The controls of ``method``, one per parameter (two per ``*_range``), from its schema.
@@ -85,14 +109,14 @@ def widgets_of(method: str) -> list[Widget]:
             for part in (0, 1):
                 out.append(Widget(method, spec.name, numeric, spec.default[part], spec.low, spec.high, spec.integer,
                                   part=part))
-        else:
-            out.append(Widget(method, spec.name, "text", json.dumps(spec.default)))
+        else:  # None shows as an empty box, never as the word null
+            out.append(Widget(method, spec.name, "text", "" if spec.default is None else json.dumps(spec.default)))
     return out
 
 
 def _value(widget: Widget, raw: Any) -> Any:
     if widget.kind == "text":
-        return yaml.safe_load(raw) if isinstance(raw, str) else raw
+        return (yaml.safe_load(raw) if raw.strip() else None) if isinstance(raw, str) else raw
     if widget.kind in ("slider", "number"):
         if raw is None:
             return widget.default
@@ -114,12 +138,54 @@ def overrides_of(widgets: list[Widget], values: list[Any]) -> dict[str, Any]:
     return {k: v for k, v in merged.items() if v != defaults[k]}
 
 
-class Session:
-    """Inputs, runs and files of one app (a work folder holding surfaces, uploads and runs)."""
+#: The app's words for what the library's messages call by their command-line options, per action
+#: (the preview's "samples" slider and the dataset's "count" box both give ``--count``).
+_CONTROLS = {
+    "--method": "the 'method' list", "--seed": "the 'seed' box", "--size": "the 'size (px)' box",
+    "--set": "the method's parameters", "--textures": "the 'textures' parameter",
+}
+_COUNT_CONTROL = {"preview": "the 'samples' slider", "dataset": "the 'count' box next to 'dataset folder'"}
 
-    def __init__(self, workdir: str | os.PathLike | None = None):
+
+def ui_message(exc: BaseException, action: str = "preview", output: Path | None = None) -> str:
+    """A refusal in the app's terms: its controls, never a command-line option it does not have.
+
+    ``action`` is ``"preview"`` (the pictures) or ``"dataset"`` ("generate dataset" into ``output``).
+    """
+    from ..pipelines.generate import OutputExistsError
+
+    if isinstance(exc, OutputExistsError) and output is not None:
+        # the app neither continues nor replaces a run: both belong to the command line, where they are explicit
+        return (f"nothing written or deleted: the dataset folder {output} already holds a run or other "
+                "files; type a new dataset folder (to continue or replace that run, use defectforge generate "
+                "on the command line)")
+    text = str(exc) if not isinstance(exc, OSError) or exc.filename is None else \
+        f"{exc.filename}: {exc.strerror or exc}"
+    controls = dict(_CONTROLS, **{"--count": _COUNT_CONTROL[action]})
+
+    def control(match: re.Match) -> str:
+        flag = match.group(0)
+        return controls.get(flag, f"the command line's {flag} (not in this app)")
+
+    return re.sub(r"--[a-z][a-z0-9-]*", control, text)
+
+
+class Session:
+    """Inputs, runs and files of one app (a work folder holding surfaces, uploads and runs).
+
+    Relative folders typed into the app (images, dataset) start at ``base``: the folder the app
+    was started in, unless given; the app shows it beside those boxes and reports absolute paths.
+    """
+
+    def __init__(self, workdir: str | os.PathLike | None = None, base: str | os.PathLike | None = None):
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="defectforge-ui-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.base = Path(base or os.getcwd()).resolve()
+
+    def resolve(self, folder: str | os.PathLike) -> Path:
+        """A typed folder as an absolute path (``~`` expanded; relative ones start at :attr:`base`)."""
+        path = Path(str(folder).strip()).expanduser()
+        return path if path.is_absolute() else self.base / path
 
     def surfaces(self) -> Path:
         """The built-in procedural surfaces (metal, fabric, wood, tiles; two of each), written once."""
@@ -153,9 +219,12 @@ class Session:
 
     def input_folder(self, source: str, folder: str | None, files: list[str] | None) -> Path:
         if source == "folder":
-            if not folder:
+            if not folder or not str(folder).strip():
                 raise ValueError("type the path of a folder of normal images")
-            return Path(folder).expanduser()
+            path = self.resolve(folder)
+            if not path.is_dir():
+                raise ValueError(f"no folder {path} (relative paths start at {self.base})")
+            return path
         if source == "upload":
             return self.uploads(files)
         return self.surfaces()
@@ -208,9 +277,10 @@ class Session:
                          widgets: list[Widget], values: list[Any], overwrite: bool = False) -> dict:
         from ..pipelines.generate import generate
 
-        if not output:
-            raise ValueError("type an output folder")
-        return generate(self.input_folder(source, folder, files), output, method, int(count), seed=int(seed),
+        if not output or not str(output).strip():
+            raise ValueError("type a dataset folder")
+        return generate(self.input_folder(source, folder, files), self.resolve(output), method, int(count),
+                        seed=int(seed),
                         size=int(size) if size else None, overrides=overrides_of(widgets, values),
                         overwrite=overwrite, progress=True)
 
@@ -236,13 +306,17 @@ def build_app(session: Session | None = None, methods: list[str] | None = None, 
             with gr.Column(scale=1, min_width=320):
                 method = gr.Dropdown(methods, value=default_method, label="method", elem_id="method")
                 source = gr.Radio(list(SOURCES), value=SOURCES[0], label="images", elem_id="source")
-                folder = gr.Textbox(label="folder of normal images (source: folder)", elem_id="folder")
+                folder = gr.Textbox(label="folder of normal images (source: folder)", elem_id="folder",
+                                    info=f"absolute, or relative to {session.base}")
                 files = gr.File(file_count="multiple", file_types=["image"], type="filepath",
                                 label="upload (source: upload)", elem_id="upload")
                 with gr.Row():
-                    size = gr.Number(128, label="size (px)", precision=0, minimum=16, elem_id="size")
-                    count = gr.Slider(1, 8, value=4, step=1, label="samples", elem_id="count")
-                    seed = gr.Number(0, label="seed", precision=0, minimum=0, elem_id="seed")
+                    size = gr.Number(128, label="size (px)", precision=0, minimum=16, elem_id="size",
+                                     info="side of every image, at least 16; empty keeps each image's size")
+                    count = gr.Slider(1, 8, value=4, step=1, label="samples", elem_id="count",
+                                      info="samples shown, 1 to 8")
+                    seed = gr.Number(0, label="seed", precision=0, minimum=0, elem_id="seed",
+                                     info="a whole number, at least 0; sample i depends on (seed, i) only")
                 for name in methods:
                     with gr.Group(visible=name == default_method) as group:
                         gr.Markdown(f"**{name}** parameters")
@@ -259,8 +333,10 @@ def build_app(session: Session | None = None, methods: list[str] | None = None, 
                 config = gr.DownloadButton("download config.yaml", elem_id="download-config")
                 params = gr.Code(label="recorded parameters (per sample)", language="json", elem_id="params")
                 with gr.Row():
-                    output = gr.Textbox(label="dataset folder", elem_id="output", scale=3)
-                    dataset_count = gr.Number(100, label="count", precision=0, minimum=1, elem_id="dataset-count")
+                    output = gr.Textbox(label="dataset folder", elem_id="output", scale=3,
+                                        info=f"a new folder: absolute, or relative to {session.base}")
+                    dataset_count = gr.Number(100, label="count", precision=0, minimum=1, elem_id="dataset-count",
+                                              info="samples to write, at least 1")
                     make = gr.Button("generate dataset", elem_id="generate")
                 status = gr.Textbox(label="status", interactive=False, elem_id="status")
 
@@ -271,11 +347,11 @@ def build_app(session: Session | None = None, methods: list[str] | None = None, 
             try:
                 shown = session.render(method_v, source_v, folder_v, files_v, size_v, count_v, seed_v,
                                        [all_widgets[i] for i in idx], [values[i] for i in idx])
-            except (ValueError, TypeError, OSError) as exc:
-                raise gr.Error(str(exc)) from None
-            return shown["grid"], shown["gallery"], shown["command"], shown["config"], shown["params"]
+            except (ValueError, TypeError, OSError) as exc:  # the pictures stay; the status box says why
+                return (gr.update(),) * 5 + (f"refused: {ui_message(exc, 'preview')}",)
+            return shown["grid"], shown["gallery"], shown["command"], shown["config"], shown["params"], ""
 
-        outputs = [grid, gallery, command, config, params]
+        outputs = [grid, gallery, command, config, params, status]
         gr.on([c.change for c in common + components], on_change, inputs=common + components, outputs=outputs,
               trigger_mode="always_last")
         app.load(on_change, inputs=common + components, outputs=outputs)
@@ -289,7 +365,8 @@ def build_app(session: Session | None = None, methods: list[str] | None = None, 
                 summary = session.generate_dataset(out, method_v, source_v, folder_v, files_v, size_v, n, seed_v,
                                                    [all_widgets[i] for i in idx], [values[i] for i in idx])
             except (ValueError, TypeError, OSError) as exc:
-                raise gr.Error(str(exc)) from None
+                target = session.resolve(out) if out and str(out).strip() else None
+                return f"refused: {ui_message(exc, 'dataset', target)}"
             return f"wrote {summary['written']} samples to {summary['output']}"
 
         make.click(on_generate, inputs=[output, dataset_count] + common + components, outputs=status)
@@ -297,7 +374,7 @@ def build_app(session: Session | None = None, methods: list[str] | None = None, 
 
 
 def _component(gr, w: Widget):
-    common = dict(label=w.label, elem_id=w.elem_id)
+    common = dict(label=w.label, elem_id=w.elem_id, info=w.info)
     if w.kind == "checkbox":
         return gr.Checkbox(bool(w.default), **common)
     if w.kind == "dropdown":

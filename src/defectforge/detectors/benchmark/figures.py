@@ -12,7 +12,7 @@ import torch
 
 from ..data import MVTecCategory
 
-__all__ = ["bar_chart", "convergence_chart", "score_map_figures", "example_indices", "example_maps"]
+__all__ = ["bar_chart", "convergence_chart", "score_map_figures", "example_indices", "example_maps", "axis_floor"]
 
 #: Example test images shown in the score-map figures: the first of each defect type and one good.
 N_EXAMPLE_TILE = 96
@@ -48,10 +48,24 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def bar_chart(rows: list[dict[str, Any]], low: float = 0.5, high: float = 1.0) -> np.ndarray:
-    """Horizontal bars of image AUROC (dark) and pixel AUROC (light), mean with ± std whiskers."""
+def axis_floor(values: list[float], floor: float = 0.5) -> float:
+    """The axis start: ``floor``, lowered in steps of 0.1 until it lies below every value (so every
+    bar has a length), never below 0."""
+    finite = [v for v in values if not math.isnan(v)]
+    low = min([floor] + [math.floor((v - 1e-9) * 10) / 10 for v in finite])
+    return max(0.0, low)
+
+
+def bar_chart(rows: list[dict[str, Any]], low: float | None = None, high: float = 1.0) -> np.ndarray:
+    """Horizontal bars of image AUROC (dark) and pixel AUROC (light), mean with ± std whiskers.
+
+    The axis starts at 0.5 (chance), or lower where a mean or whisker is below it
+    (:func:`axis_floor`), so every bar shows; each bar carries its value.
+    """
     from PIL import Image, ImageDraw
 
+    if low is None:
+        low = axis_floor([row[m][0] - row[m][1] for row in rows for m in ("image_auroc", "pixel_auroc")])
     label_w, plot_w, row_h, top, bottom = 230, 520, 34, 40, 44
     width, height = label_w + plot_w + 30, top + row_h * len(rows) + bottom
     img = Image.new("RGB", (width, height), "white")
@@ -63,6 +77,7 @@ def bar_chart(rows: list[dict[str, Any]], low: float = 0.5, high: float = 1.0) -
         x = x_of(tick)
         draw.line([(x, top - 4), (x, height - bottom + 4)], fill=(220, 220, 220))
         draw.text((x - 10, height - bottom + 8), f"{tick:.1f}", fill="black", font=small)
+    draw.text((label_w + plot_w // 2 - 20, height - bottom + 24), "AUROC", fill="black", font=small)
     for i, row in enumerate(rows):
         y = top + i * row_h
         name = f"{row['method']} (baseline)" if row["baseline"] else row["method"]
@@ -75,8 +90,8 @@ def bar_chart(rows: list[dict[str, Any]], low: float = 0.5, high: float = 1.0) -
             y0 = y + 4 + j * 13
             draw.rectangle([label_w, y0, x_of(mean), y0 + 11], fill=colour)
             draw.line([(x_of(mean - std), y0 + 5), (x_of(mean + std), y0 + 5)], fill="black", width=1)
-            if j == 0:
-                draw.text((x_of(mean + std) + 4, y0 - 1), f"{mean:.3f}", fill="black", font=small)
+            draw.text((x_of(mean + std) + 4, y0 - 2 + j * 2), f"{mean:.3f}", fill="black" if j == 0 else (90, 90, 90),
+                      font=_font(10 if j else 12))
     return np.asarray(img)
 
 
@@ -89,7 +104,7 @@ def convergence_chart(runs: dict[str, dict[str, Any]]) -> np.ndarray:
     from PIL import Image, ImageDraw
 
     panel_w, panel_h, pad = 360, 220, 50
-    img = Image.new("RGB", (2 * panel_w + 3 * pad, panel_h + 2 * pad + 16 * len(runs)), "white")
+    img = Image.new("RGB", (2 * panel_w + 3 * pad, panel_h + 2 * pad + 16 + 16 * len(runs)), "white")
     draw = ImageDraw.Draw(img)
     small = _font(12)
     max_step = max(len(r["losses"]) for r in runs.values())
@@ -106,9 +121,14 @@ def convergence_chart(runs: dict[str, dict[str, Any]]) -> np.ndarray:
     for x0, title, low, high in panels:
         draw.rectangle([x0, pad, x0 + panel_w, pad + panel_h], outline="black")
         draw.text((x0, pad - 18), title, fill="black", font=small)
-        draw.text((x0 - 40, pad - 6), f"{high:.2f}", fill="black", font=small)
-        draw.text((x0 - 40, pad + panel_h - 6), f"{low:.2f}", fill="black", font=small)
-        draw.text((x0 + panel_w - 40, pad + panel_h + 4), f"{max_step} steps", fill="black", font=small)
+        for k in range(5):  # labelled ticks on both axes: values, and training steps
+            y = pad + panel_h - k / 4 * panel_h
+            draw.line([(x0 - 4, y), (x0, y)], fill="black")
+            draw.text((x0 - 40, y - 6), f"{low + k / 4 * (high - low):.2f}", fill="black", font=small)
+            x = x0 + k / 4 * panel_w
+            draw.line([(x, pad + panel_h), (x, pad + panel_h + 4)], fill="black")
+            draw.text((x - 10, pad + panel_h + 6), f"{round(k / 4 * max_step)}", fill="black", font=small)
+        draw.text((x0 + panel_w // 2 - 30, pad + panel_h + 20), "training step", fill="black", font=small)
     to_xy = lambda x0, low, high, step, v: (x0 + step / max_step * panel_w,  # noqa: E731
                                             pad + panel_h - (v - low) / (high - low) * panel_h)
     for k, method in enumerate(runs):
@@ -120,7 +140,7 @@ def convergence_chart(runs: dict[str, dict[str, Any]]) -> np.ndarray:
         draw.line(points, fill=colour, width=2)
         for x, y in points:
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        draw.text((pad, pad + panel_h + 24 + 16 * k), f"{method} (seed {runs[method]['seed']})", fill=colour, font=small)
+        draw.text((pad, pad + panel_h + 38 + 16 * k), f"{method} (seed {runs[method]['seed']})", fill=colour, font=small)
     return np.asarray(img)
 
 
@@ -137,11 +157,14 @@ def score_map_figures(run_dir: Path, rows: list[dict[str, Any]], data: MVTecCate
     import cv2
     from PIL import Image, ImageDraw
 
+    from ...pipelines.preview import overlay
+
     indices = example_indices(data)
     resize = lambda a, interp=cv2.INTER_AREA: cv2.resize(a, (tile, tile), interpolation=interp)  # noqa: E731
-    images = [resize(data.test[i].permute(1, 2, 0).numpy()) for i in indices]
-    truths = [np.repeat(resize(data.test_masks[i].numpy().astype(np.uint8) * 255, cv2.INTER_NEAREST)[..., None], 3, 2)
-              for i in indices]
+    truths = [resize(data.test_masks[i].numpy().astype(np.uint8) * 255, cv2.INTER_NEAREST) for i in indices]
+    # the ground truth outlined on the image too: many real defects are faint at this size
+    images = [overlay(resize(data.test[i].permute(1, 2, 0).numpy()), t > 0, fill=False) for i, t in zip(indices, truths)]
+    truths = [np.repeat(t[..., None], 3, 2) for t in truths]
     label_w = 170
     font = _font(12)
 
@@ -152,7 +175,7 @@ def score_map_figures(run_dir: Path, rows: list[dict[str, Any]], data: MVTecCate
         ImageDraw.Draw(canvas).text((4, tile // 2 - 6), label, fill="black", font=font)
         return np.asarray(canvas)
 
-    header = [strip("image", images), strip("ground truth", truths)]
+    header = [strip("image\n(truth outlined)", images), strip("ground truth", truths)]
     names = [data.test_names[i].split("/")[0] for i in indices]
     title = Image.new("RGB", (header[0].shape[1], 18), "white")
     for k, name in enumerate(names):
