@@ -336,3 +336,25 @@ def test_random_streams_are_named_in_core_seeding_only():
         found += [f"{path.relative_to(root)}: {m.group(0)}" for m in bare_stream.finditer(text)]
         found += [f"{path.relative_to(root)}: Philox" for _ in re.finditer(r"\bPhilox\(", text)]
     assert not found, found
+
+
+def test_the_schema_reads_bounds_and_choices_from_the_checks_not_their_messages(monkeypatch):
+    # before: the schema parsed the interval and the choices out of the error messages
+    from defectforge.core import schema
+    from defectforge.core.validation import NotAChoice, OutOfRange, check_choice, check_range
+
+    with pytest.raises(OutOfRange) as out:
+        check_range("k", 5, 0, 1, high_inclusive=False)
+    assert (out.value.name, out.value.low, out.value.high, out.value.high_inclusive) == ("k", 0, 1, False)
+    with pytest.raises(NotAChoice) as choice:
+        check_choice("mode", "b", ["a", "c"])
+    assert choice.value.choices == ("a", "c")
+    monkeypatch.setattr(OutOfRange, "__str__", lambda self: "")
+    monkeypatch.setattr(NotAChoice, "__str__", lambda self: "")
+    schema._schema.cache_clear()
+    try:
+        spec = {s.name: s for s in schema.parameter_schema("draem")}
+    finally:
+        schema._schema.cache_clear()
+    assert (spec["opacity_range"].low, spec["opacity_range"].high) == (0.0, 1.0)
+    assert spec["augmentations"].choices == ("draem", "anomalib", "none")

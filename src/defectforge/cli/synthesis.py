@@ -114,9 +114,17 @@ def methods_command(as_json: bool = typer.Option(False, "--json", help="Print JS
                     markdown: bool = typer.Option(False, "--markdown", help="Print a markdown table (family, level, "
                                                   "source, licence), as in the README."),
                     family: Optional[str] = typer.Option(None, help="Only this survey family."),
-                    level: Optional[str] = typer.Option(None, help="Only this level (image, feature, latent).")):
-    """List the registered synthesis methods."""
+                    level: Optional[str] = typer.Option(None, help="Only this level (image, feature, latent)."),
+                    params: Optional[str] = typer.Option(None, "--params", metavar="METHOD",
+                                                         help="List METHOD's parameters instead: kind, default and the "
+                                                         "bounds or choices its argument checks accept (as the web "
+                                                         "app's widgets; set them with generate --set NAME=VALUE).")):
+    """List the registered synthesis methods, or one method's parameters (--params)."""
     import defectforge
+
+    if params is not None:
+        print_parameters(params, as_json)
+        return
 
     try:
         names = defectforge.list_methods(family=family, level=level)
@@ -138,6 +146,29 @@ def methods_command(as_json: bool = typer.Option(False, "--json", help="Print JS
     typer.echo(f"{'method':<{width}}  {'family':<23} {'level':<7} description")
     for info in infos:
         typer.echo(f"{info['name']:<{width}}  {info['family']:<23} {info['level']:<7} {info['description']}")
+
+
+def print_parameters(method: str, as_json: bool = False) -> None:
+    """Print ``method``'s parameter schema (:func:`defectforge.core.schema.parameter_schema`)."""
+    from ..core.schema import parameter_schema
+
+    try:
+        specs = parameter_schema(method)
+    except ValueError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps([s.as_dict() for s in specs], indent=2, default=str))
+        return
+    width = max((len(s.name) for s in specs), default=4)
+    for spec in specs:
+        accepted = ""
+        if spec.choices:
+            accepted = "  one of " + ", ".join(str(c) for c in spec.choices)
+        elif spec.low is not None or spec.high is not None:
+            low = "-inf" if spec.low is None else f"{spec.low:g}"
+            high = "inf" if spec.high is None else f"{spec.high:g}"
+            accepted = f"  from {low} to {high}" + (" (each end)" if spec.kind == "range" else "")
+        typer.echo(f"{spec.name:<{width}}  {spec.kind:<6} default {spec.default!r}{accepted}")
 
 
 def run_errors(exc: BaseException, output=None, resumable: bool = True) -> str:
