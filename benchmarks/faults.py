@@ -7,6 +7,7 @@ inputs, the user's own files, an earlier run's samples) changed or deleted. Prin
 table of ``docs/reliability.md``.
 
     python benchmarks/faults.py > /tmp/faults.md
+    PYTHONPATH=tests python benchmarks/faults.py --issue19   # issue 19's rows only (86 on)
 """
 
 from __future__ import annotations
@@ -370,14 +371,136 @@ def main() -> None:
     record("process", "--workers 2 against --workers 1 (nsa, donors)", "generate ... -w 2", code,
            msg.replace(str(TMP), "…") + f"; byte-identical: {tree(a) == tree(b)}", "no")
 
+    print_rows(1)
+
+
+def print_rows(first: int) -> None:
     print("| # | kind | fault | command | exit | what the user sees | lost |")
     print("|---|---|---|---|---|---|---|")
-    for k, (kind, fault, command, code, message, lost_) in enumerate(ROWS, 1):
+    for k, (kind, fault, command, code, message, lost_) in enumerate(ROWS, first):
         cell = message.replace("|", "/")
         print(f"| {k} | {kind} | {fault} | `{command}` | {code} | {cell} | {lost_} |")
 
 
+def issue19() -> None:
+    """Issue 19: a user's edits, a second writer, a killed writer, options beside --config."""
+    import json
+
+    import yaml
+
+    G = "generate"
+    g = good("i19_in")
+
+    def records(out):
+        return [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+
+    def correct_by_hand(path):
+        mask = np.array(Image.open(path))
+        mask[:8, :8] = 255 - mask[:8, :8]
+        Image.fromarray(mask).save(path)
+
+    out = TMP / "i19_edit"
+    run(G, g, out, "-m", "cutpaste", "-n", "4", "-q")
+    rec = records(out)
+    correct_by_hand(out / rec[2]["mask_path"])
+    case("output", "a mask corrected by hand, then --overwrite", "generate in/ out -m draem --overwrite", G, g, out, "-m",
+         "draem", "-n", "4", "-q", "--overwrite", protect=[out])
+    (out / rec[1]["image_path"]).unlink()
+    case("output", "... and an image deleted, then --resume", "... -m cutpaste --resume", G, g, out, "-m", "cutpaste", "-n",
+         "4", "-q", "--resume", protect=[out / rec[2]["mask_path"]],
+         check=lambda: f"deleted image back: {(out / rec[1]['image_path']).is_file()}")
+    case("output", "... then --resume --discard-edits", "... --resume --discard-edits", G, g, out, "-m", "cutpaste", "-n",
+         "4", "-q", "--resume", "--discard-edits", check=lambda: "the edited mask replaced (asked for)")
+    correct_by_hand(out / rec[3]["mask_path"])
+    case("output", "a mask corrected by hand, --overwrite --discard-edits", "... --overwrite --discard-edits", G, g, out,
+         "-m", "draem", "-n", "4", "-q", "--overwrite", "--discard-edits", protect=[g],
+         check=lambda: "the edited mask deleted (asked for)")
+
+    # a second writer while a real run writes; then that run killed
+    big = good("i19_big", n=8, size=256)
+    n = "300"
+    ref = TMP / "i19_ref"
+    run(G, big, ref, "-m", "draem", "-n", n, "-q")
+    for workers in ("1", "2"):
+        out = TMP / f"i19_busy{workers}"
+        p = subprocess_cli(G, big, out, "-m", "draem", "-n", n, "-q", "-w", workers)
+        while p.poll() is None and (not (out / ".records").is_dir() or len(list((out / ".records").glob("*.json"))) < 10):
+            time.sleep(0.02)
+        for flag in ("--resume", "--overwrite"):
+            case("process", f"{flag} while a run (--workers {workers}) writes OUTPUT", f"... {flag}", G, big, out, "-m",
+                 "draem", "-n", n, "-q", flag, protect=[big])
+        if workers == "1":
+            case("process", "a fresh run into OUTPUT while another writes it", "generate in/ out -m cutpaste", G, big, out,
+                 "-m", "cutpaste", "-n", "3", "-q", protect=[big])
+            p.kill()
+            p.communicate()
+            done = len(list((out / ".records").glob("*.json")))
+            record("process", f"kill -9 of that run after {done} samples (its lock file stays)",
+                   f"generate in/ out -m draem -n {n}", p.returncode, f"lock file left: {(out / '.defectforge.lock').is_file()}",
+                   "no")
+            code, msg = run(G, big, out, "-m", "draem", "-n", n, "-q", "--resume")
+            record("process", "... then --resume", "same command + --resume", code,
+                   msg + f"; identical to an uninterrupted run: {tree(out) == tree(ref)}; lock file left: "
+                   f"{(out / '.defectforge.lock').is_file()}", "no")
+        else:
+            p.wait()
+
+    # options beside --config
+    a = TMP / "i19_a"
+    run(G, g, a, "-m", "cutpaste", "-n", "3", "-q")
+    for extra, label in ((["-s", "5", "--normal-ratio", "0.5"], "--seed 5 --normal-ratio 0.5"),
+                         (["-m", "draem", "--set", "opacity_range=[0.5,1.0]", "--foreground", "otsu"],
+                          "-m draem --set opacity_range=[0.5,1.0] --foreground otsu"),
+                         (["--defect-count", "2", "--area-range", "0.01,0.2", "--min-contrast", "0.004"],
+                          "--defect-count 2 --area-range 0.01,0.2 --min-contrast 0.004")):
+        b = TMP / ("i19_b" + str(len(ROWS)))
+
+        def recorded(b=b, extra=extra):
+            gen = yaml.safe_load((b / "config.yaml").read_text())["generator"]
+            shown = {k: gen[k] for k in ("seed", "normal_ratio", "method", "overrides", "foreground", "defect_count",
+                                         "area_range", "min_contrast") if gen[k] not in (None, 0, 0.0, {}, "cutpaste")}
+            return f"recorded: {shown}"
+        case("option", f"--config with {label}", f"generate --config a/config.yaml b {label}", G, "--config",
+             a / "config.yaml", b, *extra, "-q", protect=[a], check=recorded)
+    from test_realdefect import make_category  # the tests' tiny MVTec-shaped category
+
+    work = TMP / "i19_cwd"
+    make_category(work / "cat", per_type=3)
+    old = os.getcwd()
+    os.chdir(work)
+    try:
+        run(G, "cat", "fs", "-m", "copy_paste", "--defects", "cat", "--few-shot", "1", "-n", "4", "-q")
+    finally:
+        os.chdir(old)
+    elsewhere = TMP / "i19_elsewhere"
+    elsewhere.mkdir()
+    os.chdir(elsewhere)
+    try:
+        case("option", "--config of a few-shot run made with relative paths, from another folder",
+             "cd elsewhere; generate --config ../cwd/fs/config.yaml fs2", G, "--config", work / "fs" / "config.yaml", "fs2",
+             "-q", protect=[work],
+             check=lambda: f"identical to the recorded run, fewshot_split.json included: "
+                           f"{tree(elsewhere / 'fs2') == tree(work / 'fs')}")
+    finally:
+        os.chdir(old)
+    import torch
+    from test_evaluate_cli import TinyFeatures  # a tiny network stands in for Inception (none downloaded)
+
+    weights = TMP / "i19_fid.pt"
+    torch.jit.save(torch.jit.script(TinyFeatures()), str(weights))
+    with mock.patch.dict(os.environ, {"DEFECTFORGE_FID_INCEPTION": str(weights), "DEFECTFORGE_CACHE_DIR": str(TMP / "c"),
+                                      "DEFECTFORGE_WEIGHTS_CONFIG": str(TMP / "none.yaml")}):
+        r = CliRunner().invoke(app, ["evaluate", str(work / "fs"), "--real", str(work / "cat"), "--metrics", "fid", "-q"])
+        note = next((line for line in r.output.splitlines() if "fed synthesis" in line), r.output[-200:])
+        record("option", "evaluate of a few-shot run against its own category (tiny stand-in network)",
+               "evaluate fs/ --real cat/", r.exit_code, note.replace(str(TMP), "…"), "no")
+    print_rows(FIRST_ROW)
+
+
+#: issue 19's rows continue the table of issue 9 (85 rows)
+FIRST_ROW = 86
+
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         TMP = Path(tmp).resolve()
-        main()
+        issue19() if "--issue19" in sys.argv else main()

@@ -123,3 +123,12 @@ def test_samples_made_from_boxes_are_flagged_in_the_manifest(tmp_path):
     kinds = {r["defect"]["type"]: r.get("mask_kind", "pixel") for r in lines if "defect" in r}
     assert kinds == {"dent": "box", "pit": "pixel"}
     assert all(r["defect"].get("mask_kind") == "box" for r in lines if r.get("defect", {}).get("type") == "dent")
+
+
+def test_generator_training_crops_read_a_labelme_folder(tmp_path):
+    from defectforge.generative.data import load_defect_crops
+
+    crops = load_defect_crops(labelme_folder(tmp_path / "labelme"), 32, 3, "1/3")
+    assert crops.types == ["hole", "scratch"] and crops.labels.tolist() == [0, 0, 1, 1]
+    assert crops.images.shape == (4, 3, 32, 32) and (crops.masks.flatten(1).amax(1) == 1).all()
+    assert sorted(crops.split["train"]) == ["hole", "scratch"]

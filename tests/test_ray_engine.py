@@ -65,3 +65,29 @@ def test_ray_engine_matches_local_and_resumes(local_ray, tmp_path, capsys):
 def test_unknown_engine_is_refused(tmp_path):
     with pytest.raises(ValueError, match="engine"):
         generate(tmp_path, tmp_path / "o", "cutpaste", 2, engine="spark", progress=False)
+
+
+@pytest.mark.slow
+def test_ray_engine_holds_the_output_lock_while_its_tasks_run(local_ray, tmp_path, monkeypatch):
+    """Issue 19: a second writer meets the lock whichever engine writes the folder."""
+    from defectforge.io.output_lock import OutputLockedError, lock_output
+    from defectforge.pipelines import ray_engine
+
+    src = tmp_path / "normal"
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        write_image(src / f"n{i}.png", rng.integers(0, 255, (48, 48, 3), dtype=np.uint8))
+    out, refused = tmp_path / "ray", []
+    real = ray_engine.run_chunks
+
+    def watched(*args, **kwargs):
+        for finished in real(*args, **kwargs):
+            with pytest.raises(OutputLockedError, match=f"pid {os.getpid()}"):
+                lock_output(out).acquire()
+            refused.append(finished[0])
+            yield finished
+
+    monkeypatch.setattr(ray_engine, "run_chunks", watched)
+    generate(src, out, "cutpaste", 6, workers=2, engine="ray", batch_size=2, progress=False)
+    assert sorted(i for chunk in refused for i in chunk) == list(range(6))
+    assert not (out / ".defectforge.lock").exists()

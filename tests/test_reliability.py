@@ -168,7 +168,8 @@ def test_resume_repairs_missing_and_damaged_files(good, tmp_path):
     (out / records[1]["image_path"]).unlink()
     mask = out / records[4]["mask_path"]
     mask.write_bytes(mask.read_bytes()[:-20] + b"\0" * 20)  # same size, other bytes
-    r = cli("generate", good, out, "-m", "draem", "-n", "6", "-q", "--resume")
+    # a changed file is the user's (issue 19, tests/test_outputs.py); --discard-edits makes it again
+    r = cli("generate", good, out, "-m", "draem", "-n", "6", "-q", "--resume", "--discard-edits")
     assert r.exit_code == 0 and "repaired 2" in r.output, r.output
     assert tree(out) == original
     assert all(rec["image_file"]["sha256"] and rec["mask_file"]["bytes"] > 0 for rec in records)

@@ -183,13 +183,30 @@ def run_errors(exc: BaseException, output=None, resumable: bool = True) -> str:
     return str(exc)
 
 
+#: generate's options that say how to run, not what to make: not part of a run's record
+RUN_OPTIONS = frozenset({"input", "output", "config", "workers", "engine", "address", "resume", "overwrite",
+                         "discard_edits", "quiet"})
+#: generate's options recorded under another generator field than their own name
+OPTION_FIELDS = {"set_": "overrides", "model": "overrides"}
+
+
+def given_options(ctx: typer.Context) -> set[str]:
+    """The GenerateConfig fields of the options given on the command line (not left at their default)."""
+    # by the enum's name: typer may bring its own copy of click, whose ParameterSource is another class
+    given = {name for name in ctx.params
+             if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
+    return {OPTION_FIELDS.get(name, name) for name in given - RUN_OPTIONS}
+
+
 @app.command("generate")
 def generate_command(
+    ctx: typer.Context,
     input: Optional[Path] = typer.Argument(None, help="Folder of normal images, or an MVTec-AD category (uses "
                                            "train/good). With --config: optional, replaces the recorded input."),
     output: Optional[Path] = typer.Argument(None, help="Output folder (MVTec-style tree, manifest.jsonl, config.yaml)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Rebuild the run a config.yaml describes "
-                                          "(`defectforge generate --config old/config.yaml NEW_OUTPUT`)."),
+                                          "(`defectforge generate --config old/config.yaml NEW_OUTPUT`); every "
+                                          "option given beside it overrides the record."),
     method: Optional[str] = typer.Option(None, "--method", "-m", help="Registry name (see `defectforge methods`)."),
     count: Optional[int] = typer.Option(None, "--count", "-n", help="Number of samples to write [default: 100]."),
     seed: int = typer.Option(0, "--seed", "-s", help="Run seed; sample i depends on (seed, i) only."),
@@ -245,58 +262,54 @@ def generate_command(
                                            "(1/3 = the papers' protocol, any fraction, or a count); the split is "
                                            "written to OUTPUT/fewshot_split.json."),
     resume: bool = typer.Option(False, "--resume", is_flag=True, help="Continue (or extend, with a larger --count) "
-                                "the run in OUTPUT; missing or damaged files are made again."),
+                                "the run in OUTPUT; missing files are made again (changed ones are yours: kept)."),
     overwrite: bool = typer.Option(False, "--overwrite", is_flag=True, help="Replace an earlier run in OUTPUT "
                                    "(refused if OUTPUT holds files this tool did not write)."),
+    discard_edits: bool = typer.Option(False, "--discard-edits", is_flag=True, help="With --overwrite or --resume: "
+                                       "also replace the images and masks changed since the run wrote them (by "
+                                       "default they are yours: --overwrite refuses, --resume keeps them)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", is_flag=True, help="No progress bar."),
 ):
     """Turn a folder of good images into a labelled synthetic-defect dataset."""
     from ..pipelines.generate import GenerateConfig, generate, load_run_config
+    from ..pipelines.rebuild import merge_given_options
+    from ..pipelines.user_edits import kept_edits_line
 
     synthesizer = None
     try:
+        if config is not None and output is None:
+            input, output = None, input
+        if input is None and config is None or output is None:
+            fail("--config needs an OUTPUT folder: defectforge generate --config config.yaml OUTPUT" if config
+                 else "give INPUT and OUTPUT folders: defectforge generate INPUT OUTPUT -m METHOD")
+        if config is None and (method is None) == (mix is None):
+            fail("give a method (--method NAME) or a mixture (--mix 'a:0.5,b:0.5'), not both and not neither")
+        overrides = parse_overrides(set_)
+        if model is not None:
+            if "model" in overrides:
+                fail("give the model once: --model PATH or --set model=PATH, not both")
+            if not model.expanduser().exists():
+                fail(f"--model {model} does not exist; pass a local model folder (nothing is downloaded)")
+            overrides["model"] = str(model)
+        cfg = GenerateConfig(
+            input=str(input or ""), method=method, count=100 if count is None else count, seed=seed, size=size,
+            textures=textures, overrides=overrides, normal_ratio=normal_ratio,
+            foreground=foreground, foreground_threshold=foreground_threshold,
+            foreground_invert=foreground_invert, foreground_masks=foreground_masks, mix=mix,
+            defect_count=parse_count_range(defect_count), area_range=parse_area_range(area_range),
+            mask_bank=mask_bank, bit_depth=bit_depth, output_bit_depth=output_bit_depth,
+            max_pixels=max_pixels, min_contrast=min_contrast, defects=defects, defect_types=defect_types,
+            few_shot=few_shot, defects_format=defects_format)
         if config is not None:
-            if output is None:
-                input, output = None, input
-            if output is None:
-                fail("--config needs an OUTPUT folder: defectforge generate --config config.yaml OUTPUT")
             recorded = load_run_config(config)
             if recorded is None:
                 fail(f"--config {config} is not a config.yaml written by defectforge generate")
-            given = [name for name, value in (("--method", method), ("--mix", mix), ("--set", set_), ("--model", model),
-                                                ("--textures", textures), ("--size", size)) if value]
-            if given:
-                fail(f"--config rebuilds a recorded run; drop {', '.join(given)} (edit the config.yaml instead)")
-            cfg = GenerateConfig.from_dict(recorded["generator"])
-            if input is not None:
-                cfg.input = str(input)
-            if count is not None:
-                cfg.count = count
-            synthesizer = recorded["synthesizer"]
-        else:
-            if input is None or output is None:
-                fail("give INPUT and OUTPUT folders: defectforge generate INPUT OUTPUT -m METHOD")
-            if (method is None) == (mix is None):
-                fail("give a method (--method NAME) or a mixture (--mix 'a:0.5,b:0.5'), not both and not neither")
-            overrides = parse_overrides(set_)
-            if model is not None:
-                if "model" in overrides:
-                    fail("give the model once: --model PATH or --set model=PATH, not both")
-                if not model.expanduser().exists():
-                    fail(f"--model {model} does not exist; pass a local model folder (nothing is downloaded)")
-                overrides["model"] = str(model)
-            cfg = GenerateConfig(
-                input=str(input), method=method, count=100 if count is None else count, seed=seed, size=size,
-                textures=textures, overrides=overrides, normal_ratio=normal_ratio,
-                foreground=foreground, foreground_threshold=foreground_threshold,
-                foreground_invert=foreground_invert, foreground_masks=foreground_masks, mix=mix,
-                defect_count=parse_count_range(defect_count), area_range=parse_area_range(area_range),
-                mask_bank=mask_bank, bit_depth=bit_depth, output_bit_depth=output_bit_depth,
-                max_pixels=max_pixels, min_contrast=min_contrast, defects=defects, defect_types=defect_types,
-                few_shot=few_shot, defects_format=defects_format)
+            given = given_options(ctx) | ({"input"} if input is not None else set())
+            cfg, rebuild = merge_given_options(recorded["generator"], cfg, given)
+            synthesizer = None if rebuild else recorded["synthesizer"]
         summary = generate(cfg, output, workers=workers, resume=resume, overwrite=overwrite,
                            progress=not quiet and sys.stderr.isatty(), engine=engine, ray_address=address,
-                           synthesizer=synthesizer)
+                           synthesizer=synthesizer, discard_edits=discard_edits)
     except typer.Exit:
         raise
     except (ValueError, TypeError, OSError, ImportError) as exc:
@@ -305,9 +318,12 @@ def generate_command(
         fail(f"interrupted; finished samples are kept: run the same command with --resume to continue")
     extra = [f"resumed {summary['resumed']}"] if summary["resumed"] else []
     if summary["repaired"]:
-        extra.append(f"repaired {summary['repaired']} missing or damaged")
+        extra.append(f"repaired {summary['repaired']} with missing files" if summary["kept_edits"]
+                     else f"repaired {summary['repaired']} missing or damaged")
     typer.echo(f"wrote {summary['written']} samples ({summary['anomalous']} anomalous, {summary['normal']} normal"
                f"{', ' + ', '.join(extra) if extra else ''}) to {summary['output']}")
+    if summary["kept_edits"]:
+        typer.echo(kept_edits_line(summary["kept_edits"]))
     if summary["skipped_inputs"]:
         typer.echo(f"skipped {summary['skipped_inputs']} unusable input files (listed in config.yaml, inputs.skipped)")
     if summary["failed"]:
@@ -356,8 +372,10 @@ def preview_command(
                                          "side-by-side (each synthetic image beside its outlined copy) "
                                          "[default: full]."),
     defects: Optional[Path] = typer.Option(None, "--defects", help="Real defects for copy_paste / defect_transplant "
-                                           "(as generate --defects): an MVTec-AD category or a folder of "
-                                           "<name>.png + <name>_mask.png pairs."),
+                                           "(as generate --defects): an MVTec-AD category, a labelme, COCO, "
+                                           "YOLO-seg or mask folder; the format is detected."),
+    defects_format: Optional[str] = typer.Option(None, "--defects-format", help="Name the --defects format: "
+                                                 "labelme, coco, yolo-seg, masks or mvtec [default: detected]."),
     defect_types: Optional[str] = typer.Option(None, "--defect-types", help="Only these defect types, comma-separated."),
     few_shot: Optional[str] = typer.Option(None, "--few-shot", help="Use only this part of each type's real defects "
                                            "(1/3 = the papers' protocol, any fraction, or a count)."),
@@ -380,8 +398,9 @@ def preview_command(
     if compact and layout not in (None, "compact"):
         fail(f"--compact is --layout compact; give one of them, not --compact with --layout {layout}")
     rows = layout or ("compact" if compact else "full")
-    if defects is None and (defect_types or few_shot is not None):
-        fail("--defect-types and --few-shot choose among real defects: give --defects CATEGORY_OR_FOLDER")
+    if defects is None and (defect_types or few_shot is not None or defects_format):
+        fail("--defect-types, --few-shot and --defects-format choose among real defects: give --defects "
+             "CATEGORY_OR_FOLDER")
     for n in names:
         if n != "all":
             try:
@@ -408,7 +427,8 @@ def preview_command(
             if not real:
                 fail(f"--defects is for methods that place real defects (copy_paste, defect_transplant); "
                      f"{', '.join(names)} do(es) not take it")
-            bank = DefectBank.from_folder(defects, few_shot=few_shot, defect_types=defect_types)
+            bank = DefectBank.from_folder(defects, few_shot=few_shot, defect_types=defect_types,
+                                          format=defects_format)
             synthesizers = {n: build_synthesizer(n, {"bank": bank}) for n in real}
         check_foreground_options(foreground, foreground_threshold, foreground_invert)
         spec = parse_foreground(foreground, foreground_threshold, foreground_invert)
@@ -433,12 +453,14 @@ def demo_command(
     output: Path = typer.Argument(Path("defectforge-demo"), help="Folder for the demo's data and results."),
     count: int = typer.Option(24, "--count", "-n", min=1, max=10000, help="Samples per method."),
     seed: int = typer.Option(0, "--seed", "-s", min=0),
+    discard_edits: bool = typer.Option(False, "--discard-edits", is_flag=True, help="Also replace the demo "
+                                       "datasets' images and masks changed since the demo wrote them."),
 ):
     """Run the whole pipeline on built-in surfaces (metal, fabric, wood, tiles): no input needed."""
     from ..pipelines.generate import OutputExistsError
 
     try:
-        _demo(output, count, seed)
+        _demo(output, count, seed, discard_edits)
     except typer.Exit:
         raise
     except OutputExistsError as exc:  # generate's words name --overwrite, which demo applies itself
@@ -447,7 +469,7 @@ def demo_command(
         fail(run_errors(exc, output, resumable=False))
 
 
-def _demo(output: Path, count: int, seed: int) -> None:
+def _demo(output: Path, count: int, seed: int, discard_edits: bool = False) -> None:
     from ..io.files import atomic_write_text
     from ..io.images import write_image
     from ..pipelines.generate import generate
@@ -468,7 +490,8 @@ def _demo(output: Path, count: int, seed: int) -> None:
     datasets = output / "datasets"
     for name in DEMO_METHODS:
         # --overwrite removes only the earlier demo run's own files (and refuses if you added any)
-        summary = generate(normal, datasets / name, name, count, seed=seed, overwrite=True, progress=sys.stderr.isatty())
+        summary = generate(normal, datasets / name, name, count, seed=seed, overwrite=True,
+                           discard_edits=discard_edits, progress=sys.stderr.isatty())
         typer.echo(f"    {name:<14} {summary['written']} image/mask pairs -> {datasets / name}")
     typer.echo("3/3 writing the preview")
     kinds = SURFACE_KINDS * 2

@@ -15,7 +15,8 @@ from .main import app
 def train_command(
     kind: str = typer.Argument(..., help="ddpm (diffusers UNet2DModel), gan (conditional GAN of defect crops + masks) or vqvae (DSR's two-level VQ-VAE, for the dsr method and detector)."),
     data: str = typer.Argument(..., help="Folder of normal images, or an MVTec-AD category (train/good; "
-                               "test/<type> + ground_truth for --on defects)."),
+                               "test/<type> + ground_truth for --on defects); --on defects also reads labelme, "
+                               "COCO, YOLO-seg and mask folders (detected)."),
     out: str = typer.Argument(..., help="Run folder: checkpoint.safetensors, model/, previews/, train.json."),
     on: Optional[str] = typer.Option(None, "--on", help="normal (default for ddpm and vqvae) or defects (few-shot crops "
                                      "of the real defects; default and only choice for gan)."),

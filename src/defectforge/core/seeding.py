@@ -59,6 +59,10 @@ class Stream(IntEnum):
     #: The preview command's pick of input images (index 0 of the preview seed). Only the preview
     #: draws from it, never a dataset, so it shares no sample with redraw 8 (also stream 9).
     PREVIEW_PICK = 9
+    #: The benchmark's validation protocol: which of the few-shot training defects are held out
+    #: for validation (per type), and which training normals (index 0). Above every redraw stream.
+    VALIDATION_DEFECTS = 41
+    VALIDATION_NORMALS = 42
 
 
 def retry_stream(attempt: int) -> int:

@@ -4,6 +4,8 @@ compares synthesis methods by the detector they train.
 - :class:`SegHeadDetector` (``seghead``): frozen ImageNet backbone + small segmentation head.
 - :class:`ResidualSegDetector` (``residual_seg``): the same head also given each patch's residual
   to ``patchcore``'s memory bank.
+- :class:`FusionDetector` (``fusion``): ``seghead`` and ``patchcore``, each standardised on normal
+  images, added.
 - :class:`DraemSegDetector` (``draem_seg``): DRAEM's discriminative sub-network from scratch.
 - :class:`PatchCoreBaseline` (``patchcore``): synthesis-free nearest-neighbour baseline.
 - :func:`load_backbone`: MobileNetV2, EfficientNet-Lite0, TorchScript files, a tiny random net.
@@ -15,6 +17,7 @@ from .backbones import BACKBONES, Backbone, BackboneMismatchError, load_backbone
 from .benchmark import BASELINE, DETECTORS, BenchmarkConfig, make_detector, run_benchmark, write_leaderboard
 from .data import MVTecCategory, MVTecLayoutError, check_mvtec_category, load_mvtec_category
 from .draem_seg import DraemSegDetector
+from .fusion import FusionDetector
 from .patchcore import PatchCoreBaseline
 from .residual_seg import ResidualSegDetector
 from .seghead import SegHeadDetector
@@ -23,5 +26,5 @@ __all__ = [
     "BACKBONES", "Backbone", "BackboneMismatchError", "load_backbone",
     "BASELINE", "DETECTORS", "BenchmarkConfig", "make_detector", "run_benchmark", "write_leaderboard",
     "MVTecCategory", "MVTecLayoutError", "check_mvtec_category", "load_mvtec_category",
-    "DraemSegDetector", "PatchCoreBaseline", "ResidualSegDetector", "SegHeadDetector",
+    "DraemSegDetector", "FusionDetector", "PatchCoreBaseline", "ResidualSegDetector", "SegHeadDetector",
 ]

@@ -3,7 +3,8 @@
 - Normal: every image of a folder (or an MVTec-AD category's ``train/good``), resized to
   ``size x size`` (area interpolation), or ``patches`` random square crops of ``patch`` px per
   image (drawn from a generator seeded by ``seed``), resized to ``size``.
-- Defects: per defect type of an MVTec-AD category, the few-shot split of the generative papers
+- Defects: per defect type of an MVTec-AD category (or any labelled folder
+  :mod:`defectforge.io.annotations` reads), the few-shot split of the generative papers
   (DFMGAN, AnomalyDiffusion: one third of each type's anomalies trains the generator, the rest is
   held out): the split of :class:`~defectforge.sources.defects.FewShotSplit` (the one the
   real-defect methods and ``benchmark --few-shot`` use, so for the same spec and split seed a
@@ -94,25 +95,37 @@ class DefectCrops:
 
 def load_defect_crops(data: str | os.PathLike, size: int, channels: int, few_shot: str = "1/3",
                       split_seed: int = 0, context: float = 1.5, min_crop: int = 32) -> DefectCrops:
-    """Crops of the few-shot training defects of an MVTec-AD category (see the module docstring).
+    """Crops of the few-shot training defects of a labelled set (see the module docstring).
 
-    ``few_shot``: a fraction (``"1/3"``) or a count per type, as :func:`~defectforge.sources.defects.parse_few_shot`.
+    ``data``: an MVTec-AD category or any labelled folder :mod:`defectforge.io.annotations` reads
+    (labelme, COCO, YOLO-seg, mask folders; the format detected), split as a
+    :class:`~defectforge.sources.defects.DefectBank` of it is. ``few_shot``: a fraction (``"1/3"``)
+    or a count per type, as :func:`~defectforge.sources.defects.parse_few_shot`.
     """
-    from ..sources.defects import FewShotSplit, find_defect_pairs
+    from ..io.annotations import read_annotations
+    from ..sources.defects import FewShotSplit
 
     root = Path(data)
-    if not is_mvtec_category(root):
-        raise ValueError(f"{root} is not an MVTec-AD category (train/good, test/<type>, ground_truth/<type>); "
+    labelled = read_annotations(root)
+    by_name = {im.name: im for im in labelled.defects}
+    if not by_name:
+        raise ValueError(f"{root} holds no defect image with a mask or annotation (read as {labelled.format}); "
                          "defect crops need real defects with masks")
-    pairs = find_defect_pairs(root)
-    split = FewShotSplit.make(root, {t: [img for img, _ in v] for t, v in pairs.items()}, few_shot, split_seed)
+    groups: dict[str, list[str]] = {}
+    for name, im in by_name.items():
+        groups.setdefault(im.group, []).append(name)
+    split = FewShotSplit.make(root, groups, few_shot, split_seed)
+    # an MVTec mask is read as before: grey above 127 (other formats: their own rule)
+    mvtec_mask = (lambda path: (read_image(path, channels=1)[..., 0] > 127).astype(np.uint8)) \
+        if labelled.format == "mvtec" else None
     types = sorted(split.train)
     images, masks, labels, extents = [], [], [], []
     for label, kind in enumerate(types):
-        mask_of = dict(pairs[kind])
         for rel in split.train[kind]:
-            img = read_image(root / rel, channels=channels)
-            mask = read_image(root / mask_of[rel], channels=1)[..., 0] > 127
+            im = by_name[rel]
+            img = read_image(im.path, channels=channels)
+            drawn = im.type_masks(img.shape[0], img.shape[1], mvtec_mask, check_empty=labelled.format != "mvtec")
+            mask = np.logical_or.reduce(list(drawn.values()))
             if not mask.any():
                 continue
             y0, x0, side = square_crop_box(mask, context, min_crop)

@@ -5,9 +5,12 @@ per line with ``image_path``, ``mask_path``, ``label``, ``method``..., paths rel
 tree) next to ``test/<method>/`` images; a plain folder of images is read as one group. The real
 side is an MVTec AD category (``test/<defect>/*`` except ``good``) or a plain folder of images.
 
-"Per defect type" groups the generated anomalies by their ``method`` field; every group and the
-overall set are compared with all real anomalies pooled. Normal generated samples (label 0) are
-left out unless ``include_normal``.
+"Per defect type" groups the generated anomalies by the real defect type a sample was made from
+(the manifest's ``defect.type``, for ``copy_paste`` and ``defect_transplant``), else by their
+``method`` field; every group and the overall set are compared with all real anomalies pooled.
+Normal generated samples (label 0) are left out unless ``include_normal``. A few-shot run's
+``fewshot_split.json`` names the real defects that fed synthesis: those are left out of the real
+side, so a run is scored against the held-out defects only.
 """
 
 from __future__ import annotations
@@ -85,7 +88,10 @@ def read_generated(root: str | os.PathLike) -> list[ImageRecord]:
             if not path.is_file():
                 raise FileNotFoundError(f"{manifest} line {number}: image {path} does not exist")
             mask = root / entry["mask_path"] if entry.get("mask_path") else None
-            records.append(ImageRecord(path, str(entry["method"]), int(entry["label"]), mask))
+            defect = entry.get("defect")
+            group = defect["type"] if isinstance(defect, dict) and isinstance(defect.get("type"), str) \
+                else entry["method"]
+            records.append(ImageRecord(path, str(group), int(entry["label"]), mask))
     if not records:
         raise ValueError(f"{manifest} is empty")
     return records
@@ -109,6 +115,31 @@ def read_real(root: str | os.PathLike) -> list[ImageRecord]:
     if not records:
         raise FileNotFoundError(f"{test} holds no anomalous images (only test/good or nothing)")
     return records
+
+
+def held_out_real(real: Sequence[ImageRecord], generated_dir: str | os.PathLike):
+    """``real`` without the defects that fed a few-shot run's synthesis (its ``fewshot_split.json``).
+
+    Returns ``(kept records, how many were left out, a note for the results or None)``.
+    """
+    from ..pipelines.generate import SPLIT_FILE
+    from ..sources.defects import FewShotSplit
+
+    split_file = Path(generated_dir) / SPLIT_FILE
+    if not split_file.is_file():
+        return list(real), 0, None
+    split = FewShotSplit.load(split_file)
+    root = Path(split.root).resolve()
+    trained = {(root / rel).resolve() for files in split.train.values() for rel in files}
+    kept = [r for r in real if r.path.resolve() not in trained]
+    left_out = len(real) - len(kept)
+    if left_out:
+        note = (f"{left_out} real defect image(s) that fed synthesis (the training part of {split_file}) left out; "
+                f"scored against the {len(kept)} held-out one(s)")
+    else:
+        note = (f"{split_file} names {len(trained)} training image(s) under {split.root}, none of them among the "
+                "real images given: every real image is used")
+    return kept, left_out, note
 
 
 def _centres(real: Sequence[ImageRecord]) -> list[Path]:
@@ -190,7 +221,12 @@ def evaluate_synthesis(generated_dir: str | os.PathLike, real_dir: str | os.Path
     check_choice("protocol", protocol, IC_LPIPS_PROTOCOLS)
     say = log or (lambda message: None)
     generated = read_generated(generated_dir)
-    real = read_real(real_dir)
+    real, left_out, split_note = held_out_real(read_real(real_dir), generated_dir)
+    if split_note:
+        say(split_note)
+    if not real:
+        raise ValueError(f"{real_dir}: no real defect is left once the ones that fed synthesis are left out "
+                         f"({Path(generated_dir) / 'fewshot_split.json'}); give the category the run was made from")
     skipped_normal = sum(r.label == 0 for r in generated)
     if not include_normal:
         generated = [r for r in generated if r.label > 0]
@@ -213,9 +249,10 @@ def evaluate_synthesis(generated_dir: str | os.PathLike, real_dir: str | os.Path
         "protocols": {},
         "real_counts": real_counts,
         "n_real": len(real),
+        "real_left_out_fed_synthesis": left_out,
         "skipped_normal_generated": skipped_normal if not include_normal else 0,
         "groups": {name: {"n_generated": len(idx)} for name, idx in groups.items()},
-        "notes": [],
+        "notes": [split_note] if split_note else [],
         "timings_s": {},
     }
     cache: FeatureCache | bool = False if cache_dir is False else FeatureCache(None if cache_dir in (None, True) else cache_dir)

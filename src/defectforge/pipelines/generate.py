@@ -13,12 +13,15 @@ synthesis parameter. So the files are byte-identical whatever the number of work
 interrupted run resumed with ``resume=True`` ends exactly as an uninterrupted one (and a larger
 ``count`` extends it). Every file is written atomically (temporary file + rename); finished
 samples are recorded one file each under ``.records/`` until the manifest is assembled, with the
-size and SHA-256 of their image and mask, which ``resume`` checks (missing or damaged files are
-made again).
+size and SHA-256 of their image and mask, which ``resume`` checks: missing files are made
+again, and a file whose bytes changed (a mask corrected by hand) is the user's and kept
+(:mod:`defectforge.pipelines.user_edits`). One run at a time writes a folder: every run holds
+the lock of :mod:`defectforge.io.output_lock` from before it reads the folder until it ends.
 
 Nothing the tool did not write is ever deleted: ``overwrite`` removes only the files the earlier
 run's own records name (or its naming scheme, for a run killed between writing a file and its
-record), and refuses, deleting nothing, when the folder holds anything else. An output folder
+record), and refuses, deleting nothing, when the folder holds anything else or a file the user
+changed. An output folder
 equal to, inside or containing the input is refused before anything is read.
 """
 
@@ -48,6 +51,9 @@ from ..core.validation import check_choice, check_probability, check_range
 from ..io.files import atomic_write_bytes
 from ..io.images import BIT_DEPTHS, encode_png
 from ..io.inputs import NormalImages, load_normal_images, resolve_input_folder
+from ..io.output_lock import LOCK_NAME, lock_output
+from .rebuild import bank_of, resolve_recorded_paths
+from .user_edits import check_run_files, listed, refuse_overwrite
 
 __all__ = ["GenerateConfig", "generate", "build_synthesizer", "build_from_config", "synthesizer_from_config",
            "OutputExistsError", "MissingDependencyError", "load_run_config"]
@@ -109,11 +115,12 @@ class GenerateConfig:
     defects_format: str | None = None
 
     def __post_init__(self) -> None:
-        # plain YAML-able values whatever the caller passed (paths, tuples, a single defect count)
+        # plain YAML-able values whatever the caller passed (paths, tuples, a single defect count);
+        # paths absolute, so that `generate --config` rebuilds the run from any working directory
         for name in ("input", "textures", "foreground_masks", "mask_bank", "defects", "few_shot"):
             value = getattr(self, name)
             if value is not None:
-                setattr(self, name, str(value))
+                setattr(self, name, str(value) if name == "few_shot" else _absolute(value))
         if self.foreground in ("none", ""):
             self.foreground = None
         if self.mix is not None and not self.method:
@@ -125,6 +132,9 @@ class GenerateConfig:
         if self.area_range is not None:
             self.area_range = [float(v) for v in self.area_range]
         self.overrides = dict(self.overrides or {})
+        for name in ("model", "textures"):
+            if isinstance(self.overrides.get(name), str):
+                self.overrides[name] = _absolute(self.overrides[name])
         self.bit_depth = str(self.bit_depth)
         if isinstance(self.defect_types, str):
             self.defect_types = [t.strip() for t in self.defect_types.split(",") if t.strip()]
@@ -190,6 +200,13 @@ class GenerateConfig:
 
             return parse_mix(self.mix)[0]
         return [self.method] if self.method else []
+
+
+def _absolute(path) -> str:
+    """``path`` absolute (``~`` expanded); the texture banks named by a word stay words."""
+    if str(path) in ("procedural", "skimage", ""):
+        return str(path)
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))
 
 
 def build_synthesizer(method: str, overrides: dict[str, Any] | None = None, textures: str | None = None,
@@ -356,8 +373,9 @@ class _Worker:
     """Makes and writes the samples of a chunk (in the main process or a pool worker)."""
 
     def __init__(self, cfg: GenerateConfig, output: str, images: NormalImages, foreground=None,
-                 synthesizer: dict | None = None):
+                 synthesizer: dict | None = None, keep: frozenset[str] = frozenset()):
         self.cfg, self.output, self.images = cfg, Path(output), images
+        self.keep = keep  # files the user edited: a sample made again for its missing sibling leaves them
         # a few-shot split was written next to the output before the workers started: reused here
         self.synth = (build_from_config(cfg, defect_bank(cfg, self.output / SPLIT_FILE)) if synthesizer is None
                       else synthesizer_from_config(synthesizer))
@@ -471,7 +489,8 @@ class _Worker:
         normal = mask is None or label == 0
         image_path, mask_path = self._paths(index, normal, params)
         data = self._encode(image)
-        atomic_write_bytes(self.output / image_path, data)
+        if image_path not in self.keep:
+            atomic_write_bytes(self.output / image_path, data)
         record: dict[str, Any] = {
             "index": index, "image_path": image_path, "mask_path": None, "label": int(label),
             "method": self._method_of(params) if not normal else "good", "seed": self.cfg.seed,
@@ -492,7 +511,8 @@ class _Worker:
             record["redrawn"] = list(redrawn or [])
         if mask is not None and not normal:
             mask_data = encode_png(mask.astype(np.uint8) * 255)
-            atomic_write_bytes(self.output / mask_path, mask_data)
+            if mask_path not in self.keep:
+                atomic_write_bytes(self.output / mask_path, mask_data)
             ys, xs = np.nonzero(mask)
             record["mask_path"] = mask_path
             record["mask_file"] = _file_record(mask_data)
@@ -523,10 +543,11 @@ def _match(image: np.ndarray, height: int, width: int, channels: int) -> np.ndar
 _WORKER: _Worker | None = None
 
 
-def _init_worker(cfg: GenerateConfig, output: str, images: NormalImages, foreground, synthesizer) -> None:
+def _init_worker(cfg: GenerateConfig, output: str, images: NormalImages, foreground, synthesizer,
+                 keep: frozenset[str] = frozenset()) -> None:
     global _WORKER
     torch.set_num_threads(1)
-    _WORKER = _Worker(cfg, output, images, foreground, synthesizer)
+    _WORKER = _Worker(cfg, output, images, foreground, synthesizer, keep)
 
 
 def _run_chunk(indices: list[int]) -> list[dict]:
@@ -649,12 +670,9 @@ def _our_files(output: Path, config: dict, records: dict[int, dict]):
 
 
 def _all_files(output: Path) -> list[str]:
-    return sorted(p.relative_to(output).as_posix() for p in output.rglob("*") if not p.is_dir() or p.is_symlink())
-
-
-def _sample(files: list[str], k: int = 5) -> str:
-    shown = ", ".join(files[:k])
-    return shown + (f" and {len(files) - k} more" if len(files) > k else "")
+    # the lock file is the running writer's, neither the earlier run's nor the user's
+    return sorted(p.relative_to(output).as_posix() for p in output.rglob("*")
+                  if (not p.is_dir() or p.is_symlink()) and p.relative_to(output).as_posix() != LOCK_NAME)
 
 
 def _remove_run(output: Path, config: dict) -> None:
@@ -665,7 +683,7 @@ def _remove_run(output: Path, config: dict) -> None:
     foreign = [f for f in files if not ours(f)]
     if foreign:
         raise OutputExistsError(f"--overwrite refused, nothing deleted: {output} holds {len(foreign)} file(s) "
-                                f"this tool did not write ({_sample(foreign)}); move them away or choose "
+                                f"this tool did not write ({listed(foreign)}); move them away or choose "
                                 "another OUTPUT")
     for f in files:
         (output / f).unlink()
@@ -691,51 +709,34 @@ def _check_location(output: Path, given_input: Path, input_root: Path) -> None:
                                     "does not hold your images")
 
 
-def _verify(output: Path, record: dict) -> bool:
-    """The image and mask of ``record`` are on disk and, where recorded, of the right size and hash."""
-    for path_key, file_key in (("image_path", "image_file"), ("mask_path", "mask_file")):
-        rel = record.get(path_key)
-        if rel is None:
-            continue
-        path = output / rel
-        try:
-            expected = record.get(file_key)
-            if expected is None:
-                if not path.is_file():
-                    return False
-                continue
-            if path.stat().st_size != expected.get("bytes"):
-                return False
-            if hashlib.sha256(path.read_bytes()).hexdigest() != expected.get("sha256"):
-                return False
-        except OSError:
-            return False
-    return True
-
-
-def _prepare_output(output: Path, config: dict, resume: bool, overwrite: bool, count: int) -> tuple[dict, int]:
+def _prepare_output(output: Path, config: dict, resume: bool, overwrite: bool, count: int,
+                    discard_edits: bool = False) -> tuple[dict, int, list[str]]:
     """Check (and with ``overwrite`` empty) the output folder; returns the verified finished
-    samples of a resumed run and how many were found missing or damaged."""
+    samples of a resumed run, how many had a missing file, and the files the user edited
+    (kept, unless ``discard_edits``: see :mod:`defectforge.pipelines.user_edits`)."""
     if output.exists() and not output.is_dir():
         raise OutputExistsError(f"OUTPUT {output} is a file, not a folder; choose a folder")
     if resume and overwrite:
         raise ValueError("give --resume (continue the run in OUTPUT) or --overwrite (replace it), not both")
     done: dict[int, dict] = {}
-    repaired = 0
-    if output.is_dir() and any(output.iterdir()):
+    repaired, edited = 0, []
+    if output.is_dir() and any(p.name != LOCK_NAME for p in output.iterdir()):
         previous = load_run_config(output / "config.yaml")
         if overwrite:
             if previous is None:
                 files = _all_files(output)
                 raise OutputExistsError(f"--overwrite refused, nothing deleted: {output} holds no run of this tool "
                                         f"(no config.yaml of defectforge) but {len(files)} file(s) this tool did "
-                                        f"not write ({_sample(files)}); choose a new or empty OUTPUT")
+                                        f"not write ({listed(files)}); choose a new or empty OUTPUT")
+            changed = check_run_files(output, _read_records(output)).edited
+            if changed and not discard_edits:
+                refuse_overwrite(output, changed)
             _remove_run(output, previous)
         elif resume:
             if previous is None:
                 raise OutputExistsError(f"cannot --resume: {output} holds no config.yaml of an earlier run; "
                                         "choose a new or empty OUTPUT")
-            diffs = _differences(previous, config)
+            diffs = _differences(resolve_recorded_paths(previous), config)
             if diffs:
                 raise OutputExistsError(f"cannot --resume: {output / 'config.yaml'} describes a different run ("
                                         + "; ".join(diffs[:6]) + (f"; {len(diffs) - 6} more" if len(diffs) > 6 else "")
@@ -745,18 +746,15 @@ def _prepare_output(output: Path, config: dict, resume: bool, overwrite: bool, c
             if beyond:
                 raise OutputExistsError(f"cannot --resume with --count {count}: {output} already holds "
                                         f"{max(beyond) + 1} samples; --resume can extend a run, not shrink it")
-            for i, record in records.items():
-                if _verify(output, record):
-                    done[i] = record
-                else:
-                    repaired += 1
+            found = check_run_files(output, records, keep_edits=not discard_edits)
+            done, repaired, edited = found.intact, len(found.incomplete), found.edited
         else:
             what = "another run" if previous is not None else "other files"
             raise OutputExistsError(f"OUTPUT {output} already holds {what}; pass --resume to continue that run, "
                                     "--overwrite to replace it, or choose a new folder")
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(output / "config.yaml", yaml.safe_dump(config, sort_keys=True).encode())
-    return done, repaired
+    return done, repaired, edited
 
 
 #: Network passes (samples x denoising steps) from which a run says what it will cost before it starts:
@@ -822,7 +820,8 @@ def describe_os_error(exc: OSError, output: str | os.PathLike | None = None, res
 def generate(cfg: GenerateConfig | str | os.PathLike, output: str | os.PathLike | None = None,
              method: str | None = None, count: int | None = None, *, workers: int = 1, resume: bool = False,
              overwrite: bool = False, progress: bool = True, synthesizer: dict | None = None,
-             engine: str = "local", ray_address: str | None = None, **fields_) -> dict:
+             engine: str = "local", ray_address: str | None = None, discard_edits: bool = False,
+             **fields_) -> dict:
     """Write a synthetic defect dataset (see the module docstring); returns a summary dict.
 
     Call it with a :class:`GenerateConfig` (as the CLI does) or, as a shortcut, with the
@@ -830,7 +829,8 @@ def generate(cfg: GenerateConfig | str | os.PathLike, output: str | os.PathLike 
     ``synthesizer`` is a synthesizer's ``config()`` (``config.yaml``'s section) to use instead of
     building one from ``cfg``: a run rebuilt from its record. ``engine="ray"`` runs the same
     chunks as Ray tasks (:mod:`defectforge.pipelines.ray_engine`; ``ray_address`` names a
-    cluster), writing the same files.
+    cluster), writing the same files. A file the user changed after the run wrote it is kept by
+    ``resume`` and refused by ``overwrite`` unless ``discard_edits``.
 
     Examples
     --------
@@ -861,18 +861,29 @@ def generate(cfg: GenerateConfig | str | os.PathLike, output: str | os.PathLike 
     input_root = resolve_input_folder(cfg.input)
     _check_location(output, Path(cfg.input), input_root)
     check_requirements(cfg)
+    with lock_output(output):  # one writer per folder, from before anything there is read or deleted
+        return _write_run(cfg, output, spec, workers=workers, resume=resume, overwrite=overwrite, progress=progress,
+                          synthesizer=synthesizer, engine=engine, ray_address=ray_address, discard_edits=discard_edits)
+
+
+def _write_run(cfg: GenerateConfig, output: Path, spec, *, workers: int, resume: bool, overwrite: bool,
+               progress: bool, synthesizer: dict | None, engine: str, ray_address: str | None,
+               discard_edits: bool) -> dict:
+    """:func:`generate`'s work once its options are checked, under the output folder's lock."""
     bank = defect_bank(cfg, output / SPLIT_FILE if resume else None) if synthesizer is None else None
     synth = build_from_config(cfg, bank) if synthesizer is None else synthesizer_from_config(synthesizer)
     if synthesizer is not None and synth.config() != synthesizer:
         raise ValueError("config.yaml's synthesizer section does not rebuild to the same synthesizer "
                          "(written by another defectforge version?); rerun with the original options")
+    bank = bank if bank is not None else bank_of(synth)  # a rebuilt few-shot run records its split too
     images = load_normal_images(cfg.input, cfg.size, progress=progress, bit_depth=cfg.bit_depth,
                                 max_pixels=cfg.max_pixels)
     if spec is not None and hasattr(spec, "path_for"):
         for i in range(len(images)):
             spec.path_for(images.relative(i))  # every image has its foreground mask
     config = _config_dict(cfg, synth, images)
-    done, repaired = _prepare_output(output, config, resume, overwrite, cfg.count)
+    done, repaired, edited = _prepare_output(output, config, resume, overwrite, cfg.count, discard_edits)
+    keep = frozenset(edited) if not discard_edits else frozenset()
     if bank is not None and bank.split is not None:  # next to the output: which real defects fed synthesis
         bank.split.save(output / SPLIT_FILE)
 
@@ -892,13 +903,13 @@ def generate(cfg: GenerateConfig | str | os.PathLike, output: str | os.PathLike 
     if engine == "ray":
         from .ray_engine import run_chunks
 
-        for c, result in run_chunks(chunks, (cfg, str(output), images, spec, synth_config), workers, ray_address):
+        for c, result in run_chunks(chunks, (cfg, str(output), images, spec, synth_config, keep), workers, ray_address):
             for r in result:
                 records[r["index"]] = r
             if bar:
                 bar.update(len(c))
     elif workers == 1:
-        worker = _Worker(cfg, str(output), images, spec, synth_config)
+        worker = _Worker(cfg, str(output), images, spec, synth_config, keep)
         for c in chunks:
             for r in worker.run(c):
                 records[r["index"]] = r
@@ -907,7 +918,7 @@ def generate(cfg: GenerateConfig | str | os.PathLike, output: str | os.PathLike 
     else:
         ctx = get_context("spawn")  # fork after OpenMP start-up can hang; spawn is always safe
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(cfg, str(output), images, spec, synth_config)) as pool:
+                                 initargs=(cfg, str(output), images, spec, synth_config, keep)) as pool:
             for c, result in zip(chunks, pool.map(_run_chunk, chunks)):
                 for r in result:
                     records[r["index"]] = r
@@ -924,6 +935,7 @@ def generate(cfg: GenerateConfig | str | os.PathLike, output: str | os.PathLike 
     labels = [records[i]["label"] for i in range(cfg.count)]
     return {
         "output": str(output), "written": cfg.count, "resumed": len(done), "repaired": repaired,
+        "kept_edits": sorted(keep),
         "anomalous": sum(1 for v in labels if v), "normal": sum(1 for v in labels if not v),
         "skipped_inputs": len(images.skipped),
         "failed": sum(1 for i in range(cfg.count) if "failed" in records[i]),

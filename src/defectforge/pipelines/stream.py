@@ -34,7 +34,8 @@ class AnomalyStream:
     Parameters
     ----------
     synthesizer : Synthesizer or str
-        A synthesizer, or a registry name (built with its preset defaults).
+        A synthesizer, a registry name (built with its preset defaults), or a combined source
+        ``"real_only:0.5+defect_transplant:0.5"`` (:func:`defectforge.recipe`).
     seed : int
         Run seed.
     start : int
@@ -42,6 +43,8 @@ class AnomalyStream:
     rank, world_size : int, optional
         This process's share of the index space; by default read from ``torch.distributed`` at
         each call (0 and 1 when it is not initialised).
+    bank : DefectBank, optional
+        The real defects of methods that place them (``real_only``, ``copy_paste``, ...).
 
     Examples
     --------
@@ -57,10 +60,15 @@ class AnomalyStream:
     """
 
     def __init__(self, synthesizer, seed: int = 0, start: int = 0, rank: int | None = None,
-                 world_size: int | None = None):
+                 world_size: int | None = None, bank=None):
         from ..core.registry import create
+        from ..synthesizers.compose import recipe
 
-        self.synthesizer = create(synthesizer) if isinstance(synthesizer, str) else synthesizer
+        if isinstance(synthesizer, str) and any(sep in synthesizer for sep in "+,:"):
+            synthesizer = recipe(synthesizer, bank=bank)  # a combined source, e.g. "real_only+glass_las"
+        elif isinstance(synthesizer, str):
+            synthesizer = create(synthesizer, **({"bank": bank} if bank is not None else {}))
+        self.synthesizer = synthesizer
         self.seed = int(check_range("seed", seed, 0, None, integer=True))
         self.position = int(check_range("start", start, 0, None, integer=True))
         if (rank is None) != (world_size is None):

@@ -5,7 +5,7 @@ model is trained): ``copy_paste`` (the papers' Crop&Paste baseline) and ``defect
 (DCDGANc's fusion step: colour-matched, jittered, Poisson-blended). Importing registers them.
 """
 
-from . import copy_paste, transplant  # noqa: F401
+from . import copy_paste, real_only, transplant  # noqa: F401
 
 
 def needs_bank(name: str) -> bool:

@@ -45,6 +45,18 @@ def resolve_bank(bank, method: str) -> DefectBank:
     raise TypeError(f"bank must be a DefectBank, a folder path or a bank description, got {type(bank).__name__}")
 
 
+def pick_defect_types(defect_types, available: list[str]) -> list[str]:
+    """The ``defect_types`` argument (a list or a comma-separated string) checked against the
+    ``available`` types; every available type when ``None``."""
+    if defect_types is None:
+        return list(available)
+    wanted = [t.strip() for t in (defect_types.split(",") if isinstance(defect_types, str) else defect_types)]
+    unknown = [t for t in wanted if t not in available]
+    if unknown or not wanted:
+        raise ValueError(f"defect_types={wanted}: the bank holds types {list(available)}; pick from those")
+    return wanted
+
+
 def to_target_channels(patch: np.ndarray, channels: int) -> np.ndarray:
     """An ``(h, w, 3)`` uint8 crop as ``(h, w, channels)`` (grey by the usual luma weights)."""
     if channels == 3:
@@ -233,14 +245,7 @@ class RealDefectSynthesizer(Synthesizer):
                  scale_range=(0.75, 1.25), max_attempts: int = 10):
         super().__init__(anomaly_probability)
         self.bank = resolve_bank(bank, type(self).__name__)
-        if defect_types is None:
-            self.defect_types = self.bank.types
-        else:
-            wanted = [t.strip() for t in (defect_types.split(",") if isinstance(defect_types, str) else defect_types)]
-            unknown = [t for t in wanted if t not in self.bank.types]
-            if unknown or not wanted:
-                raise ValueError(f"defect_types={wanted}: the bank holds types {self.bank.types}; pick from those")
-            self.defect_types = wanted
+        self.defect_types = pick_defect_types(defect_types, self.bank.types)
         self.flip_probability = check_probability("flip_probability", flip_probability)
         self.scale_range = check_interval("scale_range", scale_range, 0.01, 100.0)
         self.max_attempts = check_range("max_attempts", max_attempts, 1, 1000, integer=True)

@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import cv2
@@ -41,7 +42,7 @@ from ..core.seeding import Stream, sample_rng
 from ..core.validation import check_range
 from ..io.images import IMAGE_EXTENSIONS, atomic_write_bytes, list_images, read_image
 
-__all__ = ["DefectEntry", "DefectBank", "FewShotSplit", "parse_few_shot", "find_defect_pairs",
+__all__ = ["DefectEntry", "DefectImage", "DefectBank", "FewShotSplit", "parse_few_shot", "find_defect_pairs",
            "SPLIT_FILE", "DEFAULT_MIN_AREA"]
 
 #: Name of the split file written next to an output folder.
@@ -96,12 +97,24 @@ class FewShotSplit:
     split_seed: int
     train: dict[str, list[str]] = field(default_factory=dict)
     test: dict[str, list[str]] = field(default_factory=dict)
+    group: str | None = None
 
     @classmethod
-    def make(cls, root, files_by_type: dict[str, list[str]], spec, split_seed: int = 0) -> "FewShotSplit":
-        """Split each type's files (sorted first) by a permutation seeded with ``split_seed``."""
+    def make(cls, root, files_by_type: dict[str, list[str]], spec, split_seed: int = 0,
+             group: str | None = None, stream: int = _SPLIT_STREAM) -> "FewShotSplit":
+        """Split each type's files (sorted first) by a permutation seeded with ``split_seed``.
+
+        ``group``: a regular expression searched in each file's stem; files with the same key (its
+        first capture group, else the whole match; a file without a match is a group of its own)
+        stay on one side of the split, so near-duplicates (one spot photographed repeatedly) never
+        sit on both. The groups are permuted instead of the files and taken for training, in that
+        order, until the type's training count is reached (at least one group stays for testing).
+        ``stream``: the random stream of the permutation (the benchmark's validation protocol
+        splits the training part again with another).
+        """
         kind, value = parse_few_shot(spec)
-        split = cls(str(root), str(spec), int(split_seed))
+        keys = _group_keys(group)
+        split = cls(str(root), str(spec), int(split_seed), group=group)
         for k, t in enumerate(sorted(files_by_type)):
             files = sorted(files_by_type[t])
             n = len(files)
@@ -111,15 +124,25 @@ class FewShotSplit:
                 n_train = int(value)
             if n >= 2:
                 n_train = min(n_train, n - 1)
-            order = sample_rng(int(split_seed), k, _SPLIT_STREAM).permutation(n)
-            chosen = sorted(int(i) for i in order[:n_train])
-            split.train[t] = [files[i] for i in chosen]
-            split.test[t] = [files[i] for i in range(n) if i not in set(chosen)]
+            groups: dict[str, list[int]] = {}
+            for i, f in enumerate(files):
+                groups.setdefault(keys(f), []).append(i)
+            names = sorted(groups)
+            order = sample_rng(int(split_seed), k, stream).permutation(len(names))
+            chosen: set[int] = set()
+            for g in order[:max(1, len(names) - 1)]:  # a group at least stays for testing
+                if len(chosen) >= n_train:
+                    break
+                chosen.update(groups[names[int(g)]])
+            split.train[t] = [files[i] for i in sorted(chosen)]
+            split.test[t] = [files[i] for i in range(n) if i not in chosen]
         return split
 
     def as_dict(self) -> dict[str, Any]:
         return {"root": self.root, "few_shot": self.spec, "split_seed": self.split_seed,
-                "protocol": "per defect type, source images split; train feeds synthesis, test is held out",
+                **({"group": self.group} if self.group is not None else {}),
+                "protocol": "per defect type, source images split" + (" by group" if self.group else "")
+                            + "; train feeds synthesis, test is held out",
                 "train": self.train, "test": self.test}
 
     def save(self, path) -> None:
@@ -130,17 +153,21 @@ class FewShotSplit:
         try:
             data = json.loads(Path(path).read_text())
             return cls(data["root"], str(data["few_shot"]), int(data["split_seed"]),
-                       {k: list(v) for k, v in data["train"].items()}, {k: list(v) for k, v in data["test"].items()})
+                       {k: list(v) for k, v in data["train"].items()}, {k: list(v) for k, v in data["test"].items()},
+                       data.get("group"))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: not a readable few-shot split file ({exc}); delete it to make a new split") from exc
 
-    def check_matches(self, files_by_type: dict[str, list[str]], spec, split_seed: int, path) -> None:
+    def check_matches(self, files_by_type: dict[str, list[str]], spec, split_seed: int, path,
+                      group: str | None = None) -> None:
         """Refuse a reused split made for other data or another spec."""
         problems = []
         if str(spec) != self.spec:
             problems.append(f"it was made with few_shot={self.spec!r}, not {str(spec)!r}")
         if int(split_seed) != self.split_seed:
             problems.append(f"it was made with split_seed={self.split_seed}, not {split_seed}")
+        if group != self.group:
+            problems.append(f"it was made with split group {self.group!r}, not {group!r}")
         for t, files in files_by_type.items():
             recorded = set(self.train.get(t, [])) | set(self.test.get(t, []))
             if recorded != set(files):
@@ -148,6 +175,26 @@ class FewShotSplit:
         if problems:
             raise ValueError(f"{path}: the recorded few-shot split does not fit this run: " + "; ".join(problems)
                              + ". Use the same data and spec, or delete the file to make a new split")
+
+
+def _group_keys(group: str | None):
+    """The function mapping a file path to its split group (see :meth:`FewShotSplit.make`)."""
+    if group is None:
+        return lambda path: path
+    try:
+        pattern = re.compile(group)
+    except re.error as exc:
+        raise ValueError(f"split group {group!r} is not a regular expression ({exc}); e.g. "
+                         "'_(\\d+_\\d+)_crop' keeps files that share those digits together") from None
+
+    def key(path: str) -> str:
+        stem = PurePosixPath(path).stem
+        found = pattern.search(stem)
+        if found is None:
+            return "\0" + path  # a group of its own
+        return found.group(1) if pattern.groups else found.group(0)
+
+    return key
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,6 +353,22 @@ def _components(image: np.ndarray, mask: np.ndarray, defect_type: str, source: s
     return entries
 
 
+@dataclass
+class DefectImage:
+    """One whole real defect image and its mask (the training split's, at the source resolution)."""
+
+    name: str
+    defect_type: str
+    image: np.ndarray  # (H, W, 3) uint8
+    mask: np.ndarray  # (H, W) bool
+
+
+def _defect_image(image: np.ndarray, mask: np.ndarray, defect_type: str, name: str) -> list[DefectImage]:
+    """``[DefectImage]`` when the mask marks any pixel, else ``[]``."""
+    binary = mask > 0
+    return [DefectImage(str(name), str(defect_type), image, binary)] if binary.any() else []
+
+
 class DefectBank:
     """Real defects to synthesise from (see the module docstring).
 
@@ -331,7 +394,8 @@ class DefectBank:
     """
 
     def __init__(self, entries: list[DefectEntry], identity: str = "arrays", split: FewShotSplit | None = None,
-                 skipped: dict[str, int] | None = None, source: dict[str, Any] | None = None):
+                 skipped: dict[str, int] | None = None, source: dict[str, Any] | None = None,
+                 images: list[DefectImage] | None = None):
         if not entries:
             raise ValueError(f"the defect bank ({identity}) holds no defect: no mask component reaches the "
                              "minimum area; lower min_area or check the masks")
@@ -341,6 +405,9 @@ class DefectBank:
         self.skipped = dict(skipped or {})
         #: The arguments of :meth:`from_folder` that rebuild this bank (``None`` for in-memory banks).
         self.source = source
+        #: The whole real images with a non-empty mask the entries were cut from (``real_only`` uses
+        #: them as they are), in the bank's order.
+        self.images = list(images or [])
         self._by_key = {e.key: e for e in self.entries}
         if len(self._by_key) != len(self.entries):
             raise ValueError("defect bank entries must have unique keys")
@@ -407,7 +474,7 @@ class DefectBank:
         names = list(names) if names is not None else [f"array{i}" for i in range(len(images))]
         if not len(images) == len(masks) == len(types) == len(names):
             raise ValueError("images, masks, types and names must have the same length")
-        entries = []
+        entries, whole = [], []
         for image, mask, t, name in zip(images, masks, types, names):
             image = np.asarray(image)
             if image.ndim == 2:
@@ -422,7 +489,8 @@ class DefectBank:
             if mask.shape != image.shape[:2]:
                 raise ValueError(f"{name}: mask shape {mask.shape} differs from its image {image.shape[:2]}")
             entries += _components(image, mask, str(t), str(name), min_area, margin)
-        return cls(entries)
+            whole += _defect_image(image, mask, t, name)
+        return cls(entries, images=whole)
 
     @property
     def mask_kinds(self) -> dict[str, str]:
@@ -435,7 +503,8 @@ class DefectBank:
 
     @classmethod
     def from_folder(cls, root, few_shot=None, split_file=None, defect_types=None, min_area: int = DEFAULT_MIN_AREA,
-                    split_seed: int = 0, margin: float = 0.25, format: str | None = None) -> "DefectBank":
+                    split_seed: int = 0, margin: float = 0.25, format: str | None = None,
+                    split_group: str | None = None, split: FewShotSplit | None = None) -> "DefectBank":
         """A bank from a labelled folder or file: an MVTec-AD category, image/mask pairs, labelme, COCO, YOLO-seg.
 
         Parameters
@@ -461,6 +530,14 @@ class DefectBank:
         format : str, optional
             ``labelme``, ``coco``, ``yolo-seg``, ``masks`` or ``mvtec``; ``None`` or ``"auto"``
             detects it (:func:`defectforge.io.annotations.detect_format`).
+        split_group : str, optional
+            A regular expression whose match in a file's stem names its group: a group's images stay
+            on one side of the split (see :meth:`FewShotSplit.make`), e.g. one spot photographed
+            repeatedly.
+        split : FewShotSplit, optional
+            Use this split as it is (its ``train`` images feed the bank; the benchmark's validation
+            protocol passes the training part split again); ``few_shot`` and ``split_file`` are then
+            not used.
 
         Raises
         ------
@@ -492,19 +569,21 @@ class DefectBank:
         by_group: dict[str, list] = {}
         for im in images:
             by_group.setdefault(im.group, []).append(im)
-        split = None
         use = by_group
-        if few_shot is not None:
+        if split is not None:
+            few_shot = split.spec
+            use = {g: [im for im in v if im.name in set(split.train.get(g, []))] for g, v in by_group.items()}
+        elif few_shot is not None:
             files = {g: [im.name for im in v] for g, v in by_group.items()}
             if split_file is not None and Path(split_file).is_file():
                 split = FewShotSplit.load(split_file)
-                split.check_matches(files, few_shot, split_seed, split_file)
+                split.check_matches(files, few_shot, split_seed, split_file, split_group)
             else:
-                split = FewShotSplit.make(root, files, few_shot, split_seed)
+                split = FewShotSplit.make(root, files, few_shot, split_seed, split_group)
                 if split_file is not None:
                     split.save(split_file)
             use = {g: [im for im in v if im.name in set(split.train[g])] for g, v in by_group.items()}
-        entries, skipped = [], {}
+        entries, skipped, whole = [], {}, []
         check_empty = labelled.format != "mvtec"  # an MVTec mask may be empty (counted in skipped, as before)
         for group, items in sorted(use.items()):
             for im in sorted(items, key=lambda im: im.name):
@@ -524,16 +603,19 @@ class DefectBank:
                 if not found:
                     skipped[group] = skipped.get(group, 0) + 1
                 entries += found
+                whole += _defect_image(image, everything, next(iter(masks)) if len(masks) == 1 else group,
+                                       im.name)
         fmt = labelled.format
         identity = os.fspath(root) + (f" ({fmt})" if fmt not in _EARLIER_LAYOUTS else "") + \
             (f" (few-shot {few_shot}, split seed {split_seed})" if few_shot is not None else "")
         # how to rebuild it (the split file is an output: a rebuild makes the same split from spec and seed)
         source = {"root": os.fspath(root), "few_shot": None if few_shot is None else str(few_shot),
                   "defect_types": found_types if defect_types else None, "min_area": min_area,
-                  "split_seed": int(split_seed), "margin": margin}
+                  "split_seed": int(split_seed), "margin": margin,
+                  **({"split_group": split_group} if split_group is not None else {})}
         if fmt not in _EARLIER_LAYOUTS or asked != AUTO:
             source["format"] = fmt
-        return cls(entries, identity, split, skipped, source)
+        return cls(entries, identity, split, skipped, source, whole)
 
 
 #: The layouts banks were read from before other formats were: their records carry no format, so

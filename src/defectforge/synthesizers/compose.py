@@ -39,7 +39,7 @@ from ..core.types import SynthesisContext, to_jsonable
 from ..core.validation import check_interval, check_range
 from ..sources.mask_bank import MaskBank
 
-__all__ = ["ControlledSynthesizer", "MixtureSynthesizer", "control", "mix", "parse_mix"]
+__all__ = ["ControlledSynthesizer", "MixtureSynthesizer", "control", "mix", "parse_mix", "recipe"]
 
 
 def _as_synth(method) -> Synthesizer:
@@ -317,13 +317,18 @@ def mix(methods: Sequence, probabilities: Sequence[float] | None = None,
 def parse_mix(text: str) -> tuple[list[str], list[float]]:
     """``"draem:0.5,cutpaste:0.5"`` -> names and probabilities (``"a,b"`` means equal shares).
 
+    Members are separated by ``,`` or ``+`` (``"real_only:0.5+defect_transplant:0.5"``, the
+    benchmark's spelling of one combined training source, where ``,`` separates rows).
+
     Examples
     --------
     >>> parse_mix("draem:0.25, cutpaste:0.75")
     (['draem', 'cutpaste'], [0.25, 0.75])
+    >>> parse_mix("real_only+glass_las")
+    (['real_only', 'glass_las'], [0.5, 0.5])
     """
     names, probs = [], []
-    for item in [t.strip() for t in text.split(",") if t.strip()]:
+    for item in [t.strip() for t in text.replace("+", ",").split(",") if t.strip()]:
         name, _, weight = item.partition(":")
         names.append(name.strip())
         try:
@@ -337,6 +342,39 @@ def parse_mix(text: str) -> tuple[list[str], list[float]]:
     elif any(math.isnan(p) for p in probs):
         raise ValueError("--mix: give a probability for every method or for none")
     return names, probs
+
+
+def recipe(spec: str, bank=None, **options) -> Synthesizer:
+    """The synthesizer of a mixture spec (``"real_only:0.5+defect_transplant:0.3+glass_las:0.2"``).
+
+    One name gives that method; several give :func:`mix` of them, each sample's member drawn by
+    its weight from ``(seed, index)`` and recorded in ``params[i]["method"]``. Members that place
+    real defects (``real_only``, ``copy_paste``, ``defect_transplant``) get ``bank``; ``options``
+    are ``{member: {parameter: value}}``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> synth = recipe("cutpaste:0.25+draem:0.75")
+    >>> sorted({p["method"] for p in synth(torch.rand(8, 3, 64, 64), seed=0).params})
+    ['cutpaste', 'draem']
+    """
+    from ..core.registry import method_info
+
+    names, probs = parse_mix(spec)
+
+    def one(name: str) -> Synthesizer:
+        kwargs = {"anomaly_probability": 1.0, **options.get(name, {})}
+        if getattr(method_info(name).cls, "needs_bank", False):
+            if bank is None:
+                raise ValueError(f"{name} places real defects: give bank=DefectBank.from_folder(...)")
+            kwargs.setdefault("bank", bank)
+        return create(name, **kwargs)
+
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ValueError(f"options for {unknown}, which the recipe {spec!r} does not name")
+    return one(names[0]) if len(names) == 1 else mix([one(n) for n in names], probs)
 
 
 register_config_builder("control", ControlledSynthesizer.from_config)

@@ -36,43 +36,22 @@ from ...core.seeding import Stream, sample_rng
 from ...core.types import SynthesisResult
 from ..data import MVTecCategory
 
-__all__ = ["REAL_ONLY", "RealOnly", "few_shot_subset", "per_type_metrics", "few_shot_realism",
+__all__ = ["REAL_ONLY", "few_shot_subset", "validation_subset", "per_type_metrics", "few_shot_realism",
            "few_shot_markdown", "realism_markdown", "run_few_shot_benchmark"]
 
-#: The method name of the no-synthesis, real-defects-only row.
+#: The method name of the no-synthesis, real-defects-only row (:mod:`defectforge.realdefect.real_only`).
 REAL_ONLY = "real_only"
-_REAL_STREAM = 3  # random stream of real_only's picks
-
-
-class RealOnly:
-    """The real training defects themselves, oversampled: what a synthesizer returns, without synthesis.
-
-    Parameters
-    ----------
-    images : torch.Tensor
-        ``(N, C, H, W)`` uint8 real defect images (the training split).
-    masks : torch.Tensor
-        ``(N, H, W)`` bool, their masks.
-    """
-
-    method_name = REAL_ONLY
-    uses_donors = False
-
-    def __init__(self, images: torch.Tensor, masks: torch.Tensor):
-        if images.shape[0] == 0:
-            raise ValueError("real_only needs at least one real training defect; the few-shot split gave none")
-        self.images = images
-        self.masks = masks
-
-    def __call__(self, images: torch.Tensor, *, seed: int = 0, indices=None, context=None, **_) -> SynthesisResult:
-        indices = range(images.shape[0]) if indices is None else indices
-        picks = [int(sample_rng(seed, int(i), _REAL_STREAM).integers(self.images.shape[0])) for i in indices]
-        out = self.images[picks].to(images.device)
-        if out.shape[-2:] != images.shape[-2:]:
-            raise ValueError(f"real_only images are {tuple(out.shape[-2:])}, the batch {tuple(images.shape[-2:])}")
-        masks = self.masks[picks][:, None].float().to(images.device)
-        return SynthesisResult(images=out, masks=masks, labels=torch.ones(len(picks), dtype=torch.long),
-                               params=[{"anomalous": True, "real_image": k} for k in picks])
+#: Metrics of the few-shot tables, overall and per defect type: the papers' pixel AP and F1-max
+#: beside image AUROC, pixel AUROC and AUPRO.
+FEW_SHOT_METRICS = ("image_auroc", "pixel_auroc", "pixel_ap", "pixel_f1_max", "aupro")
+#: The validation protocol (:func:`run_few_shot_benchmark` with ``validation=True``): the share of
+#: each type's few-shot training defects that still feed synthesis (the rest is validated on),
+#: and the share of training normals held out as the validation set's good images. Chosen here
+#: so that the validation set keeps the test set's proportions roughly (a third of the defects).
+VALIDATION_FIT = "2/3"
+VALIDATION_NORMAL_SHARE = 1 / 6
+_LABELS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pixel_ap": "pixel AP",
+           "pixel_f1_max": "pixel F1-max", "aupro": "AUPRO"}
 
 
 def _split_names(split) -> dict[str, str]:
@@ -101,7 +80,7 @@ def few_shot_subset(data: MVTecCategory, split) -> tuple[MVTecCategory, list[int
 
 
 def per_type_metrics(scores: torch.Tensor, maps: torch.Tensor, data: MVTecCategory) -> dict[str, dict[str, float]]:
-    """Image AUROC, pixel AUROC and AUPRO per defect type (good test images + that type's images)."""
+    """:data:`FEW_SHOT_METRICS` per defect type (good test images + that type's images)."""
     from ...metrics.detection import detection_metrics
 
     types = [n.split("/")[0] for n in data.test_names]
@@ -111,7 +90,7 @@ def per_type_metrics(scores: torch.Tensor, maps: torch.Tensor, data: MVTecCatego
         idx = good + [i for i, x in enumerate(types) if x == t]
         m = detection_metrics(scores[idx].numpy(), data.test_labels[idx].numpy(), maps[idx].numpy(),
                               data.test_masks[idx].numpy())
-        out[t] = {k: m[k] for k in ("image_auroc", "pixel_auroc", "aupro")}
+        out[t] = {k: m[k] for k in FEW_SHOT_METRICS}
     return out
 
 
@@ -126,10 +105,13 @@ def _mean_std(values) -> tuple[float, float]:
 
 
 def few_shot_markdown(runs: dict[str, list[dict]], order: list[str] | None = None) -> str:
-    """Overall and per-type AUPRO (mean ± std over seeds) of the few-shot runs."""
+    """Overall :data:`FEW_SHOT_METRICS` and per-type AUPRO and pixel AP (mean ± std over seeds),
+    rows sorted by mean AUPRO."""
     types = sorted({t for rs in runs.values() for r in rs for t in r.get("per_type", {})})
-    header = ("| method | seeds | image AUROC | pixel AUROC | AUPRO | " + " | ".join(f"AUPRO {t}" for t in types) + " |")
-    lines = [header, "|---|---|---|---|---|" + "---|" * len(types)]
+    per_type = [(t, k) for t in types for k in ("aupro", "pixel_ap")]
+    header = ("| method | seeds | " + " | ".join(_LABELS[k] for k in FEW_SHOT_METRICS) + " | "
+              + " | ".join(f"{_LABELS[k]} {t}" for t, k in per_type) + " |")
+    lines = [header, "|---|---|" + "---|" * (len(FEW_SHOT_METRICS) + len(per_type))]
     names = [m for m in (order or []) if m in runs] + sorted(m for m in runs if m not in (order or []))
     names.sort(key=lambda m: -np.nan_to_num(_mean_std([r["metrics"]["aupro"] for r in runs[m]])[0], nan=-1))
 
@@ -140,9 +122,9 @@ def few_shot_markdown(runs: dict[str, list[dict]], order: list[str] | None = Non
     for m in names:
         rs = runs[m]
         label = f"{m} (no synthesis, baseline)" if rs[0].get("baseline") else m
-        cells = [cell([r["metrics"][k] for r in rs]) for k in ("image_auroc", "pixel_auroc", "aupro")]
-        cells += [cell([r.get("per_type", {}).get(t, {}).get("aupro") for r in rs]) for t in types]
-        lines.append(f"| {label} | {len(rs)} | " + " | ".join(cells) + " |")
+        cells = [cell([r["metrics"].get(k) for r in rs]) for k in FEW_SHOT_METRICS]
+        cells += [cell([r.get("per_type", {}).get(t, {}).get(k) for r in rs]) for t, k in per_type]
+        lines.append(f"| {label} | {len(rs)} | " + " | ".join(cells).replace("| |", "| - |") + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -242,11 +224,51 @@ def realism_markdown(realism: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 # the whole few-shot benchmark
 
+def validation_subset(data: MVTecCategory, features: dict | None, split, inner, split_seed: int,
+                      normal_share: float = VALIDATION_NORMAL_SHARE):
+    """The validation protocol's training and test data: the training normals minus a held-out share,
+    and a test set of those normals plus the validation part of the training defects.
+
+    ``split`` is the few-shot split, ``inner`` the split of its training images (``inner.train``
+    feeds synthesis, ``inner.test`` is validated on). The held-out normals are a permutation of the
+    training normals seeded by ``split_seed`` (:attr:`~defectforge.core.seeding.Stream.VALIDATION_NORMALS`).
+    Returns ``(data, features, record)``; no image of the few-shot test split is used.
+    """
+    from ...core.seeding import Stream
+
+    n = data.train.shape[0]
+    n_val = max(1, int(round(normal_share * n)))
+    order = sample_rng(int(split_seed), 0, int(Stream.VALIDATION_NORMALS)).permutation(n)
+    val_normals, fit_normals = sorted(int(i) for i in order[:n_val]), sorted(int(i) for i in order[n_val:])
+    val_names = {f"{t}/{Path(f).stem}" for t, files in inner.test.items() for f in files}
+    val_defects = [i for i, name in enumerate(data.test_names) if name in val_names]
+    if len(val_defects) != len(val_names):
+        raise ValueError("the validation split names images the data does not hold; delete the split files")
+    fit_idx, vn, vd = torch.tensor(fit_normals), torch.tensor(val_normals), torch.tensor(val_defects, dtype=torch.long)
+    size = data.train.shape[-1]
+    test = torch.cat([data.train[vn], data.test[vd]])
+    masks = torch.cat([torch.zeros(len(val_normals), size, size, dtype=data.test_masks.dtype), data.test_masks[vd]])
+    labels = torch.cat([torch.zeros(len(val_normals), dtype=data.test_labels.dtype), data.test_labels[vd]])
+    names = [f"good/{Path(data.train_files[i]).stem}" for i in val_normals] + [data.test_names[i] for i in val_defects]
+    subset = MVTecCategory(root=data.root, size=data.size, train=data.train[fit_idx], test=test, test_masks=masks,
+                           test_labels=labels, test_names=names, train_files=[data.train_files[i] for i in fit_normals])
+    feats = None
+    if features is not None:
+        feats = {"train": features["train"][fit_idx],
+                 "test": torch.cat([features["train"][vn], features["test"][vd]])}
+    record = {"protocol": "validation: the few-shot training defects split again (fit / validate, per type), "
+                          f"{len(val_normals)} of {n} training normals held out; no test-split image is used",
+              "fit_defects": inner.train, "validation_defects": inner.test,
+              "validation_normals": [Path(data.train_files[i]).name for i in val_normals]}
+    return subset, feats, record
+
+
 def run_few_shot_benchmark(data_dir, few_shot: str = "1/3", methods: list[str] | None = None,
                            seeds=(0, 1, 2), out="benchmark_out", config=None, baseline: bool = True,
                            split_seed: int = 0, realism: int = 0, fid_weights: str | None = None,
-                           log=print, method_options: dict | None = None) -> dict[str, Any]:
-    """Run every missing ``(method, seed)`` under the few-shot protocol and write its tables.
+                           log=print, method_options: dict | None = None, split_group: str | None = None,
+                           validation: bool = False) -> dict[str, Any]:
+    """Run every missing ``(training source, seed)`` under the few-shot protocol and write its tables.
 
     Parameters
     ----------
@@ -255,27 +277,38 @@ def run_few_shot_benchmark(data_dir, few_shot: str = "1/3", methods: list[str] |
     few_shot : str
         ``"1/3"`` (the papers' protocol), any fraction, or a count per type.
     methods : list of str, optional
-        Registry names and/or ``real_only`` (default: ``real_only``, every method that needs a
-        bank, and every other image-level method).
+        Training sources: registry names, ``real_only``, or mixtures such as
+        ``"real_only:0.5+defect_transplant:0.5"`` (:mod:`.recipes`). Default: ``real_only``,
+        every method that needs a bank, and every other image-level method.
     realism : int
         When > 0, also FID / KID per type with this many generated images per method and type.
     method_options : dict, optional
         ``{method: {parameter: value}}`` (CLI ``--set METHOD.KEY=VALUE``): e.g. the ``model`` of
         the methods that need a trained one, which the default method list leaves out otherwise.
+    split_group : str, optional
+        A regular expression naming each defect image's group (e.g. a spot photographed repeatedly):
+        a group stays on one side of the split (:meth:`~defectforge.sources.defects.FewShotSplit.make`).
+    validation : bool
+        The validation protocol, for choosing recipes, weights, steps or detectors without the test
+        set: the few-shot training defects are split again per type (2/3 feed synthesis and
+        ``real_only``, 1/3 is validated on, with :data:`VALIDATION_NORMAL_SHARE` of the training
+        normals held out as its good images); the few-shot test split is never read.
 
     Returns
     -------
     dict
-        ``{"run_dir", "split", "rows" (the leaderboard), "few_shot_table", "realism"}``.
+        ``{"run_dir", "split", "rows" (the leaderboard), "few_shot_table", "realism", "runs"}``.
     """
     import defectforge
 
+    from ...core.seeding import Stream
     from ...pipelines.generate import build_synthesizer
     from ...realdefect import needs_bank
-    from ...sources.defects import SPLIT_FILE, DefectBank, parse_few_shot
+    from ...sources.defects import SPLIT_FILE, DefectBank, FewShotSplit, parse_few_shot
     from ..backbones import load_backbone
     from ..data import check_mvtec_category
-    from .leaderboard import collect_runs, write_json, write_leaderboard
+    from .leaderboard import collect_runs, run_path, write_json, write_leaderboard
+    from .recipes import build_source, is_mixture, row_members
     from .runner import BACKBONE_DETECTORS, BASELINE, DETECTORS, BenchmarkConfig, _check_methods, features_cached, \
         load_data_cached, make_detector, run_one
 
@@ -283,14 +316,16 @@ def run_few_shot_benchmark(data_dir, few_shot: str = "1/3", methods: list[str] |
     if cfg.detector not in DETECTORS:
         make_detector(cfg.detector, None)
     kind, value = parse_few_shot(few_shot)
+    if validation and realism:
+        raise ValueError("--realism compares against the held-out test defects; the validation protocol never reads them")
     if methods:
-        names = [REAL_ONLY] if REAL_ONLY in methods else []
-        names += _check_methods([m for m in methods if m != REAL_ONLY], cfg.detector)
+        names = _check_methods(list(methods), cfg.detector, allowed=(REAL_ONLY,))
     else:  # methods that need a trained model run only when given one
-        image = [n for n in defectforge.list_methods(level="image")
-                 if not getattr(defectforge.method_info(n).cls, "needs_model", False) or n in (method_options or {})]
+        image = [n for n in defectforge.list_methods(level="image") if n != REAL_ONLY and
+                 (not getattr(defectforge.method_info(n).cls, "needs_model", False) or n in (method_options or {}))]
         names = [REAL_ONLY] + [n for n in image if needs_bank(n)] + [n for n in image if not needs_bank(n)]
-    unused = sorted(set(method_options or {}) - set(names))
+    members = {m for row in names for m in row_members(row)[0]}
+    unused = sorted(set(method_options or {}) - members)
     if unused:
         raise ValueError(f"--set names {unused}, which this run does not include (methods: {names})")
     seeds = [int(s) for s in seeds]
@@ -299,42 +334,59 @@ def run_few_shot_benchmark(data_dir, few_shot: str = "1/3", methods: list[str] |
     out = Path(out)
     cache_dir = out / "cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    bank = DefectBank.from_folder(root, few_shot=few_shot, split_file=out / SPLIT_FILE, split_seed=split_seed)
+    bank = DefectBank.from_folder(root, few_shot=few_shot, split_file=out / SPLIT_FILE, split_seed=split_seed,
+                                  split_group=split_group)
+    split = bank.split
     backbone = load_backbone(cfg.backbone, cfg.backbone_weights).to(cfg.device) \
         if cfg.detector in BACKBONE_DETECTORS or baseline else None
     data, fingerprint = load_data_cached(root, cfg.size, cache_dir, log)
-    test, keep, real = few_shot_subset(data, bank.split)
-    features = None
-    if backbone is not None:
-        full = features_cached(backbone, data, fingerprint, cache_dir, log)
-        features = {"train": full["train"], "test": full["test"][torch.tensor(keep)]}
+    full = features_cached(backbone, data, fingerprint, cache_dir, log) if backbone is not None else None
     spec = str(value.numerator) + "of" + str(value.denominator) if kind == "fraction" else f"{value}pertype"
-    run_dir = out / f"fewshot-{spec}-split{split_seed}-{cfg.run_folder_name(backbone.identity if backbone else 'nobackbone')}"
-    log(f"few-shot {few_shot}: {len(real)} real defect images feed synthesis, {len(keep)} test images "
-        f"({sum(1 for n in test.test_names if not n.startswith('good/'))} held-out defects); split in {out / SPLIT_FILE}")
+    folder = f"fewshot-{spec}-split{split_seed}" + ("-grouped" if split_group else "")
+    if validation:
+        inner = FewShotSplit.make(root, split.train, VALIDATION_FIT, split_seed, split_group,
+                                  stream=int(Stream.VALIDATION_DEFECTS))
+        fit = FewShotSplit(str(root), f"{few_shot}, then {VALIDATION_FIT} of it to fit", split_seed,
+                           train=inner.train, test={t: inner.test.get(t, []) + split.test.get(t, []) for t in split.test},
+                           group=split_group)
+        bank = DefectBank.from_folder(root, split=fit)
+        test, features, record = validation_subset(data, full, split, inner, split_seed)
+        write_json(out / f"validation_split-{folder}.json", record)
+        folder += "-validation"
+        log(f"validation protocol: {sum(map(len, inner.train.values()))} of the {sum(map(len, split.train.values()))} "
+            f"few-shot training defect images feed synthesis, {sum(map(len, inner.test.values()))} are validated on "
+            f"with {len(record['validation_normals'])} held-out training normals; the test split is not used")
+    else:
+        test, keep, real = few_shot_subset(data, split)
+        features = None if full is None else {"train": full["train"], "test": full["test"][torch.tensor(keep)]}
+        log(f"few-shot {few_shot}: {len(real)} real defect images feed synthesis, {len(keep)} test images "
+            f"({sum(1 for n in test.test_names if not n.startswith('good/'))} held-out defects); split in {out / SPLIT_FILE}")
+    run_dir = out / f"{folder}-{cfg.run_folder_name(backbone.identity if backbone else 'nobackbone')}"
 
-    def synthesizer_of(name):
-        if name == REAL_ONLY:
-            idx = torch.tensor(real)
-            return RealOnly(data.test[idx], data.test_masks[idx])
-        if needs_bank(name) or name in (method_options or {}):
-            return build_synthesizer(name, _options(name, bank, method_options))
-        return None
+    def member(name):
+        return build_synthesizer(name, _options(name, bank, method_options))
+
+    def synthesizer_of(row):
+        names_, _ = row_members(row)
+        if len(names_) > 1 or needs_bank(names_[0]) or names_[0] in (method_options or {}):
+            return build_source(row, member)
+        return None  # a plain registry method, built by the detector
 
     all_names = ([BASELINE] if baseline else []) + names
     todo = [(m, s) for s in seeds for m in all_names]
     for method, seed in todo:
-        if (run_dir / method / f"seed{seed}.json").is_file():
+        if run_path(run_dir, method, seed).is_file():
             continue
         run_one(method, seed, cfg, test, backbone, features, run_dir, log,
                 synthesizer=None if method == BASELINE else synthesizer_of(method), per_type=True)
         write_leaderboard(run_dir, test, methods=all_names, seeds=seeds)
     board = write_leaderboard(run_dir, test, methods=all_names, seeds=seeds)
     runs = {m: [r for r in rs if r["seed"] in seeds] for m, rs in collect_runs(run_dir).items() if m in all_names}
-    table = few_shot_markdown({m: r for m, r in runs.items() if r}, all_names)
+    runs = {m: r for m, r in runs.items() if r}
+    table = few_shot_markdown(runs, all_names)
     (run_dir / "fewshot.md").write_text(table)
-    result = {"run_dir": str(run_dir), "split": bank.split.as_dict(), "rows": board.get("rows", []),
-              "few_shot_table": table, "realism": None}
+    result = {"run_dir": str(run_dir), "split": split.as_dict(), "rows": board.get("rows", []),
+              "few_shot_table": table, "realism": None, "runs": runs}
     if realism:
         path = run_dir / f"realism-{realism}.json"
         if path.is_file():
@@ -342,8 +394,8 @@ def run_few_shot_benchmark(data_dir, few_shot: str = "1/3", methods: list[str] |
 
             scores = json.loads(path.read_text())
         else:
-            scores = few_shot_realism(data, bank.split, bank, names, per_type=realism, fid_weights=fid_weights, log=log,
-                                      method_options=method_options)
+            scores = few_shot_realism(data, split, bank, [n for n in names if not is_mixture(n)],
+                                      per_type=realism, fid_weights=fid_weights, log=log, method_options=method_options)
             write_json(path, scores)
         (run_dir / f"realism-{realism}.md").write_text(realism_markdown(scores))
         result["realism"] = scores

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..data import MVTecCategory
+from .recipes import row_folder
 
 __all__ = ["bar_chart", "convergence_chart", "score_map_figures", "example_indices", "example_maps", "axis_floor"]
 
@@ -183,7 +184,7 @@ def score_map_figures(run_dir: Path, rows: list[dict[str, Any]], data: MVTecCate
     header.insert(0, np.asarray(title))
     method_strips, per_method = [], {}
     for row in rows:
-        files = sorted((run_dir / row["method"]).glob("seed*.examples.npy"))
+        files = sorted((run_dir / row_folder(row["method"])).glob("seed*.examples.npy"))
         if not files:
             continue
         maps = np.load(files[0]).astype(np.float32)

@@ -13,8 +13,9 @@ import numpy as np
 from ...io.images import atomic_write_bytes, write_image
 from ..data import MVTecCategory
 from .figures import bar_chart, convergence_chart, score_map_figures
+from .recipes import row_folder
 
-__all__ = ["METRICS", "collect_runs", "write_leaderboard", "leaderboard_markdown", "write_json"]
+__all__ = ["METRICS", "collect_runs", "write_leaderboard", "leaderboard_markdown", "write_json", "run_path"]
 
 #: Metrics of the leaderboard, in column order.
 METRICS = ("image_auroc", "pixel_auroc", "image_ap", "pixel_ap", "image_f1_max", "aupro")
@@ -35,6 +36,11 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
         return float("nan"), float("nan")
     arr = np.asarray(values, dtype=np.float64)
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def run_path(run_dir: Path, method: str, seed: int) -> Path:
+    """Where the result of one ``(training source, seed)`` run is written."""
+    return Path(run_dir) / row_folder(method) / f"seed{int(seed)}.json"
 
 
 def collect_runs(run_dir: Path) -> dict[str, list[dict]]:
@@ -73,7 +79,7 @@ def write_leaderboard(run_dir: Path, data: MVTecCategory | None = None, methods:
     first = next(iter(runs.values()))[0] if runs else {}
     board = {"run_dir": str(run_dir), "config": first.get("config", {}), "rows": rows,
              "missing": [] if methods is None or seeds is None else
-             [f"{m}/seed{s}" for m in methods for s in seeds if not (run_dir / m / f"seed{s}.json").is_file()]}
+             [f"{m}/seed{s}" for m in methods for s in seeds if not run_path(run_dir, m, s).is_file()]}
     write_json(run_dir / "leaderboard.json", board)
     atomic_write_bytes(run_dir / "leaderboard.md", leaderboard_markdown(board).encode())
     if rows:
@@ -85,7 +91,7 @@ def write_leaderboard(run_dir: Path, data: MVTecCategory | None = None, methods:
             grid, per_method = score_map_figures(run_dir, rows, data)
             write_image(run_dir / "score_maps.png", grid)
             for method, image in per_method.items():
-                write_image(run_dir / "score_maps" / f"{method}.png", image)
+                write_image(run_dir / "score_maps" / f"{row_folder(method)}.png", image)
     return board
 
 

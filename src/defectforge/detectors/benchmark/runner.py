@@ -17,7 +17,7 @@ import hashlib
 import io
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,7 +30,8 @@ from ..backbones import Backbone, load_backbone
 from ..data import MVTecCategory, check_mvtec_category, load_mvtec_category
 from ..feature_level import FEATURE_DETECTORS, make_feature_detector
 from .figures import example_indices, example_maps
-from .leaderboard import write_json, write_leaderboard
+from .leaderboard import run_path, write_json, write_leaderboard
+from .recipes import build_source, check_rows, is_mixture, split_rows
 
 __all__ = ["DETECTORS", "IMAGE_DETECTORS", "BACKBONE_DETECTORS", "BASELINE", "BenchmarkConfig", "make_detector",
            "run_benchmark", "run_one", "image_scores_of", "evaluate_detector", "load_data_cached", "features_cached",
@@ -39,9 +40,9 @@ __all__ = ["DETECTORS", "IMAGE_DETECTORS", "BACKBONE_DETECTORS", "BASELINE", "Be
 #: Detectors trained on image-level synthesis, then those trained on feature-level synthesis
 #: (:mod:`..feature_level`: each has its own default method, e.g. ``simplenet`` -> ``simplenet``),
 #: then those trained on latent-level synthesis (``dsr``: a VQ-VAE trained and cached per dataset).
-IMAGE_DETECTORS = ("seghead", "draem_seg", "residual_seg")
+IMAGE_DETECTORS = ("seghead", "draem_seg", "residual_seg", "fusion")
 #: The image-level detectors on the frozen backbone's (cached) features.
-BACKBONE_DETECTORS = ("seghead", "residual_seg")
+BACKBONE_DETECTORS = ("seghead", "residual_seg", "fusion")
 LATENT_DETECTORS = {"dsr": "dsr"}
 DETECTORS = IMAGE_DETECTORS + tuple(FEATURE_DETECTORS) + tuple(LATENT_DETECTORS)
 #: The dsr detector's VQ-VAE (trained once per dataset, cached): resolution of the images it
@@ -67,26 +68,37 @@ class BenchmarkConfig:
     device: str = "cpu"
     vqvae_steps: int = 3000  # dsr only: training steps of the cached VQ-VAE
     vqvae_width: str = "small"  # dsr only: VQVAE_WIDTHS name
+    #: Constructor arguments of the image-level detector (CLI ``--detector-option KEY=VALUE``).
+    detector_options: dict = field(default_factory=dict)
 
     def run_folder_name(self, backbone_identity: str) -> str:
         width = f"-w{self.width}" if self.width else ""
         vq = f"-vq{self.vqvae_width}{self.vqvae_steps}" if self.detector in LATENT_DETECTORS else ""
-        return f"{self.detector}-{backbone_identity}-s{self.size}-n{self.steps}-b{self.batch_size}{width}{vq}"
+        options = "".join(f"-{k}={v}" for k, v in sorted(self.detector_options.items()))
+        return f"{self.detector}-{backbone_identity}-s{self.size}-n{self.steps}-b{self.batch_size}{width}{vq}{options}"
 
 
-def make_detector(name: str, backbone: Backbone | None, width: int = 0, device: str = "cpu", vqvae=None):
-    """A fresh detector: ``seghead``, ``draem_seg``, a feature-level one, ``dsr`` (on ``vqvae``) or the
-    baseline ``patchcore``."""
+def make_detector(name: str, backbone: Backbone | None, width: int = 0, device: str = "cpu", vqvae=None,
+                  options: dict | None = None):
+    """A fresh detector: ``seghead``, ``residual_seg``, ``fusion``, ``draem_seg``, a feature-level one, ``dsr``
+    (on ``vqvae``) or the baseline ``patchcore``; ``options`` are constructor arguments of the first three."""
     from ..draem_seg import DraemSegDetector
     from ..patchcore import PatchCoreBaseline
     from ..seghead import SegHeadDetector
 
+    kwargs = {**({"width": width} if width else {}), **(options or {})}
+    if options and name not in BACKBONE_DETECTORS:
+        raise ValueError(f"--detector-option applies to {', '.join(BACKBONE_DETECTORS)}, not {name!r}")
     if name == "seghead":
-        return SegHeadDetector(backbone, **({"width": width} if width else {}))
+        return SegHeadDetector(backbone, **kwargs)
     if name == "residual_seg":
         from ..residual_seg import ResidualSegDetector
 
-        return ResidualSegDetector(backbone, **({"width": width} if width else {}))
+        return ResidualSegDetector(backbone, **kwargs)
+    if name == "fusion":
+        from ..fusion import FusionDetector
+
+        return FusionDetector(backbone, **kwargs)
     if name == "draem_seg":
         return DraemSegDetector(device=device, **({"width": width} if width else {}))
     if name == BASELINE:
@@ -212,7 +224,8 @@ def run_one(method: str, seed: int, cfg: BenchmarkConfig, data: MVTecCategory, b
     is the ``dsr`` detector's VQ-VAE (:func:`vqvae_cached`).
     """
     is_baseline = method == BASELINE
-    detector = make_detector(BASELINE if is_baseline else cfg.detector, backbone, cfg.width, cfg.device, vqvae)
+    detector = make_detector(BASELINE, backbone) if is_baseline else \
+        make_detector(cfg.detector, backbone, cfg.width, cfg.device, vqvae, cfg.detector_options)
     train_features = features["train"] if features is not None and detector.uses_features else None
     test_features = features["test"] if features is not None and detector.uses_features else None
     evaluate = None
@@ -225,7 +238,7 @@ def run_one(method: str, seed: int, cfg: BenchmarkConfig, data: MVTecCategory, b
     metrics, maps = evaluate_detector(detector, data, test_features)
     eval_seconds = time.perf_counter() - start
     examples = example_indices(data)
-    out_dir = run_dir / method
+    out_dir = run_path(run_dir, method, seed).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     buffer_path = out_dir / f"seed{seed}.examples.npy"
     buffer = io.BytesIO()
@@ -261,21 +274,28 @@ def run_one(method: str, seed: int, cfg: BenchmarkConfig, data: MVTecCategory, b
 # the whole benchmark
 
 
-def _check_methods(methods: list[str], detector: str = "seghead") -> list[str]:
+def _check_methods(methods: list[str], detector: str = "seghead", allowed: tuple[str, ...] = ()) -> list[str]:
+    """The training sources (rows) of ``methods``, each a method or a mixture (:mod:`.recipes`) whose
+    members exist and synthesise at the detector's level (``allowed``: extra member names)."""
     from ...core.registry import method_info
 
-    out = []
-    for name in methods:
+    level = "feature" if detector in FEATURE_DETECTORS else "latent" if detector in LATENT_DETECTORS else "image"
+
+    def check(name: str) -> None:
         if name == BASELINE:
             raise ValueError(f"{BASELINE!r} is the synthesis-free baseline, always included; do not list it in --methods")
+        if name in allowed:
+            return
         info = method_info(name)  # unknown names raise with suggestions
-        level = "feature" if detector in FEATURE_DETECTORS else "latent" if detector in LATENT_DETECTORS else "image"
         if info.level != level:
             raise ValueError(f"method {name!r} synthesises at {info.level} level; detector {detector!r} trains on "
                              f"{level}-level anomalies (see: defectforge methods --level {level})")
-        if name not in out:
-            out.append(name)
-    return out
+
+    rows = split_rows(methods)
+    if level != "image" and any(is_mixture(r) for r in rows):
+        raise ValueError(f"combined training sources ({[r for r in rows if is_mixture(r)]}) are for image-level "
+                         f"detectors; {detector!r} trains on its own {level}-level synthesis")
+    return check_rows(rows, check)
 
 
 def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None, seeds: list[int] = (0, 1, 2),
@@ -339,11 +359,14 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
     run_dir = out / cfg.run_folder_name(backbone.identity if backbone is not None else "nobackbone")
     # seed-major order: an interrupted benchmark has every method at the first seeds
     todo = [(m, s) for s in seeds for m in ([BASELINE] if baseline else []) + names]
-    todo = [(m, s) for m, s in todo if not (run_dir / m / f"seed{s}.json").is_file()]
+    todo = [(m, s) for m, s in todo if not run_path(run_dir, m, s).is_file()]
     from tqdm import tqdm
 
+    from ...pipelines.generate import build_synthesizer
+
     for method, seed in tqdm(todo, desc="benchmark runs", unit="run", disable=not progress):
-        run_one(method, seed, cfg, data, backbone, features, run_dir, log, vqvae=vqvae)
+        source = build_source(method, build_synthesizer) if method != BASELINE and is_mixture(method) else None
+        run_one(method, seed, cfg, data, backbone, features, run_dir, log, vqvae=vqvae, synthesizer=source)
         # the table after every run, so an interrupted benchmark always has one
         write_leaderboard(run_dir, data, methods=([BASELINE] if baseline else []) + names, seeds=seeds)
     return write_leaderboard(run_dir, data, methods=([BASELINE] if baseline else []) + names, seeds=seeds)

@@ -139,7 +139,7 @@ def read_coco(path: str | Path, image_root=None) -> AnnotationSet:
         found = next((r / file_name for r in roots if (r / file_name).is_file()), None)
         if found is None:
             raise AnnotationError(f"{where}: file {file_name!r} is not under {', '.join(str(r) for r in roots)}; "
-                                  "put the images there or give the image root (--image-root)")
+                                  "put the images there (beside the JSON, or in images/ there) or import with --image-root")
         found = found.resolve()
         if found in files:
             raise AnnotationError(f"{where}: lists {found} again (image {files[found]} does too); "
