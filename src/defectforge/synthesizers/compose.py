@@ -365,7 +365,7 @@ def recipe(spec: str, bank=None, **options) -> Synthesizer:
 
     def one(name: str) -> Synthesizer:
         kwargs = {"anomaly_probability": 1.0, **options.get(name, {})}
-        if getattr(method_info(name).cls, "needs_bank", False):
+        if method_info(name).capabilities["needs_bank"]:
             if bank is None:
                 raise ValueError(f"{name} places real defects: give bank=DefectBank.from_folder(...)")
             kwargs.setdefault("bank", bank)

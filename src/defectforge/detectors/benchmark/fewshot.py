@@ -179,7 +179,7 @@ def few_shot_realism(data: MVTecCategory, split, bank, methods: list[str], per_t
                 scores[t] = _fid_kid(feats[f"real/{t}"], gen, fid_from_features, kid_from_features)
         else:
             synth = build_synthesizer(name, _options(name, bank, method_options))
-            donors = normals if getattr(synth, "uses_donors", False) else None
+            donors = normals if synth.capabilities["uses_donors"] else None
             out = synth(normals, seed=seed, indices=range(per_type), donors=donors)
             gen = extract_features(out.images, network, progress=False)
             for t in types:
@@ -322,7 +322,7 @@ def run_few_shot_benchmark(data_dir, few_shot: str = "1/3", methods: list[str] |
         names = _check_methods(list(methods), cfg.detector, allowed=(REAL_ONLY,))
     else:  # methods that need a trained model run only when given one
         image = [n for n in defectforge.list_methods(level="image") if n != REAL_ONLY and
-                 (not getattr(defectforge.method_info(n).cls, "needs_model", False) or n in (method_options or {}))]
+                 (not defectforge.method_info(n).capabilities["needs_model"] or n in (method_options or {}))]
         names = [REAL_ONLY] + [n for n in image if needs_bank(n)] + [n for n in image if not needs_bank(n)]
     members = {m for row in names for m in row_members(row)[0]}
     unused = sorted(set(method_options or {}) - members)
