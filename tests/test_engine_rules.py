@@ -205,6 +205,9 @@ def test_capabilities_are_typed_and_exposed(name):
             assert isinstance(value, list)
         elif key == "model_kind":
             assert value is None if not caps["needs_model"] else isinstance(value, str)
+        elif key == "detector":
+            level = defectforge.method_info(name).level
+            assert value is None if level == "image" else isinstance(value, str)
         else:
             assert isinstance(value, bool)
     assert json.loads(json.dumps(defectforge.method_info(name).as_dict()))["capabilities"] == caps

@@ -204,6 +204,18 @@ def test_image_and_feature_methods_share_one_seeded_parent():
         type(feature)().config()
 
 
+def test_each_feature_method_declares_the_detector_that_trains_on_it():
+    # before: cli/bench_feature.py kept this map by hand
+    from defectforge.detectors.benchmark.runner import DETECTORS
+    from defectforge.detectors.feature_level import FEATURE_DETECTORS
+
+    for name in defectforge.list_methods(level="feature") + defectforge.list_methods(level="latent"):
+        assert defectforge.method_info(name).capabilities["detector"] in DETECTORS, name
+    for detector, cls in FEATURE_DETECTORS.items():
+        assert defectforge.method_info(cls.method).capabilities["detector"] == detector
+    assert defectforge.method_info("dsr").capabilities["detector"] == "dsr"
+
+
 def test_centre_bank_ema():
     bank = CentreBank(momentum=0.9)
     a, b = torch.ones(2, 3, 2, 2), torch.zeros(2, 3, 2, 2)

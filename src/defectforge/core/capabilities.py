@@ -25,6 +25,7 @@ CAPABILITIES: dict[str, Any] = {
     "needs_bank": False,
     "needs_model": False,
     "model_kind": None,
+    "detector": None,
 }
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -143,6 +143,8 @@ class FeatureSynthesizer(SeededSynthesizer):
     batch_coupled: bool = False
     #: Context fields the method cannot work without (``"discriminator"``, ``"centres"``).
     needs: tuple[str, ...] = ()
+    #: The benchmark detector that trains on this method (reported by ``capabilities``).
+    detector: ClassVar[str | None] = None
 
     # --- to implement -------------------------------------------------------------------
     def sample_params(self, rng: np.random.Generator, shape: FeatureShape) -> dict[str, Any]:

@@ -212,6 +212,9 @@ class DSRCodeReplacement(FeatureSynthesizer):
     True
     """
 
+    #: The detector that trains on this method (``defectforge benchmark --detector dsr``).
+    detector = "dsr"
+
     level = "latent"
     needs = ("vqvae",)
 
