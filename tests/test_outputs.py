@@ -220,13 +220,15 @@ def test_the_lock_file_is_neither_a_user_file_nor_data(good, tmp_path):
 
 
 def test_the_ui_generate_dataset_takes_the_same_lock(good, tmp_path):
-    from defectforge.ui.app import Session
+    from defectforge.ui.app import Session, ui_message
 
     out = tmp_path / "out"
     with lock_output(out, command="defectforge generate (another run)"):
-        with pytest.raises(OutputLockedError, match="another run"):
+        with pytest.raises(OutputLockedError, match="another run") as refused:
             Session(tmp_path / "work").generate_dataset(str(out), "cutpaste", "folder", str(good), None, None, 2, 0,
                                                         [], [])
+    shown = ui_message(refused.value, "dataset", out)  # in the app's terms: its dataset folder box
+    assert "dataset folder" in shown and "another run" in shown and "OUTPUT" not in shown and "--" not in shown
 
 
 # --- 4. records that rebuild the run anywhere ----------------------------------------------------
@@ -369,3 +371,32 @@ def test_evaluate_of_a_few_shot_run_scores_against_the_held_out_defects_per_type
     assert result["real_counts"] == {"hole": 2, "scratch": 2}
     assert set(result["groups"]) == {"overall"} | (types if len(types) > 1 else set())
     assert types <= {"hole", "scratch"}  # groups are defect types, not the method's name
+
+
+def test_without_flock_the_holder_record_decides(tmp_path, monkeypatch):
+    """Some network file systems cannot flock: a dead holder on this host is stale, a live or remote one is not."""
+    import errno
+
+    import defectforge.io.output_lock as output_lock
+
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(output_lock.fcntl, "flock", no_flock)
+    out = tmp_path / "out"
+    out.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / LOCK_NAME).write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(),
+                                                 "started": "then", "command": "defectforge generate a b"}))
+        with pytest.raises(OutputLockedError, match=f"pid {sleeper.pid} on {socket.gethostname()}"):
+            lock_output(out).acquire()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with lock_output(out) as lock:  # the same record, its process gone (kill -9): stale, taken over
+        assert lock.stale["pid"] == sleeper.pid
+        assert json.loads((out / LOCK_NAME).read_text())["pid"] == os.getpid()
+    (out / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "another-host", "started": "then", "command": "x"}))
+    with pytest.raises(OutputLockedError, match="another-host.*delete"):
+        lock_output(out).acquire()

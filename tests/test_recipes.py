@@ -205,3 +205,16 @@ def test_fusion_is_the_sum_of_two_standardised_terms():
     alone = FusionDetector(backbone, width=8, normal_sample=8, patchcore_weight=0.0)
     alone.fit(train, "cutpaste", steps=2, batch_size=4, seed=0)
     assert torch.allclose(alone.score_maps(features=features, size=32), z_head, atol=1e-3)
+
+
+def test_benchmark_several_categories_without_real_defects_compares_with_patchcore(tmp_path):
+    cats = [make_category(tmp_path / name, per_type=3, seed=k) for k, name in enumerate(("one", "two"))]
+    result = CliRunner().invoke(app, ["benchmark", *map(str, cats), "--backbone", "tiny", "--size", "32", "--steps", "2",
+                                      "--batch", "4", "--width", "8", "--seeds", "0,1", "-m", "cutpaste,cutpaste+draem",
+                                      "--out", str(tmp_path / "b"), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["references"] == ["patchcore"]
+    assert {r["method"] for r in summary["rows"]} == {"patchcore", "cutpaste", "cutpaste+draem"}
+    run = json.loads((tmp_path / "b" / "one").glob("*/cutpaste+draem/seed1.json").__next__().read_text())
+    assert run["method"] == "cutpaste+draem"

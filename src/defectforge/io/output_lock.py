@@ -43,7 +43,11 @@ _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 
 class OutputLockedError(FileExistsError):
-    """Another process is writing the output folder."""
+    """Another process is writing the output folder; ``holder`` says which (pid, host, start, command)."""
+
+    def __init__(self, message: str, holder: str = ""):
+        super().__init__(message)
+        self.holder = holder
 
 
 def _holder_record(command: str | None) -> dict:
@@ -158,13 +162,13 @@ class OutputLock:
             if holder.get("host") != socket.gethostname():
                 raise OutputLockedError(
                     f"OUTPUT {self.output} is being written by {_describe(holder)}; this file system cannot "
-                    f"lock, so if that process has ended, delete {self.path} and run again")
+                    f"lock, so if that process has ended, delete {self.path} and run again", _describe(holder))
             return not _alive_here(holder)
         return True
 
     def _refuse(self, holder: dict | None) -> None:
         raise OutputLockedError(f"OUTPUT {self.output} is being written by {_describe(holder)}; wait for it to "
-                                "end (or stop it) and run again, or choose another OUTPUT")
+                                "end (or stop it) and run again, or choose another OUTPUT", _describe(holder))
 
     def release(self) -> None:
         """Remove the lock file, then unlock; remove OUTPUT too when it was made here and is empty."""

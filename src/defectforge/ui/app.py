@@ -152,8 +152,12 @@ def ui_message(exc: BaseException, action: str = "preview", output: Path | None 
 
     ``action`` is ``"preview"`` (the pictures) or ``"dataset"`` ("generate dataset" into ``output``).
     """
+    from ..io.output_lock import OutputLockedError
     from ..pipelines.generate import OutputExistsError
 
+    if isinstance(exc, OutputLockedError) and output is not None:
+        return (f"nothing written or deleted: the dataset folder {output} is being written by {exc.holder}; wait "
+                "for that run to end, or type a new dataset folder")
     if isinstance(exc, OutputExistsError) and output is not None:
         # the app neither continues nor replaces a run: both belong to the command line, where they are explicit
         return (f"nothing written or deleted: the dataset folder {output} already holds a run or other "
