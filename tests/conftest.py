@@ -62,6 +62,13 @@ def tiny_sd_inpaint_folder():
     return _folder_once("sd", tiny_sd_inpaint)
 
 
+def tiny_sd_text2img_folder():
+    """A tiny random Stable Diffusion text-to-image pipeline (UNet of 4 input channels), saved once."""
+    from defectforge.generative.inpaint import tiny_sd_text2img
+
+    return _folder_once("sd_t2i", tiny_sd_text2img)
+
+
 def _write_tiny_bank(root) -> None:
     from pathlib import Path
 
@@ -113,6 +120,10 @@ def method_for_tests(name, **kwargs):
         elif kind == "sd_inpaint":
             kwargs.setdefault("model", tiny_sd_inpaint_folder())
             kwargs.setdefault("num_inference_steps", 2)
+        elif kind == "sd_text2img":
+            kwargs.setdefault("model", tiny_sd_text2img_folder())
+            kwargs.setdefault("num_inference_steps", 4)
+            kwargs.setdefault("strength", 0.5)
         else:
             kwargs.setdefault("model", tiny_model_folder())
             kwargs.setdefault("num_inference_steps", 3)

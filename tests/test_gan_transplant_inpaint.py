@@ -83,7 +83,7 @@ def sd_folder():
 
 
 def test_prompt_inpaint_changes_only_the_mask_and_replays(sd_folder):
-    synth = defectforge.create("prompt_inpaint", model=sd_folder, num_inference_steps=2, object_name="tile",
+    synth = defectforge.create("prompt_inpaint_sdinpaint", model=sd_folder, num_inference_steps=2, object_name="tile",
                                defects=["crack", "hole"])
     x = torch.rand(3, 3, 24, 24)
     out = synth(x, seed=1)
@@ -107,19 +107,19 @@ def test_prompt_inpaint_names_a_missing_file_and_the_pixel_loader_points_to_it(s
     shutil.copytree(sd_folder, broken)
     (broken / "text_encoder" / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="text_encoder/model.safetensors"):
-        defectforge.create("prompt_inpaint", model=str(broken))
+        defectforge.create("prompt_inpaint_sdinpaint", model=str(broken))
     (broken / "unet" / "config.json").unlink()
     with pytest.raises(FileNotFoundError, match="unet/config.json"):
-        defectforge.create("prompt_inpaint", model=str(broken))
+        defectforge.create("prompt_inpaint_sdinpaint", model=str(broken))
     with pytest.raises(ValueError, match="prompt_inpaint"):
         load_diffusion_model(sd_folder)
 
 
 def test_prompt_inpaint_device_passes_through(sd_folder):
-    synth = defectforge.create("prompt_inpaint", model=sd_folder, num_inference_steps=2, device="cpu")
+    synth = defectforge.create("prompt_inpaint_sdinpaint", model=sd_folder, num_inference_steps=2, device="cpu")
     assert synth.device == torch.device("cpu") and synth.config()["device"] == "cpu"
     if torch.cuda.is_available():  # the same code on a GPU where there is one
-        cuda = defectforge.create("prompt_inpaint", model=sd_folder, num_inference_steps=2, device="cuda")
+        cuda = defectforge.create("prompt_inpaint_sdinpaint", model=sd_folder, num_inference_steps=2, device="cuda")
         x = torch.rand(1, 3, 24, 24)
         out = cuda(x, seed=0)
         assert out.images.device == x.device
@@ -154,3 +154,72 @@ def test_few_shot_benchmark_runs_methods_given_a_model(tmp_path):
     assert result.exit_code == 2 and "--few-shot" in result.output
     result = CliRunner().invoke(app, ["benchmark", str(cat), "--few-shot", "1/3", "--set", "model=x"])
     assert result.exit_code == 2 and "METHOD.KEY=VALUE" in result.output
+
+
+# --- prompt_inpaint: AnomalyAny's normal-image conditioning and latent blending ----------------
+@pytest.fixture(scope="module")
+def t2i_folder():
+    pytest.importorskip("transformers")
+    pytest.importorskip("diffusers")
+    from conftest import tiny_sd_text2img_folder
+
+    return tiny_sd_text2img_folder()
+
+
+@pytest.mark.parametrize("strength, runs", [(0.3, 3), (0.5, 5), (1.0, 10)])
+def test_prompt_inpaint_runs_only_the_last_strength_of_the_schedule(t2i_folder, strength, runs, monkeypatch):
+    """With N = 10 steps and strength s the UNet sees only the last int(N * s) timesteps, starting
+    from the normal latent noised to the first of them (t_start = N - int(N * s))."""
+    synth = defectforge.create("prompt_inpaint", model=t2i_folder, num_inference_steps=10, strength=strength)
+    unet = synth.model.unet
+    seen, starts = [], []
+    forward = unet.forward
+
+    def spy(sample, t, *args, **kwargs):
+        seen.append(int(t))
+        return forward(sample, t, *args, **kwargs)
+
+    monkeypatch.setattr(unet, "forward", spy)
+    scheduled = []
+    known = torch.zeros(1, 3, 16, 16)
+    m_lat = torch.ones(1, 1, 8, 8)
+    synth._generate(known, m_lat, "a tile with a crack", torch.Generator().manual_seed(0), "cpu", scheduled)
+    from diffusers import DDIMScheduler
+
+    full = DDIMScheduler.from_config(synth.model.scheduler.config)
+    full.set_timesteps(10)
+    assert seen == scheduled == [int(t) for t in full.timesteps][10 - runs:]
+    assert synth.start_index() == 10 - runs
+
+
+def test_prompt_inpaint_starts_from_the_noised_normal_latent(t2i_folder):
+    """The fewer steps run, the closer the result stays to the normal image (empty mask = all latents
+    blended back, so compare the generated inside with a full mask)."""
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    from defectforge.generative.diffusion import to_model_space
+
+    known = to_model_space(x, 16, 3)
+    m_lat = torch.ones(1, 1, 8, 8)
+    errors = []
+    for strength in (0.1, 1.0):
+        synth = defectforge.create("prompt_inpaint", model=t2i_folder, num_inference_steps=10, strength=strength)
+        gen = synth._generate(known, m_lat, "a tile with a crack", torch.Generator().manual_seed(0), "cpu")
+        vae = synth.model.vae
+        recon = vae.decode(vae.encode(known).latent_dist.mean).sample.clamp(-1, 1)
+        errors.append(float((gen - recon).abs().mean()))
+    assert errors[0] < errors[1]
+
+
+def test_prompt_inpaint_changes_only_the_mask_replays_and_names_the_variant(t2i_folder, sd_folder):
+    synth = defectforge.create("prompt_inpaint", model=t2i_folder, num_inference_steps=4, strength=0.5,
+                               object_name="tile", defects=["crack"])
+    x = torch.rand(2, 3, 24, 24)
+    out = synth(x, seed=2)
+    outside = out.masks.expand_as(x) == 0
+    assert torch.equal(out.images[outside], x[outside]) and (out.images != x).any()
+    assert torch.equal(synth.replay(x, out.params).images, out.images)
+    assert torch.equal(synth(x[1:], seed=2, indices=[1]).images[0], out.images[1])
+    with pytest.raises(ValueError, match="prompt_inpaint_sdinpaint"):
+        defectforge.create("prompt_inpaint", model=sd_folder)
+    with pytest.raises(ValueError, match="strength"):
+        defectforge.create("prompt_inpaint", model=t2i_folder, num_inference_steps=10, strength=0.05)

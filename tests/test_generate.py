@@ -88,6 +88,8 @@ def test_resume_after_interruption_is_identical(normal_folder, tmp_path, monkeyp
     assert not (tmp_path / "part/manifest.jsonl").exists()
     with pytest.raises(OutputExistsError, match="--resume"):
         generate(normal_folder, tmp_path / "part", "draem", count=20, seed=5, batch_size=4, progress=False)
+    # what a process killed inside an atomic write leaves (io.files.atomic_write's temporary name)
+    (tmp_path / "part/test/draem/.000009.png.k3j2x1.tmp").write_bytes(b"")
     summary = generate(normal_folder, tmp_path / "part", "draem", count=20, seed=5, batch_size=4, resume=True,
                        progress=False)
     assert summary["resumed"] == 8

@@ -236,9 +236,11 @@ def generate_command(
                                          "(the same as --set model=PATH): realnet_sdas / masked_diffusion: a "
                                          "'train ddpm' run, a UNet2DModel or a latent diffusion (vqvae/ or vae/ + "
                                          "unet/ + scheduler/) folder; gan_transplant: a 'train gan' run; "
-                                         "prompt_inpaint: a Stable Diffusion inpainting folder. A run costs "
-                                         "samples x denoising steps network passes (realnet_sdas: the model's "
-                                         "1,000 DDPM steps; masked_diffusion 200, prompt_inpaint 50): --set "
+                                         "prompt_inpaint: a Stable Diffusion text-to-image folder; "
+                                         "prompt_inpaint_sdinpaint: an inpainting one. A run costs "
+                                         "samples x denoising steps network passes (realnet_sdas: 20 respaced DDPM "
+                                         "steps; masked_diffusion 200, masked_diffusion_adabldm and prompt_inpaint "
+                                         "50, prompt_inpaint only the last strength of them): --set "
                                          "num_inference_steps=20 --set scheduler=ddim, or a smaller --count, "
                                          "makes it shorter; long runs say their cost before they start."),
     normal_ratio: float = typer.Option(0.0, "--normal-ratio", help="Share of samples left normal (test/good)."),

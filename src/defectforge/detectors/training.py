@@ -47,16 +47,22 @@ class TrainingRecord:
     losses: list[float] = field(default_factory=list)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     checkpoint_seconds: float = 0.0  # spent in checkpoint evaluations, not counted as training
+    #: The step whose weights were kept when a validation set chose the best checkpoint (else None).
+    selected_step: int | None = None
 
     def optimise(self, loss: torch.Tensor, optimiser, step: int, evaluate=None, checkpoint_every: int = 0,
-                 model=None) -> None:
+                 model=None, clip_norm: float | None = None) -> None:
         """One optimiser step on ``loss`` (recorded); every ``checkpoint_every`` steps but the last,
         ``evaluate(model)`` is recorded too, its time kept apart from the training time.
-        ``optimiser`` may be a list (detectors with several optimised parts step them all)."""
+        ``optimiser`` may be a list (detectors with several optimised parts step them all);
+        ``clip_norm`` clips the gradient norm of all their parameters together before the step."""
         optimisers = optimiser if isinstance(optimiser, (list, tuple)) else [optimiser]
         for opt in optimisers:
             opt.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_norm:
+            params = [p for opt in optimisers for group in opt.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, float(clip_norm))
         for opt in optimisers:
             opt.step()
         self.losses.append(float(loss.detach()))
@@ -75,7 +81,7 @@ class TrainingRecord:
         return {"steps": self.steps, "batch_size": self.batch_size, "train_seconds": self.seconds,
                 "synthesis_seconds": self.synthesis_seconds, "feature_seconds": self.feature_seconds,
                 "synthesis_share": self.synthesis_seconds / self.seconds if self.seconds > 0 else float("nan"),
-                "losses": self.losses, "checkpoints": self.checkpoints}
+                "losses": self.losses, "checkpoints": self.checkpoints, "selected_step": self.selected_step}
 
 
 class TrainingBatches:

@@ -14,10 +14,10 @@ See :mod:`defectforge.features.base` for the rules every method follows.
 
 from . import boundary, dsr, noise  # noqa: F401  (registers the methods)
 from .base import FeatureContext, FeatureShape, FeatureSynthesisResult, FeatureSynthesizer, gaussian_fields
-from .boundary import CentreBank, GlassGAS, PBASPush, nearest_centres
+from .boundary import CentreBank, GlassGAS, PBASPush, build_centre_bank, nearest_centres
 from .dsr import DSRCodeReplacement, candidate_ranks, replace_codes
 from .noise import SimpleNetNoise, SuperSimpleNetNoise, UniADJitter
 
 __all__ = ["FeatureSynthesizer", "FeatureSynthesisResult", "FeatureContext", "FeatureShape", "gaussian_fields",
            "SimpleNetNoise", "SuperSimpleNetNoise", "UniADJitter", "GlassGAS", "PBASPush", "CentreBank",
-           "nearest_centres", "DSRCodeReplacement", "candidate_ranks", "replace_codes"]
+           "build_centre_bank", "nearest_centres", "DSRCodeReplacement", "candidate_ranks", "replace_codes"]

@@ -21,8 +21,13 @@ PBAS (Chen et al., 2024, "Progressive Boundary Guided Anomaly Synthesis"; cqylun
     ``pbas.py``, ``PBAS._train_discriminator``: each feature's centre ``c*`` is the
     cosine-nearest row of the centre bank (``argmax(normalize(f) @ normalize(c).T)``);
     ``d = f - c*``; ``r_ct = mean ||d||`` over the batch; ``fake = f + (d / ||d||) * r_ct * k``
-    with ``k = 0.25``. The bank is ``(h*w, C)``, initialised from the first batch's mean
-    feature per position and updated ``c <- 0.9 c + 0.1 * batch mean`` (:class:`CentreBank`).
+    with ``k = 0.25``. The bank is ``(h*w, C)``, built **once before training**
+    (``PBAS.trainer``, its ``torch.no_grad()`` pass over the training loader): the first batch's
+    mean adapted feature per position, then each row ``j`` of every later batch mean updates its
+    cosine-nearest centre, ``c[i*] <- 0.9 c[i*] + 0.1 * mean[j]`` (:func:`build_centre_bank`); it
+    stays fixed while the projection and discriminator train. :class:`CentreBank` is the moving
+    alternative (an exponential average of every step's batch mean, all positions at once), kept
+    as the detector's ``bank="moving"`` ablation.
     ``r_ct`` is a batch mean, so a sample depends on its batch: ``radius="sample"`` takes the
     mean over the sample's own positions instead (batch-independent, not the official choice).
     PBAS's compactness loss uses the same nearest centres, so its detector searches once per step
@@ -43,7 +48,7 @@ from ..core.registry import register_method
 from ..core.validation import check_choice, check_probability, check_range
 from .base import FeatureContext, FeatureShape, FeatureSynthesizer, check_positive, gaussian_fields, noise_seed
 
-__all__ = ["GlassGAS", "PBASPush", "CentreBank", "nearest_centres"]
+__all__ = ["GlassGAS", "PBASPush", "CentreBank", "build_centre_bank", "nearest_centres"]
 
 _FAMILY = "distribution-hypothesis"
 
@@ -168,9 +173,61 @@ def nearest_centres(rows: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     return centres.to(rows)[sim.argmax(dim=1)]
 
 
+@torch.no_grad()
+def build_centre_bank(batches, momentum: float = 0.9) -> torch.Tensor:
+    """PBAS's centre bank, built once before training (``PBAS.trainer`` in cqylunlun/PBAS ``pbas.py``).
+
+    Parameters
+    ----------
+    batches : iterable of torch.Tensor
+        ``(B, C, h, w)`` adapted normal features, one batch at a time, in loader order.
+    momentum : float
+        Weight of the old centre (0.9).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(h*w, C)``: the first batch's mean feature per position; then each row ``j`` of every
+        later batch mean (one per position) moves its cosine-nearest centre ``i*``,
+        ``c[i*] <- momentum * c[i*] + (1 - momentum) * mean[j]``, row after row (two rows with
+        the same nearest centre update it in turn, as the official loop does).
+
+    Examples
+    --------
+    >>> import torch
+    >>> first = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).T.reshape(1, 2, 1, 2)    # centres (1, 0) and (0, 1)
+    >>> second = torch.tensor([[2.0, 0.0], [3.0, 0.0]]).T.reshape(1, 2, 1, 2)   # both nearest to centre 0
+    >>> build_centre_bank([first, second]).tolist()                             # 1 -> 1.1 -> 1.29
+    [[1.2899999618530273, 0.0], [0.0, 1.0]]
+    """
+    momentum = check_probability("momentum", momentum)
+    centres = None
+    for batch in batches:
+        mean = batch.detach().mean(0).flatten(1).T  # (h*w, C)
+        if centres is None:
+            centres = mean.clone()
+            continue
+        nearest = (F.normalize(mean, dim=1) @ F.normalize(centres, dim=1).T).argmax(dim=1)
+        # the official row-by-row loop in closed form: a centre updated by k rows in turn becomes
+        # m^k c + (1 - m) sum_r m^(rows after r) x_r (a Python loop over h*w rows per batch is slow)
+        counts = torch.bincount(nearest, minlength=centres.shape[0])
+        order = torch.sort(nearest, stable=True).indices
+        starts = torch.cumsum(counts, 0) - counts
+        position = torch.empty_like(nearest)
+        position[order] = torch.arange(len(nearest)) - starts[nearest[order]]
+        later = counts[nearest] - 1 - position
+        weights = (1 - momentum) * momentum ** later.to(mean.dtype)
+        centres = centres * (momentum ** counts.to(mean.dtype))[:, None]
+        centres.index_add_(0, nearest, weights[:, None] * mean)
+    if centres is None:
+        raise ValueError("build_centre_bank needs at least one batch")
+    return centres
+
+
 class CentreBank:
-    """PBAS's per-position centres ``(h*w, C)``: the first batch's mean, then EMA
-    ``c <- momentum * c + (1 - momentum) * batch mean`` (momentum 0.9, PBAS)."""
+    """Moving per-position centres ``(h*w, C)``: the first batch's mean, then every call
+    ``c <- momentum * c + (1 - momentum) * batch mean`` (momentum 0.9). Not PBAS's bank, which is
+    built once before training (:func:`build_centre_bank`); the detector's ``bank="moving"``."""
 
     def __init__(self, momentum: float = 0.9):
         self.momentum = check_probability("momentum", momentum)

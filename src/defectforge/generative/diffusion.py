@@ -22,8 +22,17 @@ round trip would otherwise change the whole image).
     RealNet (Zhang et al., "RealNet: A Feature Selection Network with Realistic Synthetic Anomaly
     for Anomaly Detection", CVPR 2024; cnulab/RealNet, MIT): strength-controllable diffusion anomaly
     synthesis. A DDPM trained on normal images is sampled from noise with every step's variance
-    inflated, ``x_{t-1} = mu + sqrt(1 + s) * sigma_t * z``, ``s ~ U(0.1, 0.2)`` for 1000-step DDPM
-    sampling (RealNet's default; ``0.01..0.03`` is its range for DDIM). The sample is blended into
+    inflated, ``x_{t-1} = mu + sqrt(1 + s) * sigma_t * z``, ``s ~ U(0.1, 0.2)``. RealNet samples
+    with ``p_sample_loop`` (ancestral) on 20 respaced steps (``sample.py``;
+    ``experiments/MVTec-AD/sample.yaml``: ``TestSampler: T 1000, section_counts ddim20``), its
+    UNet's learned variance (``learn_sigma: True``) and classifier guidance (``classifier_scale``
+    1.0); ``s ~ U(0.1, 0.2)`` is drawn in ``sample.py`` for that sampler (``0.01..0.03`` is its
+    note for DDIM sampling). Here the default is the same respaced ancestral sampler, 20 DDPM
+    steps (diffusers' ``DDPMScheduler`` with 20 inference steps keeps timesteps ``0, 50, ...,
+    950`` and recomputes each step's beta and posterior variance, as guided-diffusion's
+    respacing), with the fixed posterior variance (the models trained here predict the noise
+    only, no variance) and no classifier guidance (no classifier is trained here); RealNet draws
+    ``s`` once per batch of 16, here once per sample (the same distribution). The sample is blended into
     the normal image inside a Perlin mask x foreground with opacity ``U(0.5, 1)``:
     ``out = x + opacity * m * (sample - x)``. The Perlin mask is DRAEM's (RealNet reuses it):
     lattice ``2**a x 2**b``, ``a, b ~ U{0..5}``, rotation ``U(-90, 90)``, threshold 0.5, redrawn
@@ -34,16 +43,34 @@ round trip would otherwise change the whole image).
     AnomalyDiffusion (Hu et al., AAAI 2024) / RePaint (Lugmayr et al., CVPR 2022) mask-guided
     generation: at every step the outside of the mask is replaced by the forward-noised normal image
     ``q(y, t-1)``, so the model generates only inside the mask. Defaults as AnomalyDiffusion: DDIM,
-    200 steps, ``eta = 1``. Masks from any mask source of the library: ``mask_source="perlin"``
+    200 steps, ``eta = 1``, and its adaptive mask (``adaptive_mask=True``: the blending mask
+    dilated by ``(t + 100) * 8 // 1000`` cells of a 32-cell grid, shrinking with ``t``;
+    :func:`~defectforge.generative.sampler.adaptive_radius`; on by default in AnomalyDiffusion's
+    ``generate_with_mask.py``). Left out: its attention re-weighting (the same step's
+    ``weight_map``, ``1 / ||x_t - x_0||^2`` inside the dilated mask, normalised and clipped to
+    ``[1, 1.5]``, scales the cross-attention of its learned defect tokens; the unconditional UNets
+    here have no cross-attention), and its blend is made before each step at the step's own ``t``
+    where here it is made after the step at ``t - 1`` (the same schedule of blends, shifted by
+    one noise draw). Masks from any mask source of the library: ``mask_source="perlin"``
     (default), any registered image-level method's masks by name (``"defectmaker"``: Bezier shapes,
     ``"cutpaste_scar"``, ...), or a user's mask bank through ``defectforge.control(...,
     mask_bank=)``. AdaBLDM's three stages (Jiang et al. 2024) are options: ``free_steps`` (no
     blending), then ``dilated_steps`` blended with the mask dilated by ``dilation`` cells of the
     sampling grid (AdaBLDM's latent-space stage), then the exact mask. With a pixel-space model all
     three stages run on pixels; with a latent model the dilation is in latent cells (where AdaBLDM
-    dilates) and the image-space stage is the final exact blend at full resolution (AdaBLDM also
-    blends in pixel space during its last steps, with its ControlNet-conditioned SD; not done
-    here). Differences: no RePaint resampling jumps; AnomalyDiffusion's learned
+    dilates) and ``pixel_steps`` of the last steps blend in pixel space (decode the step's
+    predicted ``x_0``, paste the normal image outside the mask, encode, re-noise; AdaBLDM's
+    ``ddim_sampling_with_pixel_latent_blend``). Preset ``masked_diffusion_adabldm`` has
+    AdaBLDM's published stages (``test.py``: ``ddim_steps=50``, ``eta=0``, ``cutoff_index=45``,
+    latent blending on the 20 steps before it with the latent mask dilated by a 5x5 square,
+    ``use_dilation``; pixel blending from step 45): 50 DDIM steps, eta 0, 26 free, 20 dilated
+    (dilation 2), the last 4 in pixel space (AdaBLDM's step 45 gets both blends, so it counts 5
+    pixel steps), no adaptive mask. Left out of AdaBLDM: its ControlNet trimap conditioning and
+    prompt (the models here are unconditional), guidance 9, and the decoder's online adaptation
+    (200 AdamW steps, lr 1e-4, fine-tuning the VAE decoder per sample so that decoding the final
+    latent reproduces the generated foreground inside the mask and the normal image outside,
+    weighted 100x); the final exact blend at full resolution takes the place of the latter.
+    Differences: no RePaint resampling jumps; AnomalyDiffusion's learned
     defect/position embeddings and its mask generator are not part of this method (the mask comes
     from a mask source; the content from a model trained on defects, e.g. ``defectforge train ddpm
     CATEGORY OUT --on defects`` with ``crop_context`` set).
@@ -170,8 +197,18 @@ class DiffusionSynthesizer(Synthesizer):
         gens = [torch.Generator().manual_seed(int(p["noise_seed"])) for p in params]
         back, device = device, self.device or device
         self.model.to(device)
+        pixel_masks = kw.pop("pixel_masks", None)
         if kw.get("known") is not None:
-            kw["known"] = self.model.encode(kw["known"].to(device), self.batch_invariant)
+            known_px = kw["known"].to(device)
+            kw["known"] = self.model.encode(known_px, self.batch_invariant)
+            if pixel_masks is not None and kw.get("pixel_steps"):
+                pm = pixel_masks.to(device)
+
+                def pixel_blend(pred_x0):  # AdaBLDM's pixel stage: decode, paste the normal image outside, encode
+                    pixels = self.model.decode(pred_x0, self.batch_invariant)
+                    return self.model.encode(pm * pixels + (1.0 - pm) * known_px, self.batch_invariant)
+
+                kw["pixel_blend"] = pixel_blend
         z = diffusion_sample(self.model, gens, scheduler=self.scheduler,
                              num_inference_steps=self.num_inference_steps, eta=self.eta, device=device,
                              batch_invariant=self.batch_invariant, **kw)
@@ -212,9 +249,13 @@ class RealNetSDAS(DiffusionSynthesizer):
     Parameters
     ----------
     strength_range : (float, float)
-        Variance inflation ``s`` per sample (RealNet: ``(0.1, 0.2)`` for DDPM, ``(0.01, 0.03)`` for DDIM).
+        Variance inflation ``s`` per sample (RealNet: ``(0.1, 0.2)`` for its 20-step ancestral
+        sampler, ``(0.01, 0.03)`` for DDIM).
     opacity_range : (float, float)
         Blend opacity inside the mask (RealNet: ``U(0.5, 1)``).
+    num_inference_steps : int or None
+        20 (RealNet's ``ddim20`` respacing; capped at the model's training steps); ``None``: every
+        training step (1000 for the models trained here, minutes per sample on a CPU).
     Others : see :class:`DiffusionSynthesizer`.
 
     Examples
@@ -230,7 +271,7 @@ class RealNetSDAS(DiffusionSynthesizer):
     """
 
     def __init__(self, model=None, strength_range=(0.1, 0.2), opacity_range=(0.5, 1.0), scheduler: str = "ddpm",
-                 num_inference_steps: int | None = None, eta: float = 1.0, batch_invariant: bool = True,
+                 num_inference_steps: int | None = 20, eta: float = 1.0, batch_invariant: bool = True,
                  max_attempts: int = 20, perlin_exponent_range=(0, 6), rotation_range=(-90.0, 90.0),
                  threshold: float = 0.5, anomaly_probability: float = 1.0, device: str | None = None):
         super().__init__(model, scheduler, num_inference_steps, eta, batch_invariant, max_attempts,
@@ -266,6 +307,14 @@ class RealNetSDAS(DiffusionSynthesizer):
     source="Hu et al., AAAI 2024 (AnomalyDiffusion); Lugmayr et al., CVPR 2022 (RePaint); Jiang et al. 2024 (AdaBLDM)",
     licence="paper (re-implemented; AnomalyDiffusion code MIT)",
     defaults={"scheduler": "ddim", "num_inference_steps": 200, "eta": 1.0})
+@register_method(
+    "masked_diffusion_adabldm", family="diffusion", level="image",
+    description="AdaBLDM's published stages: DDIM 50 steps, eta 0, 26 free, 20 blended in the mask dilated by 2, "
+                "the last 4 blended in pixel space; needs model=",
+    source="Jiang et al. 2024 (AdaBLDM); GrandpaXun242/AdaBLDM test.py + cldm/ddim_hacked.py",
+    licence="paper (re-implemented)",
+    defaults={"scheduler": "ddim", "num_inference_steps": 50, "eta": 0.0, "free_steps": 26, "dilated_steps": 20,
+              "dilation": 2, "pixel_steps": 4, "adaptive_mask": False})
 class MaskedDiffusion(DiffusionSynthesizer):
     """Mask-guided diffusion (see the module docstring).
 
@@ -284,6 +333,10 @@ class MaskedDiffusion(DiffusionSynthesizer):
     dilation : int
         Dilation of the masks of the ``dilated_steps``, in cells of the sampling grid (model pixels,
         or latent cells for a latent model).
+    pixel_steps : int
+        The last steps blended in pixel space (AdaBLDM; 0: none).
+    adaptive_mask : bool
+        AnomalyDiffusion's adaptive mask (default ``True``, as its ``generate_with_mask.py``).
     Others : see :class:`DiffusionSynthesizer`.
 
     Examples
@@ -303,9 +356,11 @@ class MaskedDiffusion(DiffusionSynthesizer):
                  scheduler: str = "ddim", num_inference_steps: int | None = 200, eta: float = 1.0,
                  batch_invariant: bool = True, max_attempts: int = 20, perlin_exponent_range=(0, 6),
                  rotation_range=(-90.0, 90.0), threshold: float = 0.5, anomaly_probability: float = 1.0,
-                 device: str | None = None):
+                 device: str | None = None, pixel_steps: int = 0, adaptive_mask: bool = True):
         super().__init__(model, scheduler, num_inference_steps, eta, batch_invariant, max_attempts,
                          perlin_exponent_range, rotation_range, threshold, anomaly_probability, device)
+        self.pixel_steps = check_range("pixel_steps", pixel_steps, 0, 100_000, integer=True)
+        self.adaptive_mask = bool(adaptive_mask)
         if mask_source != "perlin":
             info = method_info(mask_source)  # unknown names raise with suggestions
             if info.level != "image" or info.capabilities["needs_model"] or info.capabilities["needs_bank"]:
@@ -363,8 +418,11 @@ class MaskedDiffusion(DiffusionSynthesizer):
             g = self.model.latent_size
             m_s = torch.cat([(F.interpolate(m, size=(g, g), mode="area") > 0).float() for m in mcrops])
             dil = F.max_pool2d(m_s, 2 * self.dilation + 1, 1, self.dilation) if self.dilation else m_s
+            pixel_masks = torch.cat([(F.interpolate(m, size=(s, s), mode="area") > 0).float() for m in mcrops])
             gen = self._sample([params[i] for i in sel], images.device, known=known, masks=m_s, dilated_masks=dil,
-                               free_steps=self.free_steps, dilated_steps=self.dilated_steps)
+                               free_steps=self.free_steps, dilated_steps=self.dilated_steps,
+                               adaptive_masks=self.adaptive_mask, pixel_steps=self.pixel_steps,
+                               pixel_masks=pixel_masks)
             for j, (i, (y, x, bh, bw)) in enumerate(zip(sel, boxes)):
                 g = from_model_space(gen[j:j + 1], bh, bw, c)
                 region = out[i:i + 1, :, y:y + bh, x:x + bw]

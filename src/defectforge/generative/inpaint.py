@@ -1,26 +1,40 @@
-"""``prompt_inpaint``: Stable Diffusion inpainting inside a mask from a text prompt (AnomalyAny-style).
+"""``prompt_inpaint``: AnomalyAny's prompt-guided anomaly generation on a normal image, and its
+Stable Diffusion inpainting variant ``prompt_inpaint_sdinpaint``.
 
-AnomalyAny (Sun et al., "Unseen Visual Anomaly Generation", CVPR 2025; methods.md, "Generative
-and diffusion-based"): a pretrained Stable Diffusion generates an anomaly on a normal image from a
-prompt "a {object} with a {defect}", without training; SD 1.4, 50 steps, guidance 7.5. Here the
-user's own Stable Diffusion *inpainting* folder (diffusers ``StableDiffusionInpaintPipeline``
-layout: ``model_index.json``, ``unet/`` with 9 input channels, ``vae/``, ``text_encoder/``,
-``tokenizer/``, ``scheduler/``) is loaded with ``local_files_only=True`` (no weights exist on these
-machines; nothing is ever downloaded) and inpaints the mask from the prompt. Differences from
-AnomalyAny: no test-time attention optimisation and no CLIP-guided loss (plain inpainting with
-classifier-free guidance); the mask comes from one of the library's mask sources (Perlin by
-default, any image-level method's masks, or a mask bank through ``defectforge.control``), as in
-``masked_diffusion``, instead of the attention maps.
+AnomalyAny (Sun et al., "Unseen Visual Anomaly Generation", CVPR 2025; EPFL-IMOS/AnomalyAny): a
+pretrained *text-to-image* Stable Diffusion (SD 1.4) generates an anomaly on a normal image from a
+prompt "a {object} with a {defect}", without training; 50 steps, guidance 7.5. Its test-time
+normal-sample conditioning (``init_image_guidance_scale`` gamma, 0.3 in the MVTec notebook, 0.25
+in the README's example): the normal image's latent is noised to ``t_start = N - int(N * gamma)``
+and only the last ``timesteps[t_start:]`` run; with a mask, after every step the latents outside
+it are replaced by the normal latent forward-noised (``latents * mask + noised_source * (1 -
+mask)``, ``clip_pipeline_attend_and_excite.py``; ``run.py`` passes ``init_image``,
+``init_image_guidance_scale`` and ``mask_image`` through ``run_on_prompt_and_masked_image``).
+
+``prompt_inpaint`` follows that path on the user's own text-to-image folder (diffusers
+``StableDiffusionPipeline`` layout: ``model_index.json``, ``unet/`` with 4 input channels, ``vae/``,
+``text_encoder/``, ``tokenizer/``, ``scheduler/``; loaded with ``local_files_only=True``, nothing is
+ever downloaded): ``strength`` is gamma (default 0.3), classifier-free guidance 7.5, DDIM eta 0 (the
+pipeline's default ``eta``). Differences: no test-time attention optimisation (Attend-and-Excite
+on the anomaly token), no CLIP loss and no prompt-embedding update; the normal latent is the VAE
+posterior's mean (AnomalyAny samples it); the outside is noised to the *next* step's ``t`` after
+each step (the copy of the pipeline read noises it to the step's own ``t``); the mask comes from
+one of the library's mask sources (Perlin by default, any image-level method's masks, or a mask
+bank through ``defectforge.control``), as in ``masked_diffusion``, instead of being optional.
+
+``prompt_inpaint_sdinpaint`` is the previous generator, kept as a named variant: a Stable
+Diffusion *inpainting* folder (UNet of 9 input channels) fills the mask from pure noise
+(``strength=1``), the same prompt; it is a different generator from AnomalyAny's (nothing of the
+normal image's content inside the mask conditions it but the inpainting UNet's masked-image input).
 
 Per sample (drawn from the sample's ``(seed, index)`` generator and recorded): the mask (as
 ``masked_diffusion``), the defect word (uniform over ``defects``), so the prompt, and
-``noise_seed``, which seeds the ``torch.Generator`` the pipeline draws every noise tensor from.
-Each sample runs alone through the pipeline, so it does not depend on its batch, and replays bit
-for bit from its params.
+``noise_seed``, which seeds the ``torch.Generator`` every noise tensor is drawn from. Each sample
+runs alone, so it does not depend on its batch, and replays bit for bit from its params.
 
 The pipeline runs at ``size`` px (default: the UNet's sample size x the VAE's scale factor, 512 for
 SD): the image, or with ``crop_context`` a square around the mask, is resized to it (RGB; grey
-images repeated), inpainted and resized back; the final blend is made at the image's resolution
+images repeated), generated and resized back; the final blend is made at the image's resolution
 and every pixel outside the mask is the input pixel, exactly (the VAE round trip would otherwise
 change the whole image). ``device`` (e.g. ``"cuda"``) runs the pipeline there; by default on the
 images' device.
@@ -45,7 +59,8 @@ from ..core.validation import check_range
 from .data import square_crop_box
 from .diffusion import MaskedDiffusion, from_model_space, to_model_space
 
-__all__ = ["PromptInpaintSynthesizer", "load_sd_inpaint", "tiny_sd_inpaint", "SD_INPAINT_FILES"]
+__all__ = ["PromptInpaintSynthesizer", "PromptBlendSynthesizer", "load_sd_inpaint", "load_sd_text2img", "tiny_sd_inpaint",
+           "tiny_sd_text2img", "SD_INPAINT_FILES"]
 
 #: The files a Stable Diffusion inpainting folder must hold (weights: safetensors or .bin).
 SD_INPAINT_FILES = ("model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json",
@@ -65,12 +80,19 @@ def _require():
 
 def check_sd_inpaint_folder(path) -> Path:
     """``path`` if it holds every file of a Stable Diffusion inpainting folder; else an error naming the first missing one."""
+    return check_sd_folder(path, 9)
+
+
+def check_sd_folder(path, in_channels: int) -> Path:
+    """``path`` if it holds every file of a Stable Diffusion folder whose UNet has ``in_channels``
+    inputs (4: text-to-image, 9: inpainting); else an error naming the first missing one."""
+    kind = "inpainting" if in_channels == 9 else "text-to-image"
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"Stable Diffusion inpainting folder {root} does not exist")
+        raise FileNotFoundError(f"Stable Diffusion {kind} folder {root} does not exist")
     for rel in SD_INPAINT_FILES:
         if not (root / rel).is_file():
-            raise FileNotFoundError(f"the Stable Diffusion inpainting folder is incomplete: {root / rel} does not exist")
+            raise FileNotFoundError(f"the Stable Diffusion {kind} folder is incomplete: {root / rel} does not exist")
     tok = root / "tokenizer"
     if not any(all((tok / f).is_file() for f in files) for files in _TOKENIZER_FILES):
         raise FileNotFoundError(f"the tokenizer's vocabulary is missing: {tok / 'tokenizer.json'} (or vocab.json + "
@@ -80,9 +102,15 @@ def check_sd_inpaint_folder(path) -> Path:
         if not any(o.is_file() for o in options):
             raise FileNotFoundError(f"the {part}'s weights are missing: {options[0]} does not exist")
     config = json.loads((root / "unet" / "config.json").read_text())
-    if int(config.get("in_channels", 0)) != 9:
-        raise ValueError(f"{root / 'unet' / 'config.json'}: in_channels is {config.get('in_channels')}, an inpainting "
-                         "UNet has 9 (latents 4 + mask 1 + masked image 4); pass an inpainting checkpoint")
+    got = int(config.get("in_channels", 0))
+    if got != in_channels:
+        if in_channels == 9:
+            raise ValueError(f"{root / 'unet' / 'config.json'}: in_channels is {got}, an inpainting UNet has 9 "
+                             "(latents 4 + mask 1 + masked image 4); pass an inpainting checkpoint, or use "
+                             "prompt_inpaint (AnomalyAny's text-to-image path) with a text-to-image one")
+        raise ValueError(f"{root / 'unet' / 'config.json'}: in_channels is {got}, a text-to-image UNet has "
+                         f"{in_channels}; pass a text-to-image checkpoint (SD 1.4 / 1.5), or use "
+                         "prompt_inpaint_sdinpaint with an inpainting one")
     return root
 
 
@@ -107,7 +135,30 @@ def load_sd_inpaint(path):
         return _CACHE[key]
 
 
-def tiny_sd_inpaint(folder, seed: int = 0):
+def load_sd_text2img(path):
+    """A diffusers ``StableDiffusionPipeline`` from a local folder (``local_files_only=True``, cached)."""
+    _require()
+    from diffusers import StableDiffusionPipeline
+
+    root = check_sd_folder(path, 4)
+    stamp = max((root / rel).stat().st_mtime_ns for rel in SD_INPAINT_FILES)
+    key = (str(root.resolve()), stamp, "text2img")
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            pipe = StableDiffusionPipeline.from_pretrained(
+                root, local_files_only=True, safety_checker=None, requires_safety_checker=False, low_cpu_mem_usage=False)
+            pipe.set_progress_bar_config(disable=True)
+            _CACHE[key] = pipe
+        return _CACHE[key]
+
+
+def tiny_sd_text2img(folder, seed: int = 0):
+    """Save a tiny random Stable Diffusion text-to-image pipeline (16 px, UNet of 4 input channels) to
+    ``folder``, as :func:`tiny_sd_inpaint` (for tests; no download)."""
+    return tiny_sd_inpaint(folder, seed, in_channels=4)
+
+
+def tiny_sd_inpaint(folder, seed: int = 0, in_channels: int = 9):
     """Save a tiny random Stable Diffusion inpainting pipeline (16 px) to ``folder`` (for tests; no download).
 
     UNet2DConditionModel with 9 input channels, a two-level AutoencoderKL (scale factor 2), a
@@ -121,7 +172,8 @@ def tiny_sd_inpaint(folder, seed: int = 0):
     ['model_index.json', 'scheduler', 'text_encoder']
     """
     _require()
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionInpaintPipeline, StableDiffusionPipeline,
+                           UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     folder = Path(folder)
@@ -149,7 +201,7 @@ def tiny_sd_inpaint(folder, seed: int = 0):
             vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
             max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1))
         unet = UNet2DConditionModel(
-            sample_size=8, in_channels=9, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+            sample_size=8, in_channels=in_channels, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
             cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8)
         vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
@@ -159,7 +211,8 @@ def tiny_sd_inpaint(folder, seed: int = 0):
         torch.random.set_rng_state(state)
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                               set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionInpaintPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+    pipe_cls = StableDiffusionInpaintPipeline if in_channels == 9 else StableDiffusionPipeline
+    pipe = pipe_cls(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                           scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                           requires_safety_checker=False)
     pipe.save_pretrained(folder, safe_serialization=True)
@@ -170,14 +223,14 @@ def tiny_sd_inpaint(folder, seed: int = 0):
 
 
 @register_method(
-    "prompt_inpaint", family="diffusion", level="image",
-    description="Stable Diffusion inpainting (local folder) inside a mask from the prompt 'a {object} with a {defect}' "
-                "(AnomalyAny-style, no attention optimisation); needs model=",
-    source="Sun et al., CVPR 2025 (AnomalyAny), re-implemented on diffusers' StableDiffusionInpaintPipeline",
+    "prompt_inpaint_sdinpaint", family="diffusion", level="image",
+    description="Stable Diffusion inpainting (local folder) fills a mask from pure noise, prompt 'a {object} with a "
+                "{defect}' (the inpainting variant of prompt_inpaint); needs model=",
+    source="Sun et al., CVPR 2025 (AnomalyAny)'s prompt, on diffusers' StableDiffusionInpaintPipeline",
     licence="paper (no reference code used); the weights' own licence applies",
     defaults={"scheduler": "ddim", "num_inference_steps": 50, "eta": 0.0})
 class PromptInpaintSynthesizer(MaskedDiffusion):
-    """Prompt-guided inpainting inside a mask (see the module docstring).
+    """Prompt-guided inpainting inside a mask (``prompt_inpaint_sdinpaint``; module docstring).
 
     Parameters
     ----------
@@ -207,7 +260,7 @@ class PromptInpaintSynthesizer(MaskedDiffusion):
     >>> _ = pytest.importorskip("transformers"); _ = pytest.importorskip("diffusers")
     >>> from defectforge.generative.inpaint import tiny_sd_inpaint
     >>> folder = tempfile.mkdtemp(); _ = tiny_sd_inpaint(folder)
-    >>> synth = defectforge.create("prompt_inpaint", model=folder, num_inference_steps=2, object_name="tile")
+    >>> synth = defectforge.create("prompt_inpaint_sdinpaint", model=folder, num_inference_steps=2, object_name="tile")
     >>> x = torch.rand(1, 3, 24, 24)
     >>> out = synth(x, seed=0)
     >>> out.params[0]["prompt"].startswith("a tile with a "), bool(((out.images != x) & (out.masks == 0)).any())
@@ -240,7 +293,7 @@ class PromptInpaintSynthesizer(MaskedDiffusion):
 
     def _load_model(self, model):
         if model is None or not isinstance(model, (str, os.PathLike)):
-            raise ValueError("prompt_inpaint needs model=PATH: a local Stable Diffusion inpainting folder "
+            raise ValueError("prompt_inpaint_sdinpaint needs model=PATH: a local Stable Diffusion inpainting folder "
                              "(diffusers layout: model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
         return load_sd_inpaint(model)
 
@@ -264,11 +317,8 @@ class PromptInpaintSynthesizer(MaskedDiffusion):
         masks = torch.from_numpy(masks_np[:, None].astype(np.float32)).to(images.device)
         out = images.clone()
         s = self._pipeline_size()
-        pipe = self.model
         device = self.device or images.device
-        pipe.to(device)
-        sched_cls = self.model_scheduler_class()
-        pipe.scheduler = sched_cls.from_config(pipe.scheduler.config)
+        self.model.to(device)
         for i in range(b):
             if not masks_np[i].any():
                 continue
@@ -276,19 +326,132 @@ class PromptInpaintSynthesizer(MaskedDiffusion):
                 (lambda y0, x0, side: (y0, x0, side, side))(*square_crop_box(masks_np[i], self.crop_context, self.min_crop))
             crop = images[i:i + 1, :, y:y + bh, x:x + bw].float()
             mcrop = masks[i:i + 1, :, y:y + bh, x:x + bw]
-            known = (to_model_space(crop, s, 3) + 1.0) * 0.5  # RGB in [0, 1]
-            m_s = (F.interpolate(mcrop, size=(s, s), mode="area") > 0).float()
             g = torch.Generator().manual_seed(int(params[i]["noise_seed"]))
-            result = pipe(prompt=params[i]["prompt"], image=known.to(device), mask_image=m_s.to(device), height=s,
-                          width=s, strength=1.0, num_inference_steps=self.num_inference_steps or 50,
-                          guidance_scale=self.guidance_scale, eta=self.eta, generator=g, output_type="pt").images
-            gen = from_model_space(result.float().to(images.device) * 2.0 - 1.0, bh, bw, c)
+            gen = self._generate_crop(to_model_space(crop, s, 3), mcrop, params[i]["prompt"], g, device)
+            gen = from_model_space(gen.float().to(images.device), bh, bw, c)
             region = out[i:i + 1, :, y:y + bh, x:x + bw]
             out[i:i + 1, :, y:y + bh, x:x + bw] = torch.where(mcrop > 0, gen.to(out.dtype), region)
         labels = (masks.flatten(1).amax(1) > 0).long() * self.anomaly_label
         return out, masks, labels
 
+    def _generate_crop(self, known: torch.Tensor, mask: torch.Tensor, prompt: str, g: torch.Generator, device):
+        """One sample at the pipeline's size: ``known`` ``(1, 3, s, s)`` in ``[-1, 1]``, its mask at the
+        crop's resolution; returns ``(1, 3, s, s)`` in ``[-1, 1]``. Here: the inpainting pipeline."""
+        s = known.shape[-1]
+        pipe = self.model
+        pipe.scheduler = self.model_scheduler_class().from_config(pipe.scheduler.config)
+        m_s = (F.interpolate(mask, size=(s, s), mode="area") > 0).float()
+        result = pipe(prompt=prompt, image=((known + 1.0) * 0.5).to(device), mask_image=m_s.to(device), height=s,
+                      width=s, strength=1.0, num_inference_steps=self.num_inference_steps or 50,
+                      guidance_scale=self.guidance_scale, eta=self.eta, generator=g, output_type="pt").images
+        return result * 2.0 - 1.0
+
     def model_scheduler_class(self):
         from diffusers import DDIMScheduler, DDPMScheduler
 
         return {"ddim": DDIMScheduler, "ddpm": DDPMScheduler}[self.scheduler]
+
+
+@register_method(
+    "prompt_inpaint", family="diffusion", level="image",
+    description="AnomalyAny: a text-to-image Stable Diffusion (local folder) starts from the normal image noised to "
+                "N - int(N * strength) and denoises the last strength of the schedule from the prompt 'a {object} "
+                "with a {defect}', latents outside the mask replaced by the noised normal ones each step; needs model=",
+    source="Sun et al., CVPR 2025 (AnomalyAny); EPFL-IMOS/AnomalyAny (normal-sample conditioning, masked blending)",
+    licence="paper (re-implemented); the weights' own licence applies",
+    defaults={"scheduler": "ddim", "num_inference_steps": 50, "eta": 0.0, "strength": 0.3})
+class PromptBlendSynthesizer(PromptInpaintSynthesizer):
+    """AnomalyAny's generation path (``prompt_inpaint``; module docstring).
+
+    Parameters
+    ----------
+    model : path
+        A Stable Diffusion *text-to-image* folder (``StableDiffusionPipeline`` layout, UNet of 4 input
+        channels; AnomalyAny: SD 1.4).
+    strength : float
+        AnomalyAny's ``init_image_guidance_scale`` gamma: the share of the schedule that runs,
+        starting from the normal image's latent noised to step ``t_start = N - int(N * gamma)``
+        (0.3, the MVTec notebook; the README example 0.25; 1.0 starts from noise).
+    Others : see :class:`PromptInpaintSynthesizer` (guidance 7.5, 50 steps, DDIM eta 0).
+
+    Examples
+    --------
+    >>> import pytest, tempfile, torch, defectforge
+    >>> _ = pytest.importorskip("transformers"); _ = pytest.importorskip("diffusers")
+    >>> from defectforge.generative.inpaint import tiny_sd_text2img
+    >>> folder = tempfile.mkdtemp(); _ = tiny_sd_text2img(folder)
+    >>> synth = defectforge.create("prompt_inpaint", model=folder, num_inference_steps=10, object_name="tile")
+    >>> x = torch.rand(1, 3, 24, 24)
+    >>> out = synth(x, seed=0)
+    >>> out.params[0]["prompt"].startswith("a tile with a "), bool(((out.images != x) & (out.masks == 0)).any())
+    (True, False)
+    """
+
+    model_kind = "sd_text2img"
+
+    def __init__(self, model=None, strength: float = 0.3, **kwargs):
+        super().__init__(model, **kwargs)
+        self.strength = float(check_range("strength", strength, 0.0, 1.0, low_inclusive=False))
+        if int((self.num_inference_steps or 50) * self.strength) < 1:
+            raise ValueError(f"strength={strength} runs no step of {self.num_inference_steps or 50}: "
+                             "int(num_inference_steps * strength) must be >= 1")
+
+    def _load_model(self, model):
+        if model is None or not isinstance(model, (str, os.PathLike)):
+            raise ValueError("prompt_inpaint needs model=PATH: a local Stable Diffusion text-to-image folder "
+                             "(diffusers layout: model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/); "
+                             "prompt_inpaint_sdinpaint takes an inpainting one")
+        return load_sd_text2img(model)
+
+    def network_passes(self) -> int:
+        """Denoiser passes one anomalous sample costs: the last ``int(N * strength)`` steps run."""
+        n = self.num_inference_steps or 50
+        return n - self.start_index()
+
+    def start_index(self) -> int:
+        """``t_start = N - int(N * strength)``: the first of the ``N`` scheduled steps that runs."""
+        n = self.num_inference_steps or 50
+        return n - int(n * self.strength)
+
+    @torch.no_grad()
+    def _generate(self, known: torch.Tensor, m_lat: torch.Tensor, prompt: str, g: torch.Generator, device,
+                  timesteps_out: list | None = None) -> torch.Tensor:
+        """One sample: ``known`` ``(1, 3, s, s)`` in ``[-1, 1]``, latent mask ``m_lat``; returns pixels in ``[-1, 1]``."""
+        pipe = self.model
+        vae, unet = pipe.vae, pipe.unet
+        scale = float(vae.config.scaling_factor)
+        z0 = vae.encode(known.to(device)).latent_dist.mean * scale
+        cfg = self.guidance_scale > 1.0
+        pos, neg = pipe.encode_prompt(prompt, device, 1, cfg)
+        context = torch.cat([neg, pos]) if cfg else pos
+        sched = self.model_scheduler_class().from_config(pipe.scheduler.config)
+        sched.set_timesteps(self.num_inference_steps or 50, device="cpu")
+        timesteps = [int(t) for t in sched.timesteps][self.start_index():]
+        if timesteps_out is not None:
+            timesteps_out.extend(timesteps)
+        shape = tuple(z0.shape)
+        noise = torch.randn(shape, generator=g).to(device)
+        lat = sched.add_noise(z0, noise, torch.tensor([timesteps[0]]))  # test-time normal-sample conditioning
+        m = m_lat.to(device)
+        for k, t in enumerate(timesteps):
+            inp = sched.scale_model_input(torch.cat([lat, lat]) if cfg else lat, t)
+            eps = unet(inp, t, encoder_hidden_states=context).sample
+            if cfg:
+                uncond, text = eps.chunk(2)
+                eps = uncond + self.guidance_scale * (text - uncond)
+            if self.scheduler == "ddim":
+                z = torch.randn(shape, generator=g).to(device) if self.eta > 0 else None
+                lat = sched.step(eps, t, lat, eta=self.eta, variance_noise=z).prev_sample
+            else:
+                lat = sched.step(eps, t, lat, generator=g).prev_sample
+            if k + 1 < len(timesteps):  # the outside follows the normal latent, noised to the next step
+                q = sched.add_noise(z0, torch.randn(shape, generator=g).to(device), torch.tensor([timesteps[k + 1]]))
+            else:
+                q = z0
+            lat = m * lat + (1.0 - m) * q
+        return vae.decode(lat / scale).sample.clamp(-1.0, 1.0)
+
+    def _generate_crop(self, known, mask, prompt, g, device):
+        s = known.shape[-1] // int(self.model.vae_scale_factor)
+        # a latent cell is generated when any of its pixels is inside the mask
+        return self._generate(known, (F.interpolate(mask, size=(s, s), mode="area") > 0).float(), prompt, g, device)

@@ -659,14 +659,17 @@ def _our_files(output: Path, config: dict, records: dict[int, dict]):
     # a run killed between writing a sample's files and its record leaves files named by the scheme
     scheme = re.compile(rf"(test/({names})/\d{{6,}}\.png|ground_truth/({names})/\d{{6,}}_mask\.png|"
                         rf"\.records/\d{{6,}}\.json)")
-    temp = re.compile(r"(.*/)?\.[^/]+\.tmp")
 
     def ours(rel: str) -> bool:
-        if rel in named or scheme.fullmatch(rel):
-            return True
-        return bool(temp.fullmatch(rel)) and (rel.startswith(("test/", "ground_truth/", ".records/")) or "/" not in rel)
+        return rel in named or bool(scheme.fullmatch(rel)) or _partial_write(rel)
 
     return ours
+
+
+def _partial_write(rel: str) -> bool:
+    """Is ``rel`` the temporary file of an atomic write into the run's own folders, left by a killed process?"""
+    return bool(re.fullmatch(r"(.*/)?\.[^/]+\.tmp", rel)) and (
+        rel.startswith(("test/", "ground_truth/", ".records/")) or "/" not in rel)
 
 
 def _all_files(output: Path) -> list[str]:
@@ -748,6 +751,10 @@ def _prepare_output(output: Path, config: dict, resume: bool, overwrite: bool, c
                                         f"{max(beyond) + 1} samples; --resume can extend a run, not shrink it")
             found = check_run_files(output, records, keep_edits=not discard_edits)
             done, repaired, edited = found.intact, len(found.incomplete), found.edited
+            # a process killed inside an atomic write leaves its temporary file; the sample is made again
+            for rel in _all_files(output):
+                if _partial_write(rel):
+                    (output / rel).unlink()
         else:
             what = "another run" if previous is not None else "other files"
             raise OutputExistsError(f"OUTPUT {output} already holds {what}; pass --resume to continue that run, "
