@@ -305,13 +305,14 @@ def main() -> None:
     ro.chmod(0o555)
     case("output", f"read-only OUTPUT folder (chmod 555; uid {os.getuid()})", "generate in/ ro/", G, g, ro / "o", "-m",
          "cutpaste", "-n", "2", "-q")
-    import defectforge.pipelines.generate as gen
+    import defectforge.pipelines.output_folder as folder
+    import defectforge.pipelines.sample_writer as writer
 
     def rofs(path, data):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
     case("output", "read-only file system (EROFS simulated)", "generate in/ out", G, g, TMP / "o_rofs", "-m", "cutpaste", "-q",
-         patches=[mock.patch.object(gen, "atomic_write_bytes", rofs)])
-    real = gen.atomic_write_bytes
+         patches=[mock.patch.object(folder, "atomic_write_bytes", rofs), mock.patch.object(writer, "atomic_write_bytes", rofs)])
+    real = writer.atomic_write_bytes
     calls = {"n": 0}
 
     def full(path, data):
@@ -321,7 +322,7 @@ def main() -> None:
         real(path, data)
     dfull = TMP / "o_full"
     case("output", "disk full after 6 writes (ENOSPC simulated)", "generate in/ out -n 8", G, g, dfull, "-m", "draem", "-n", "8",
-         "-q", patches=[mock.patch.object(gen, "atomic_write_bytes", full)])
+         "-q", patches=[mock.patch.object(folder, "atomic_write_bytes", full), mock.patch.object(writer, "atomic_write_bytes", full)])
     run(G, g, TMP / "o_full_ref", "-m", "draem", "-n", "8", "-q")
     case("output", "... then --resume", "generate in/ out -n 8 --resume", G, g, dfull, "-m", "draem", "-n", "8", "-q", "--resume",
          check=lambda: f"identical to an uninterrupted run: {tree(dfull) == tree(TMP / 'o_full_ref')}")

@@ -49,7 +49,7 @@ def test_generate_option_errors(tmp_path):
 
 
 def test_preview_all_methods_on_the_same_inputs(tmp_path):
-    from defectforge.cli.synthesis import available_image_methods
+    from defectforge.cli.common import available_image_methods
 
     src = make_inputs(tmp_path / "in")
     png = tmp_path / "all.png"
@@ -65,7 +65,7 @@ def test_preview_all_methods_on_the_same_inputs(tmp_path):
 def test_methods_needing_a_missing_package_are_left_out(monkeypatch):
     import importlib.util
 
-    from defectforge.cli.synthesis import available_image_methods
+    from defectforge.cli.common import available_image_methods
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "skimage" else real(name, *a))

@@ -20,7 +20,6 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-import defectforge.cli
 from defectforge.cli.main import _register_commands, app
 from defectforge.sources.procedural import surface
 
@@ -75,29 +74,34 @@ def _strings(node: ast.AST) -> list[str]:
 
 
 def _command_texts() -> dict[str, list[str]]:
-    """Per command, the strings of its function and of the module's functions it calls (transitively)."""
+    """Per command, the strings of its function and of the functions it calls in its own module or
+    in the shared helpers (``cli/common.py``), transitively."""
+    import inspect
+
+    from defectforge.cli import common
+    from defectforge.cli.main import _commands
+
+    def functions_of(path) -> dict[str, ast.FunctionDef]:
+        return {n.name: n for n in ast.parse(Path(path).read_text()).body if isinstance(n, ast.FunctionDef)}
+
+    shared = functions_of(common.__file__)
     texts: dict[str, list[str]] = {}
-    for path in Path(defectforge.cli.__file__).parent.glob("*.py"):
-        tree = ast.parse(path.read_text())
-        functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
-        for fn in functions.values():
-            for deco in fn.decorator_list:
-                if (isinstance(deco, ast.Call) and getattr(deco.func, "attr", "") == "command" and deco.args
-                        and isinstance(deco.args[0], ast.Constant)):
-                    seen, todo = set(), [fn.name]
-                    while todo:
-                        name = todo.pop()
-                        if name in seen:
-                            continue
-                        seen.add(name)
-                        body = functions[name]
-                        if ast.get_docstring(body):
-                            body.body[0]._help = True  # noqa: SLF001  (docstrings speak to developers)
-                            for sub in ast.walk(body.body[0]):
-                                sub._help = True  # noqa: SLF001
-                        todo += [c.func.id for c in ast.walk(body) if isinstance(c, ast.Call)
-                                 and isinstance(c.func, ast.Name) and c.func.id in functions]
-                    texts[deco.args[0].value] = [s for name in seen for s in _strings(functions[name])]
+    for command, function in _commands().items():
+        functions = {**shared, **functions_of(inspect.getsourcefile(function))}
+        seen, todo = set(), [function.__name__]
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            body = functions[name]
+            if ast.get_docstring(body):
+                body.body[0]._help = True  # noqa: SLF001  (docstrings speak to developers)
+                for sub in ast.walk(body.body[0]):
+                    sub._help = True  # noqa: SLF001
+            todo += [c.func.id for c in ast.walk(body) if isinstance(c, ast.Call)
+                     and isinstance(c.func, ast.Name) and c.func.id in functions]
+        texts[command] = [s for name in seen for s in _strings(functions[name])]
     return texts
 
 

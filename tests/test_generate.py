@@ -11,6 +11,7 @@ from PIL import Image
 
 from defectforge.pipelines import generate as gen
 from defectforge.pipelines.generate import OutputExistsError, generate
+from defectforge.pipelines.sample_writer import SampleWriter
 from defectforge.io.images import ImageReadError, read_image
 from defectforge.sources.procedural import surface
 
@@ -72,7 +73,7 @@ def test_workers_give_identical_files(normal_folder, tmp_path):
 
 def test_resume_after_interruption_is_identical(normal_folder, tmp_path, monkeypatch):
     generate(normal_folder, tmp_path / "full", "draem", count=20, seed=5, batch_size=4, progress=False)
-    original = gen._Worker.run
+    original = SampleWriter.run
     calls = {"n": 0}
 
     def interrupted(self, indices):
@@ -81,10 +82,10 @@ def test_resume_after_interruption_is_identical(normal_folder, tmp_path, monkeyp
             raise KeyboardInterrupt
         return original(self, indices)
 
-    monkeypatch.setattr(gen._Worker, "run", interrupted)
+    monkeypatch.setattr(SampleWriter, "run", interrupted)
     with pytest.raises(KeyboardInterrupt):
         generate(normal_folder, tmp_path / "part", "draem", count=20, seed=5, batch_size=4, progress=False)
-    monkeypatch.setattr(gen._Worker, "run", original)
+    monkeypatch.setattr(SampleWriter, "run", original)
     assert not (tmp_path / "part/manifest.jsonl").exists()
     with pytest.raises(OutputExistsError, match="--resume"):
         generate(normal_folder, tmp_path / "part", "draem", count=20, seed=5, batch_size=4, progress=False)
@@ -176,7 +177,9 @@ def test_unwritable_output_names_the_folder(normal_folder, tmp_path, monkeypatch
     def deny(path, data):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(gen, "atomic_write_bytes", deny)
+    from defectforge.pipelines import output_folder
+
+    monkeypatch.setattr(output_folder, "atomic_write_bytes", deny)  # config.yaml is the first file written
     with pytest.raises(PermissionError) as info:
         generate(normal_folder, tmp_path / "ro", "draem", count=1, progress=False)
     assert "ro/config.yaml" in gen.describe_os_error(info.value) and "--resume" in gen.describe_os_error(info.value)

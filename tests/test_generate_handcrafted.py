@@ -84,10 +84,10 @@ def test_controls_are_recorded_and_resume_identically(object_folder, tmp_path, m
     for r in _manifest(full):
         assert 1 <= len(r["params"]["defects"]) <= 2
     # interrupted after a few samples, then resumed: the same files
-    from defectforge.pipelines import generate as gen
+    from defectforge.pipelines.sample_writer import SampleWriter
 
     part = tmp_path / "part"
-    original = gen._Worker._write
+    original = SampleWriter._write
     calls = {"n": 0}
 
     def flaky(self, *a, **k):
@@ -96,10 +96,10 @@ def test_controls_are_recorded_and_resume_identically(object_folder, tmp_path, m
             raise KeyboardInterrupt
         return original(self, *a, **k)
 
-    monkeypatch.setattr(gen._Worker, "_write", flaky)
+    monkeypatch.setattr(SampleWriter, "_write", flaky)
     with pytest.raises(KeyboardInterrupt):
         generate(object_folder, part, "memseg", **kw)
-    monkeypatch.setattr(gen._Worker, "_write", original)
+    monkeypatch.setattr(SampleWriter, "_write", original)
     generate(object_folder, part, "memseg", resume=True, **kw)
     assert files(part) == files(full)
 

@@ -141,7 +141,7 @@ def test_model_argument_is_required_and_loader_names_missing_files(tmp_path, mod
 
 
 def test_methods_needing_a_model_are_left_out_of_all():
-    from defectforge.cli.synthesis import available_image_methods
+    from defectforge.cli.common import available_image_methods
 
     assert "realnet_sdas" in defectforge.list_methods(family="diffusion")
     assert "realnet_sdas" not in available_image_methods() and "draem" in available_image_methods()
@@ -226,3 +226,27 @@ def test_train_command_budget_and_errors(tmp_path):
     assert result.exit_code == 2 and "size was 16" in result.output
     result = runner.invoke(app, ["train", "gan", str(tmp_path / "cat" / "train" / "good"), str(tmp_path / "g")])
     assert result.exit_code == 2 and "MVTec" in result.output
+
+
+def test_checkpoints_never_touch_another_writers_temporary_file(tmp_path):
+    # Two processes saving to one cache (two benchmarks training the same model) once shared the
+    # fixed name ``<name>.tmp``: one renamed the other's half-written file into place.
+    from defectforge.generative.gan import DefectGenerator, save_generator
+    from defectforge.generative.gan_transplant import load_defect_gan
+    from defectforge.generative.train import load_checkpoint_state, save_checkpoint
+
+    ckpt, gen = tmp_path / "checkpoint.safetensors", tmp_path / "model" / "generator.safetensors"
+    gen.parent.mkdir()
+    for target in (ckpt, gen):  # the other writer's file, mid-write
+        target.with_name(target.name + ".tmp").write_bytes(b"another process is writing this")
+    linear = torch.nn.Linear(2, 3)
+    save_checkpoint(ckpt, 7, {"net": linear}, {}, {"kind": "test"})
+    save_generator(gen, DefectGenerator(16, 1, 1, 8), ["blob"], {"blob": [[4, 4]]})
+    for target in (ckpt, gen):
+        assert target.with_name(target.name + ".tmp").read_bytes() == b"another process is writing this"
+    tensors, meta = load_checkpoint_state(ckpt)
+    assert meta["step"] == "7" and torch.equal(tensors["net.weight"], linear.weight.detach())
+    assert load_defect_gan(tmp_path).types == ["blob"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
+        ["checkpoint.safetensors", "checkpoint.safetensors.tmp", "model", "generator.safetensors",
+         "generator.safetensors.tmp"])

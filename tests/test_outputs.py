@@ -113,13 +113,13 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: line.
 SLOW_CLI = """
 import sys, time
-import defectforge.pipelines.generate as gen
-real = gen._Worker.run
+import defectforge.pipelines.sample_writer as writer
+real = writer.SampleWriter.run
 def slow(self, indices):
     if indices[0] > 0:  # the first chunk is written; the writer is killed long before the rest
         time.sleep(600.0)
     return real(self, indices)
-gen._Worker.run = slow
+writer.SampleWriter.run = slow
 sys.argv = ["defectforge", *sys.argv[1:]]
 from defectforge.cli.main import main
 main()
@@ -177,10 +177,11 @@ def assert_locked(out: Path) -> None:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_every_local_engine_holds_the_lock_for_the_whole_run(good, tmp_path, monkeypatch, workers):
     import defectforge.pipelines.generate as gen
+    import defectforge.pipelines.output_folder as folder
 
     out = tmp_path / "out"
     seen = []
-    real_prepare, real_manifest_write = gen._prepare_output, gen.atomic_write_bytes
+    real_prepare, real_manifest_write = gen.prepare_output, folder.atomic_write_bytes
 
     def prepare(output, *a, **k):  # before the first file of the folder is read
         assert_locked(output)
@@ -193,8 +194,8 @@ def test_every_local_engine_holds_the_lock_for_the_whole_run(good, tmp_path, mon
             seen.append("manifest")
         real_manifest_write(path, data)
 
-    monkeypatch.setattr(gen, "_prepare_output", prepare)
-    monkeypatch.setattr(gen, "atomic_write_bytes", write)
+    monkeypatch.setattr(gen, "prepare_output", prepare)
+    monkeypatch.setattr(folder, "atomic_write_bytes", write)
     r = cli("generate", good, out, "-m", "cutpaste", "-n", "4", "-q", "--workers", workers)
     assert r.exit_code == 0 and seen == ["prepare", "manifest"], r.output
     assert not (out / LOCK_NAME).exists()

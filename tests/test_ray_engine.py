@@ -78,16 +78,16 @@ def test_ray_engine_holds_the_output_lock_while_its_tasks_run(local_ray, tmp_pat
     for i in range(3):
         write_image(src / f"n{i}.png", rng.integers(0, 255, (48, 48, 3), dtype=np.uint8))
     out, refused = tmp_path / "ray", []
-    real = ray_engine.run_chunks
+    real = ray_engine.RayRunner.run
 
-    def watched(*args, **kwargs):
-        for finished in real(*args, **kwargs):
+    def watched(self, chunks):
+        for finished in real(self, chunks):
             with pytest.raises(OutputLockedError, match=f"pid {os.getpid()}"):
                 lock_output(out).acquire()
             refused.append(finished[0])
             yield finished
 
-    monkeypatch.setattr(ray_engine, "run_chunks", watched)
+    monkeypatch.setattr(ray_engine.RayRunner, "run", watched)
     generate(src, out, "cutpaste", 6, workers=2, engine="ray", batch_size=2, progress=False)
     assert sorted(i for chunk in refused for i in chunk) == list(range(6))
     assert not (out / ".defectforge.lock").exists()

@@ -46,7 +46,8 @@ def manifest(out: Path) -> list[dict]:
 
 def test_redraw_streams_never_reuse_a_named_stream():
     from defectforge.core.seeding import MAX_RETRIES, Stream, retry_stream
-    from defectforge.pipelines.generate import GenerateConfig, _attempt_seed
+    from defectforge.pipelines.generate import GenerateConfig
+    from defectforge.pipelines.sample_writer import _attempt_seed
 
     dataset_streams = {Stream.SYNTHESIS, Stream.PLAN, Stream.DONORS}
     retries = [retry_stream(a) for a in range(1, MAX_RETRIES + 1)]
@@ -273,9 +274,9 @@ def test_file_system_errors_are_one_line_naming_the_fix(good, tmp_path, monkeypa
     assert r.exit_code == 2 and "is a file" in r.output and "Errno" not in r.output
     import errno
 
-    import defectforge.pipelines.generate as gen
+    import defectforge.pipelines.sample_writer as writer  # where samples are written
 
-    real = gen.atomic_write_bytes
+    real = writer.atomic_write_bytes
     calls = {"n": 0}
 
     def disk_full(path, data):
@@ -284,12 +285,12 @@ def test_file_system_errors_are_one_line_naming_the_fix(good, tmp_path, monkeypa
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(path, data)
 
-    monkeypatch.setattr(gen, "atomic_write_bytes", disk_full)
+    monkeypatch.setattr(writer, "atomic_write_bytes", disk_full)
     out = tmp_path / "o"
     r = cli("generate", good, out, "-m", "cutpaste", "-n", "6", "-q")
     assert r.exit_code == 2 and "disk full" in r.output and "--resume" in r.output and "Errno" not in r.output
     assert len(r.output.strip().splitlines()) == 1
-    monkeypatch.setattr(gen, "atomic_write_bytes", real)
+    monkeypatch.setattr(writer, "atomic_write_bytes", real)
     r = cli("generate", good, out, "-m", "cutpaste", "-n", "6", "-q", "--resume")
     assert r.exit_code == 0 and "resumed" in r.output
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Optional
 
 import numpy as np
 import typer
 
-from .main import app
+from .common import fail, time_callable
 
 
 def _inputs(size: int, batch: int):
@@ -38,18 +37,6 @@ def _cpus() -> int:
     return os.cpu_count() or 1
 
 
-def time_callable(fn, min_time: float, max_iterations: int) -> tuple[float, int]:
-    """Seconds per call of ``fn(k)`` after one warm-up call, over at least ``min_time`` seconds."""
-    fn(0)
-    start, k = time.perf_counter(), 0
-    while True:
-        k += 1
-        fn(k)
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_time or k >= max_iterations:
-            return elapsed / k, k
-
-
 def bench_method(name: str, batch_images, min_time: float = 2.0, max_iterations: int = 1000, bank=None) -> dict:
     """Throughput of registry method ``name`` on ``batch_images``, textures preloaded.
 
@@ -58,7 +45,7 @@ def bench_method(name: str, batch_images, min_time: float = 2.0, max_iterations:
     timed calls' labels, not assumed. Methods that place real defects get ``bank`` (a loaded
     :class:`~defectforge.sources.defects.DefectBank`).
     """
-    from ..pipelines.generate import build_synthesizer
+    from ..pipelines.build import build_synthesizer
 
     from ..core.registry import method_info
     from ..realdefect import needs_bank
@@ -153,7 +140,6 @@ def scaling_table(rows: list[dict], sizes: list[int]) -> list[str]:
     return lines
 
 
-@app.command("bench")
 def bench_command(
     methods: Optional[list[str]] = typer.Option(None, "--methods", "-m",
                                                 help="Methods (repeatable or comma-separated); default: every image-level method."),
@@ -186,8 +172,7 @@ def bench_command(
 
     sizes = parse_sizes(size)
     if compare and compare != "anomalib":
-        typer.secho(f"error: --compare knows 'anomalib' only, got {compare!r}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+        fail(f"--compare knows 'anomalib' only, got {compare!r}")
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     names = [m.strip() for item in (methods or []) for m in item.split(",") if m.strip()]
@@ -203,15 +188,13 @@ def bench_command(
         try:
             bank = DefectBank.from_folder(defects, few_shot=few_shot, format=defects_format)
         except (OSError, ValueError) as exc:
-            typer.secho(f"error: --defects: {exc}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2)
+            fail(f"--defects: {exc}")
     if not names:
         names = [n for n in defectforge.list_methods(level="image") if (bank is not None or not needs_bank(n))
                  and not defectforge.method_info(n).capabilities["needs_model"]]  # no trained model here
     elif bank is None and any(needs_bank(n) for n in names):
-        typer.secho(f"error: {', '.join(n for n in names if needs_bank(n))} place real defects: pass --defects "
-                    "CATEGORY_OR_FOLDER", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+        fail(f"{', '.join(n for n in names if needs_bank(n))} place real defects: pass --defects "
+             "CATEGORY_OR_FOLDER")
     rows = []
     # Poisson-blending methods are bound by per-sample CPU work: timed after the batched ones,
     # listed apart (they do not use an accelerator)
@@ -229,8 +212,7 @@ def bench_command(
             try:
                 row = bench_method(name, x, min_time, bank=bank)
             except (ValueError, TypeError) as exc:
-                typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-                raise typer.Exit(2)
+                fail(str(exc))
             row["size"] = side
             rows.append(row)
             if not as_json:
@@ -272,8 +254,7 @@ def _bench_features(level: str, names: list[str], batch: int, channels: int, dev
     from .bench_feature import bench_feature_method, feature_row_line
 
     if level != "feature":
-        typer.secho(f"error: --level must be image or feature, got {level!r}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+        fail(f"--level must be image or feature, got {level!r}")
     names = names or defectforge.list_methods(level="feature") + defectforge.list_methods(level="latent")
     load_before = _load()
     if not as_json and load_before is not None:
@@ -283,8 +264,7 @@ def _bench_features(level: str, names: list[str], batch: int, channels: int, dev
         try:
             row = bench_feature_method(name, batch, channels, 32, device, min_time)
         except (ValueError, TypeError) as exc:
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2)
+            fail(str(exc))
         row.update(threads=threads, device=device, load_before=load_before)
         rows.append(row)
         if not as_json:

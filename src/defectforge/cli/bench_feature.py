@@ -22,7 +22,7 @@ def bench_feature_method(name: str, batch: int = 32, channels: int = 128, grid: 
 
     from ..detectors.backbones import load_backbone
     from ..detectors.feature_level import make_feature_detector
-    from .bench import time_callable
+    from .common import time_callable
 
     info = defectforge.method_info(name)
     if info.level not in ("feature", "latent"):
@@ -66,7 +66,7 @@ def _bench_dsr(name: str, batch: int, channels: int, grid: int, device: str, min
 
     from ..detectors.dsr import DSRDetector
     from ..generative.vqvae import VQVAE_WIDTHS, TwoLevelVQVAE
-    from .bench import time_callable
+    from .common import time_callable
 
     gen = torch.Generator().manual_seed(0)
     settings = {**VQVAE_WIDTHS["small"], "hidden": channels, "residual_hidden": max(1, channels // 2)}

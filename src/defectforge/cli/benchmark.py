@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .main import app
+from .common import fail
 
 
 def labelled_category(data_dir: Path, defects_format: Optional[str], out: Path, split_seed: int, log) -> Path:
@@ -50,7 +50,6 @@ def labelled_category(data_dir: Path, defects_format: Optional[str], out: Path, 
     return target
 
 
-@app.command("benchmark")
 def benchmark_command(
     data_dirs: list[Path] = typer.Argument(..., help="One or more MVTec-AD categories: train/good, test/<defect>, "
                                            "ground_truth/<defect>. Several: each is run (OUT/<name>/) and OUT/summary.md "
@@ -117,8 +116,8 @@ def benchmark_command(
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
-        _fail(f"--seeds must be comma-separated integers, got {seeds!r}")
-    from .synthesis import parse_overrides
+        fail(f"--seeds must be comma-separated integers, got {seeds!r}")
+    from .common import parse_overrides
 
     cfg = BenchmarkConfig(detector=detector, backbone=backbone,
                           backbone_weights=str(backbone_weights) if backbone_weights else None,
@@ -132,15 +131,15 @@ def benchmark_command(
         try:  # a wrong option is an error before any data is read
             make_detector(detector, load_backbone("tiny"), width, "cpu", None, cfg.detector_options)
         except (ValueError, TypeError) as exc:
-            _fail(f"--detector-option: {exc}")
+            fail(f"--detector-option: {exc}")
     if few_shot is None:
         for flag, given in (("--set METHOD.KEY=VALUE", set_), ("--realism", realism), ("--split-group", split_group),
                             ("--validate", validate)):
             if given:
-                _fail(f"{flag} is a --few-shot option (it needs real defects split into training and test)")
+                fail(f"{flag} is a --few-shot option (it needs real defects split into training and test)")
     names = [d.name for d in data_dirs]
     if len(set(names)) != len(names):
-        _fail(f"the categories must have different folder names (each gets OUT/<name>/), got {names}")
+        fail(f"the categories must have different folder names (each gets OUT/<name>/), got {names}")
     per_set: dict[str, dict] = {}
     for data_dir in data_dirs:
         run_out = out if len(data_dirs) == 1 else out / data_dir.name
@@ -149,7 +148,7 @@ def benchmark_command(
                                                    split_seed, split_group, validate, realism, set_, defects_format,
                                                    accept_box_masks)
         except (ValueError, OSError, TypeError) as exc:
-            _fail(f"{data_dir}: {exc}" if len(data_dirs) > 1 else str(exc))
+            fail(f"{data_dir}: {exc}" if len(data_dirs) > 1 else str(exc))
     if len(data_dirs) > 1:
         from ..detectors.benchmark.leaderboard import write_json
         from ..detectors.benchmark.summary import summarise, summary_markdown
@@ -161,11 +160,6 @@ def benchmark_command(
         (out / "summary.md").write_text(table)
         typer.echo(table)
         typer.echo(f"written: {out / 'summary.md'}, summary.json", err=True)
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
 
 
 def _run_category(data_dir: Path, out: Path, cfg, methods, seed_list, baseline, few_shot, split_seed, split_group,
@@ -182,7 +176,7 @@ def _run_category(data_dir: Path, out: Path, cfg, methods, seed_list, baseline, 
     require_pixel_masks(data_dir, accept_box_masks)
     if few_shot is not None:
         from ..detectors.benchmark.fewshot import realism_markdown, run_few_shot_benchmark
-        from .synthesis import parse_overrides
+        from .common import parse_overrides
 
         options: dict[str, dict] = {}
         for key, value in parse_overrides(set_).items():

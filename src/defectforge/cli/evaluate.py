@@ -9,10 +9,8 @@ from typing import Optional
 import typer
 
 from ..io.files import write_json
-from .main import app
 
 
-@app.command("evaluate")
 def evaluate(
     generated_dir: Path = typer.Argument(..., help="Output of `defectforge generate` (manifest.jsonl) or a folder of images."),
     real: Path = typer.Option(..., "--real", help="Real anomalies: an MVTec AD category folder or a folder of images."),
@@ -55,7 +53,6 @@ def evaluate(
         typer.echo(f"wrote {json_out}")
 
 
-@app.command("evaluate-detection")
 def evaluate_detection(
     scores_dir: Path = typer.Argument(..., help="Score maps: SCORES/<defect>/<stem>.{npy,npz,tif,tiff,png} (+ optional image_scores.csv)."),
     ground_truth: Path = typer.Option(..., "--ground-truth", help="MVTec AD category folder (test/ and ground_truth/)."),

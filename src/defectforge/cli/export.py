@@ -8,11 +8,9 @@ from typing import Optional
 
 import typer
 
-from .main import app
-from .synthesis import fail
+from .common import fail
 
 
-@app.command("export")
 def export_command(
     dataset: Path = typer.Argument(..., help="A folder written by `defectforge generate` (with manifest.jsonl)."),
     format: str = typer.Option(..., "--format", "-f", help="coco | yolo-seg | anomalib."),

@@ -7,11 +7,9 @@ from typing import Optional
 
 import typer
 
-from .main import app
-from .synthesis import fail
+from .common import fail
 
 
-@app.command("import")
 def import_command(
     format: str = typer.Argument(..., help="labelme, coco, yolo-seg, masks, mvtec, or auto (detected)."),
     source: Path = typer.Argument(..., help="The labelled folder (a COCO JSON or its folder; a YOLO data.yaml or "

@@ -1,8 +1,10 @@
-"""The ``defectforge`` command line (typer). Each command lives in its own module of this package."""
+"""The ``defectforge`` command line (typer). Each command is a function in a module of this package,
+registered here by name (:func:`_register_commands`); the command modules never import this one."""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import typer
 
@@ -30,9 +32,26 @@ def _one_line_usage_error(self, file=None) -> None:
 typer._click.exceptions.UsageError.show = _one_line_usage_error
 
 
+def _commands() -> dict[str, Callable]:
+    """Every command of the ``defectforge`` line, by name, in the order ``--help`` lists them."""
+    from . import bench, benchmark, evaluate, export, importer, synthesis, train, ui
+
+    return {
+        "methods": synthesis.methods_command, "generate": synthesis.generate_command,
+        "preview": synthesis.preview_command, "demo": synthesis.demo_command, "import": importer.import_command,
+        "export": export.export_command,
+        "evaluate": evaluate.evaluate, "evaluate-detection": evaluate.evaluate_detection,
+        "benchmark": benchmark.benchmark_command, "bench": bench.bench_command, "train": train.train_command,
+        "ui": ui.ui_command,
+    }
+
+
 def _register_commands() -> None:
-    # Each module adds its commands to ``app`` when imported.
-    from . import commands  # noqa: F401
+    """Add every command to ``app`` (once; the command modules import their heavy packages lazily)."""
+    registered = {info.name for info in app.registered_commands}
+    for name, function in _commands().items():
+        if name not in registered:
+            app.command(name)(function)
 
 
 def main() -> None:
@@ -41,7 +60,5 @@ def main() -> None:
     app()
 
 
-if __name__ == "__main__":  # python -m defectforge.cli.main: the commands register on the package's module
-    from defectforge.cli.main import main as _package_main
-
-    _package_main()
+if __name__ == "__main__":
+    main()

@@ -9,107 +9,15 @@ from typing import Optional
 
 import numpy as np
 import typer
-import yaml
 
-from .main import app
+from .common import (available_image_methods, fail, parse_area_range, parse_count_range, parse_overrides,
+                     print_parameters, report_left_out, run_errors)
 
 _SIZE_HELP = "Resize every image to SIZE x SIZE pixels (default: keep each image's size)."
-
-
-def parse_overrides(items: list[str] | None) -> dict:
-    """``["key=value", ...]`` to a dict; values are YAML (numbers, lists, booleans, strings)."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise typer.BadParameter(f"--set expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            # YAML's own message spans several lines with a caret; the user gets one line
-            problem = getattr(exc, "problem", None) or type(exc).__name__
-            raise typer.BadParameter(f"--set {item!r}: the value is not valid YAML ({problem}); quote strings, "
-                                     "close lists like [1, 2]") from None
-    return out
-
-
-def parse_count_range(text: str | None) -> tuple[int, int] | None:
-    """``"2"`` -> (2, 2); ``"1-3"`` or ``"1,3"`` -> (1, 3)."""
-    if text is None:
-        return None
-    parts = [p for p in text.replace(",", "-").split("-") if p.strip()]
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise typer.BadParameter(f"--defect-count expects N or MIN-MAX (e.g. 1-3), got {text!r}") from None
-    if len(values) not in (1, 2):
-        raise typer.BadParameter(f"--defect-count expects N or MIN-MAX (e.g. 1-3), got {text!r}")
-    return (values[0], values[-1])
-
-
-def parse_area_range(text: str | None) -> tuple[float, float] | None:
-    """``"0.01,0.1"`` -> (0.01, 0.1): total defect area as a fraction of the image."""
-    if text is None:
-        return None
-    try:
-        values = [float(p) for p in text.split(",")]
-    except ValueError:
-        raise typer.BadParameter(f"--area-range expects MIN,MAX fractions (e.g. 0.01,0.1), got {text!r}") from None
-    if len(values) != 2:
-        raise typer.BadParameter(f"--area-range expects MIN,MAX fractions (e.g. 0.01,0.1), got {text!r}")
-    return (values[0], values[1])
-
-
 _FOREGROUND_HELP = ("Region defects are placed in: none (whole image), otsu, threshold (with "
                     "--foreground-threshold) or saliency (spectral residual).")
 
 
-def available_image_methods() -> list[str]:
-    """Image-level methods whose optional dependencies (``cls.requires``) are installed.
-
-    Methods that need a bank of real defects (``copy_paste``, ``defect_transplant``) are left out:
-    they run only when given defects (``--defects``).
-    Methods that sample a trained model (``realnet_sdas``, ``masked_diffusion``: ``needs_model``)
-    are left out: they run only when given one (``--set model=PATH``).
-    """
-    import defectforge
-
-    from ..realdefect import needs_bank
-
-    return [n for n in defectforge.list_methods(level="image") if not needs_bank(n)
-            and not defectforge.method_info(n).capabilities["needs_model"]
-            and not defectforge.method_info(n).missing_requirements()]
-
-
-def report_left_out(used: list[str], defects_option: str = "generate --defects") -> None:
-    """Say which image-level methods a command leaves out, and why (a missing optional package).
-
-    ``defects_option`` is how the command itself takes real defects (``--defects`` for
-    ``preview``); a command without one points at ``generate --defects``.
-    """
-    import defectforge
-
-    from ..pipelines.generate import EXTRAS
-
-    from ..realdefect import needs_bank
-
-    for name in defectforge.list_methods(level="image"):
-        if name not in used and needs_bank(name):
-            typer.echo(f"left out {name}: it places real defects ({defects_option} CATEGORY_OR_FOLDER)", err=True)
-        elif name not in used and defectforge.method_info(name).capabilities["needs_model"]:
-            typer.echo(f"left out {name}: needs a trained model (generate --model PATH; see defectforge train)", err=True)
-        elif name not in used:
-            missing = defectforge.method_info(name).missing_requirements()
-            typer.echo(f"left out {name}: needs the optional package(s) {', '.join(missing)}: "
-                       f"{'; '.join(EXTRAS.get(m, 'pip install ' + m) for m in missing)}", err=True)
-
-
-def fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
-
-
-@app.command("methods")
 def methods_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
                     markdown: bool = typer.Option(False, "--markdown", help="Print a markdown table (family, level, "
                                                   "source, licence), as in the README."),
@@ -148,41 +56,6 @@ def methods_command(as_json: bool = typer.Option(False, "--json", help="Print JS
         typer.echo(f"{info['name']:<{width}}  {info['family']:<23} {info['level']:<7} {info['description']}")
 
 
-def print_parameters(method: str, as_json: bool = False) -> None:
-    """Print ``method``'s parameter schema (:func:`defectforge.core.schema.parameter_schema`)."""
-    from ..core.schema import parameter_schema
-
-    try:
-        specs = parameter_schema(method)
-    except ValueError as exc:
-        fail(str(exc))
-    if as_json:
-        typer.echo(json.dumps([s.as_dict() for s in specs], indent=2, default=str))
-        return
-    width = max((len(s.name) for s in specs), default=4)
-    for spec in specs:
-        accepted = ""
-        if spec.choices:
-            accepted = "  one of " + ", ".join(str(c) for c in spec.choices)
-        elif spec.low is not None or spec.high is not None:
-            low = "-inf" if spec.low is None else f"{spec.low:g}"
-            high = "inf" if spec.high is None else f"{spec.high:g}"
-            accepted = f"  from {low} to {high}" + (" (each end)" if spec.kind == "range" else "")
-        typer.echo(f"{spec.name:<{width}}  {spec.kind:<6} default {spec.default!r}{accepted}")
-
-
-def run_errors(exc: BaseException, output=None, resumable: bool = True) -> str:
-    """One line for an error a user caused: the argument at fault and what to do.
-
-    ``resumable``: the command continues with ``--resume`` (only ``generate`` has it).
-    """
-    from ..pipelines.generate import describe_os_error
-
-    if isinstance(exc, OSError) and not isinstance(exc, FileExistsError) and exc.errno is not None:
-        return describe_os_error(exc, output, resumable)
-    return str(exc)
-
-
 #: generate's options that say how to run, not what to make: not part of a run's record
 RUN_OPTIONS = frozenset({"input", "output", "config", "workers", "engine", "address", "resume", "overwrite",
                          "discard_edits", "quiet"})
@@ -198,7 +71,25 @@ def given_options(ctx: typer.Context) -> set[str]:
     return {OPTION_FIELDS.get(name, name) for name in given - RUN_OPTIONS}
 
 
-@app.command("generate")
+def config_from_options(options: dict, **converted):
+    """The :class:`~defectforge.pipelines.run_config.GenerateConfig` of ``generate``'s options.
+
+    Every option named like a configuration field is that field; the options given in another
+    form (``--defect-count 1-3``, ``--area-range 0.01,0.1``, ``--count`` left out) are converted
+    here, and ``converted`` gives the fields the command derives itself (input, overrides).
+    """
+    from dataclasses import fields
+
+    from ..pipelines.run_config import GenerateConfig
+
+    names = {f.name for f in fields(GenerateConfig)}
+    values = {name: value for name, value in options.items() if name in names}
+    values.update(count=100 if options["count"] is None else options["count"],
+                  defect_count=parse_count_range(options["defect_count"]),
+                  area_range=parse_area_range(options["area_range"]), **converted)
+    return GenerateConfig(**values)
+
+
 def generate_command(
     ctx: typer.Context,
     input: Optional[Path] = typer.Argument(None, help="Folder of normal images, or an MVTec-AD category (uses "
@@ -273,7 +164,8 @@ def generate_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", is_flag=True, help="No progress bar."),
 ):
     """Turn a folder of good images into a labelled synthetic-defect dataset."""
-    from ..pipelines.generate import GenerateConfig, generate, load_run_config
+    options = dict(locals())  # every option, by its parameter name: the configuration is derived from them
+    from ..pipelines.generate import generate, load_run_config
     from ..pipelines.rebuild import merge_given_options
     from ..pipelines.user_edits import kept_edits_line
 
@@ -293,15 +185,7 @@ def generate_command(
             if not model.expanduser().exists():
                 fail(f"--model {model} does not exist; pass a local model folder (nothing is downloaded)")
             overrides["model"] = str(model)
-        cfg = GenerateConfig(
-            input=str(input or ""), method=method, count=100 if count is None else count, seed=seed, size=size,
-            textures=textures, overrides=overrides, normal_ratio=normal_ratio,
-            foreground=foreground, foreground_threshold=foreground_threshold,
-            foreground_invert=foreground_invert, foreground_masks=foreground_masks, mix=mix,
-            defect_count=parse_count_range(defect_count), area_range=parse_area_range(area_range),
-            mask_bank=mask_bank, bit_depth=bit_depth, output_bit_depth=output_bit_depth,
-            max_pixels=max_pixels, min_contrast=min_contrast, defects=defects, defect_types=defect_types,
-            few_shot=few_shot, defects_format=defects_format)
+        cfg = config_from_options(options, input=str(input or ""), overrides=overrides)
         if config is not None:
             recorded = load_run_config(config)
             if recorded is None:
@@ -354,7 +238,6 @@ def write_png(path: Path, image: np.ndarray) -> None:
     atomic_write_bytes(path, encode_png(image, compress_level=9))
 
 
-@app.command("preview")
 def preview_command(
     input: Path = typer.Argument(..., help="Folder of normal images, or an MVTec-AD category."),
     output: Path = typer.Argument(..., help="PNG file to write."),
@@ -387,7 +270,8 @@ def preview_command(
     """Write a PNG grid of normal | synthetic | mask | overlay rows (every method on the same inputs)."""
     import defectforge
 
-    from ..pipelines.generate import build_synthesizer, check_foreground_options
+    from ..pipelines.build import build_synthesizer
+    from ..pipelines.run_config import check_foreground_options
     from ..pipelines.preview import LAYOUTS, preview_grid
     from ..realdefect import needs_bank
     from ..sources.foreground import parse_foreground
@@ -450,7 +334,6 @@ DEMO_METHODS = ("draem", "destseg", "cutpaste", "cutpaste_scar", "glass_las", "m
 _DEMO_MARKER = ".defectforge-demo"
 
 
-@app.command("demo")
 def demo_command(
     output: Path = typer.Argument(Path("defectforge-demo"), help="Folder for the demo's data and results."),
     count: int = typer.Option(24, "--count", "-n", min=1, max=10000, help="Samples per method."),
@@ -459,7 +342,7 @@ def demo_command(
                                        "datasets' images and masks changed since the demo wrote them."),
 ):
     """Run the whole pipeline on built-in surfaces (metal, fabric, wood, tiles): no input needed."""
-    from ..pipelines.generate import OutputExistsError
+    from ..pipelines.output_folder import OutputExistsError
 
     try:
         _demo(output, count, seed, discard_edits)

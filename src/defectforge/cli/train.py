@@ -8,10 +8,9 @@ from typing import Optional
 
 import typer
 
-from .main import app
+from .common import fail
 
 
-@app.command("train")
 def train_command(
     kind: str = typer.Argument(..., help="ddpm (diffusers UNet2DModel), gan (conditional GAN of defect crops + masks) or vqvae (DSR's two-level VQ-VAE, for the dsr method and detector)."),
     data: str = typer.Argument(..., help="Folder of normal images, or an MVTec-AD category (train/good; "
@@ -50,6 +49,5 @@ def train_command(
     try:
         summary = train(cfg, resume=resume)
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, ImportError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
+        fail(f"{exc}")
     typer.echo(json.dumps(summary, indent=2))

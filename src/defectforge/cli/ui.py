@@ -7,11 +7,9 @@ from typing import Optional
 
 import typer
 
-from .main import app
-from .synthesis import fail
+from .common import fail
 
 
-@app.command("ui")
 def ui_command(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 exposes the app to your network."),
     port: int = typer.Option(7860, "--port", help="Port to serve on."),

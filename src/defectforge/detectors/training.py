@@ -27,7 +27,7 @@ def resolve_synthesizer(synthesizer):
     """A synthesizer object, or a registry name built for training: every synthesised sample
     anomalous and empty masks redrawn where the method allows (as ``defectforge generate``)."""
     if isinstance(synthesizer, str):
-        from ..pipelines.generate import build_synthesizer
+        from ..pipelines.build import build_synthesizer
 
         return build_synthesizer(synthesizer)
     if not callable(synthesizer):

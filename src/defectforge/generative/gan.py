@@ -79,19 +79,16 @@ def save_generator(path, generator: DefectGenerator, types: list[str], extents: 
     """Write a generator's weights (keys ``G_ema.*``) and what loading and placing it needs to one
     safetensors file (metadata ``extra``: kind, types, size, channels, width, crop extents per type)."""
     import json
-    import os
-    from pathlib import Path
 
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from ..io.files import atomic_write_bytes
+
     meta = {"kind": "gan", "types": list(types), "size": generator.size, "channels": generator.channels,
             "width": generator.width, "extents": extents, **extra}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({f"G_ema.{k}": v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}, str(tmp),
-              metadata={"extra": json.dumps(meta)})
-    os.replace(tmp, path)
+    # a temporary name of this write alone: two processes saving to one cache never share one
+    tensors = {f"G_ema.{k}": v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
+    atomic_write_bytes(path, save(tensors, metadata={"extra": json.dumps(meta)}))
 
 
 class DefectDiscriminator(nn.Module):

@@ -39,7 +39,7 @@ from torch.nn import functional as F
 
 from ..core.seeding import Stream, sample_rng
 from ..core.validation import check_choice, check_range
-from ..io.files import atomic_write_text
+from ..io.files import atomic_write_bytes, atomic_write_text
 
 __all__ = ["TrainConfig", "train", "KINDS", "load_checkpoint_state"]
 
@@ -132,7 +132,7 @@ def _sub(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 def save_checkpoint(path: Path, step: int, modules: dict[str, torch.nn.Module],
                     optimizers: dict[str, torch.optim.Optimizer], extra: dict[str, Any]) -> None:
     """One safetensors file with every module's and optimiser's state (atomic replace)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors: dict[str, torch.Tensor] = {}
     meta = {"step": str(step), "extra": json.dumps(extra)}
@@ -142,9 +142,8 @@ def save_checkpoint(path: Path, step: int, modules: dict[str, torch.nn.Module],
         t, groups = _opt_tensors(name, opt)
         tensors.update(t)
         meta[f"{name}.param_groups"] = groups
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    # a temporary name of this write alone: two processes saving to one cache never share one
+    atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
 def load_checkpoint_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -122,7 +122,7 @@ def held_out_real(real: Sequence[ImageRecord], generated_dir: str | os.PathLike)
 
     Returns ``(kept records, how many were left out, a note for the results or None)``.
     """
-    from ..pipelines.generate import SPLIT_FILE
+    from ..pipelines.build import SPLIT_FILE
     from ..sources.defects import FewShotSplit
 
     split_file = Path(generated_dir) / SPLIT_FILE

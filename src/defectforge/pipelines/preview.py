@@ -96,7 +96,7 @@ def preview_grid(images: np.ndarray, methods: Sequence[str], seed: int = 0, rows
     """
     from ..core.validation import check_choice
     from ..sources.foreground import foreground_batch
-    from .generate import build_synthesizer
+    from .build import build_synthesizer
 
     check_choice("rows", rows, LAYOUTS)
 

@@ -44,7 +44,7 @@ def merge_given_options(recorded: dict[str, Any], options, given: set[str]):
         The merged config, and whether the synthesizer must be rebuilt from it (a given field in
         :data:`SYNTHESIZER_FIELDS`) rather than taken from the record.
     """
-    from .generate import GenerateConfig
+    from .run_config import GenerateConfig
 
     merged = asdict(GenerateConfig.from_dict(recorded))
     new = asdict(options)
@@ -68,7 +68,7 @@ def resolve_recorded_paths(config: dict[str, Any]) -> dict[str, Any]:
     A run recorded with relative paths by an earlier version is compared with the resumed one
     (relative to the current working directory, as it was read then).
     """
-    from .generate import GenerateConfig
+    from .run_config import GenerateConfig
 
     try:
         generator = asdict(GenerateConfig.from_dict(config["generator"]))

@@ -90,7 +90,7 @@ def widgets_of(method: str) -> list[Widget]:
     from dataclasses import replace
 
     from ..core.schema import parameter_schema
-    from ..pipelines.generate import build_synthesizer
+    from ..pipelines.build import build_synthesizer
 
     effective = build_synthesizer(method).config()
     out = []
@@ -153,7 +153,7 @@ def ui_message(exc: BaseException, action: str = "preview", output: Path | None 
     ``action`` is ``"preview"`` (the pictures) or ``"dataset"`` ("generate dataset" into ``output``).
     """
     from ..io.output_lock import OutputLockedError
-    from ..pipelines.generate import OutputExistsError
+    from ..pipelines.output_folder import OutputExistsError
 
     if isinstance(exc, OutputLockedError) and output is not None:
         return (f"nothing written or deleted: the dataset folder {output} is being written by {exc.holder}; wait "

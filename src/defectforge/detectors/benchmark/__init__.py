@@ -1,6 +1,7 @@
 """``defectforge benchmark``: which synthesis trains the best detector on real defects.
 
 - :mod:`.runner`: the configuration, the detectors, the caches and the ``(method, seed)`` runs.
+- :mod:`.per_type`: image AUROC, pixel AUROC and AUPRO per defect type (plain and few-shot runs).
 - :mod:`.leaderboard`: runs aggregated over seeds into ``leaderboard.md`` / ``leaderboard.json``.
 - :mod:`.figures`: bar chart, convergence curves and example score maps (PNG).
 """

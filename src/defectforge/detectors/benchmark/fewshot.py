@@ -35,15 +35,13 @@ import torch
 from ...core.seeding import Stream, sample_rng
 from ...core.types import SynthesisResult
 from ..data import MVTecCategory
+from .per_type import FEW_SHOT_METRICS, per_type_metrics
 
 __all__ = ["REAL_ONLY", "few_shot_subset", "validation_subset", "per_type_metrics", "few_shot_realism",
            "few_shot_markdown", "realism_markdown", "run_few_shot_benchmark"]
 
 #: The method name of the no-synthesis, real-defects-only row (:mod:`defectforge.realdefect.real_only`).
 REAL_ONLY = "real_only"
-#: Metrics of the few-shot tables, overall and per defect type: the papers' pixel AP and F1-max
-#: beside image AUROC, pixel AUROC and AUPRO.
-FEW_SHOT_METRICS = ("image_auroc", "pixel_auroc", "pixel_ap", "pixel_f1_max", "aupro")
 #: The validation protocol (:func:`run_few_shot_benchmark` with ``validation=True``): the share of
 #: each type's few-shot training defects that still feed synthesis (the rest is validated on),
 #: and the share of training normals held out as the validation set's good images. Chosen here
@@ -77,21 +75,6 @@ def few_shot_subset(data: MVTecCategory, split) -> tuple[MVTecCategory, list[int
                          test_masks=data.test_masks[idx], test_labels=data.test_labels[idx],
                          test_names=[data.test_names[i] for i in keep], train_files=data.train_files)
     return test, keep, real
-
-
-def per_type_metrics(scores: torch.Tensor, maps: torch.Tensor, data: MVTecCategory) -> dict[str, dict[str, float]]:
-    """:data:`FEW_SHOT_METRICS` per defect type (good test images + that type's images)."""
-    from ...metrics.detection import detection_metrics
-
-    types = [n.split("/")[0] for n in data.test_names]
-    good = [i for i, t in enumerate(types) if t == "good"]
-    out = {}
-    for t in sorted(set(types) - {"good"}):
-        idx = good + [i for i, x in enumerate(types) if x == t]
-        m = detection_metrics(scores[idx].numpy(), data.test_labels[idx].numpy(), maps[idx].numpy(),
-                              data.test_masks[idx].numpy())
-        out[t] = {k: m[k] for k in FEW_SHOT_METRICS}
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +132,7 @@ def few_shot_realism(data: MVTecCategory, split, bank, methods: list[str], per_t
     from ...metrics.features import extract_features, load_fid_inception
     from ...metrics.realism import fid_from_features, kid_from_features
     from ...core.registry import _accepted_kwargs, method_info
-    from ...pipelines.generate import build_synthesizer
+    from ...pipelines.build import build_synthesizer
     from ...realdefect import needs_bank
 
     network = load_fid_inception(fid_weights)
@@ -302,7 +285,7 @@ def run_few_shot_benchmark(data_dir, few_shot: str = "1/3", methods: list[str] |
     import defectforge
 
     from ...core.seeding import Stream
-    from ...pipelines.generate import build_synthesizer
+    from ...pipelines.build import build_synthesizer
     from ...realdefect import needs_bank
     from ...sources.defects import SPLIT_FILE, DefectBank, FewShotSplit, parse_few_shot
     from ..backbones import load_backbone

@@ -31,6 +31,7 @@ from ..data import MVTecCategory, check_mvtec_category, load_mvtec_category
 from ..feature_level import FEATURE_DETECTORS, make_feature_detector
 from .figures import example_indices, example_maps
 from .leaderboard import run_path, write_json, write_leaderboard
+from .per_type import per_type_metrics
 from .recipes import build_source, check_rows, is_mixture, split_rows
 
 __all__ = ["DETECTORS", "IMAGE_DETECTORS", "BACKBONE_DETECTORS", "BASELINE", "BenchmarkConfig", "make_detector",
@@ -260,8 +261,6 @@ def run_one(method: str, seed: int, cfg: BenchmarkConfig, data: MVTecCategory, b
                            "steps": train_info.get("steps_done"), "train_seconds": train_info.get("seconds_this_run"),
                            "codes_in_use": train_info.get("codes_in_use")}
     if per_type:
-        from .fewshot import per_type_metrics
-
         result["per_type"] = per_type_metrics(image_scores_of(detector, maps), maps, data)
     write_json(out_dir / f"seed{seed}.json", result)
     log(f"{method:<18} seed {seed}: image AUROC {metrics['image_auroc']:.3f}  pixel AUROC {metrics['pixel_auroc']:.3f}  "
@@ -362,7 +361,7 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
     todo = [(m, s) for m, s in todo if not run_path(run_dir, m, s).is_file()]
     from tqdm import tqdm
 
-    from ...pipelines.generate import build_synthesizer
+    from ...pipelines.build import build_synthesizer
 
     for method, seed in tqdm(todo, desc="benchmark runs", unit="run", disable=not progress):
         source = build_source(method, build_synthesizer) if method != BASELINE and is_mixture(method) else None
