@@ -110,11 +110,11 @@ def method_for_tests(name, **kwargs):
     that need a trained model a tiny random one (3 denoising steps, so the registry-wide matrix stays fast)."""
     import defectforge
 
-    cls = defectforge.method_info(name).cls
-    if getattr(cls, "needs_bank", False):
+    caps = defectforge.method_info(name).capabilities
+    if caps["needs_bank"]:
         kwargs.setdefault("bank", tiny_defect_bank())
-    if getattr(cls, "needs_model", False):
-        kind = getattr(cls, "model_kind", "diffusion")
+    if caps["needs_model"]:
+        kind = caps["model_kind"]
         if kind == "gan":
             kwargs.setdefault("model", tiny_gan_folder())
         elif kind == "sd_inpaint":

@@ -30,6 +30,19 @@ def test_methods_json():
     assert all({"family", "level", "description", "source", "licence"} <= set(r) for r in rows)
 
 
+def test_methods_params_lists_the_bounds_the_argument_checks_declare():
+    result = runner.invoke(app, ["methods", "--params", "draem"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines()}
+    assert "default [0.2, 1.0]  from 0 to 1 (each end)" in lines["opacity_range"]
+    assert lines["augmentations"].endswith("one of draem, anomalib, none")
+    assert "from 0 to 1" in lines["anomaly_probability"]
+    as_json = json.loads(runner.invoke(app, ["methods", "--params", "draem", "--json"]).output)
+    assert {p["name"] for p in as_json} == set(lines)
+    unknown = runner.invoke(app, ["methods", "--params", "dream"])
+    assert unknown.exit_code == 2 and "draem" in unknown.output
+
+
 def test_methods_markdown_has_a_row_per_method():
     import defectforge
 

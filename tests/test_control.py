@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import defectforge
+from defectforge.core.base import ApplyResult
 from defectforge.synthesizers.compose import parse_mix
 from defectforge.sources.mask_bank import MaskBank
 from defectforge.io.images import write_image
@@ -127,6 +128,40 @@ def test_mix_frequencies_replay_and_errors(surface_batch):
 def test_mix_of_controlled_members(surface_batch):
     synth = defectforge.mix([defectforge.control("cutpaste", defect_count=2), "draem"], [0.5, 0.5])
     _common_checks(synth, surface_batch)
+
+
+class _WholeImageDefect(defectforge.Synthesizer):
+    """Marks the whole image: it relies on the base class to cut its mask to the foreground."""
+
+    method_name = "whole_image"
+
+    def sample_params(self, rng, shape, foreground=None):
+        return {"shade": float(rng.uniform(0.2, 0.8))}
+
+    def apply(self, images, params, context, rngs):
+        shades = torch.tensor([p["shade"] for p in params], dtype=images.dtype, device=images.device)
+        out = images.clone()
+        out[:] = shades[:, None, None, None]
+        b, _, h, w = images.shape
+        return ApplyResult(out, torch.ones((b, 1, h, w)), torch.ones(b, dtype=torch.long))
+
+
+def test_mix_confines_members_that_rely_on_the_base_rule_beside_a_hint_member(surface_batch):
+    # before: the NSA member (foreground only a hint) switched confinement off for every member
+    foreground = torch.zeros((4, 1, 96, 96))
+    foreground[:, :, 20:60, 10:50] = 1.0
+    synth = defectforge.mix([_WholeImageDefect(), "nsa"], [0.5, 0.5])
+    images = surface_batch
+    drawn = set()
+    for seed in range(4):
+        out = synth(images, seed=seed, foreground=foreground)
+        for i, p in enumerate(out.params):
+            drawn.add(p["method"])
+            if p["method"] == "whole_image":
+                assert torch.equal(out.masks[i], foreground[i])
+    assert drawn == {"whole_image", "nsa"}
+    alone = _WholeImageDefect()(images, seed=0, foreground=foreground)
+    assert torch.equal(alone.masks, foreground)
 
 
 def test_skimage_textures_as_a_texture_source(surface_batch):

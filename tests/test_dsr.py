@@ -292,3 +292,27 @@ def test_bench_level_feature_times_dsr():
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)
     assert row["method"] == "dsr" and row["shape"] == [2, 8, 32, 32] and 0 < row["synthesis_share"] < 1
+
+
+def test_draem_seg_and_dsr_share_one_segmentation_unet():
+    import torch
+    from torch import nn
+
+    from defectforge.detectors.draem_seg import DraemDiscriminative
+    from defectforge.detectors.dsr import AnomalyDetectionUNet
+    from defectforge.detectors.unet import SegmentationUNet
+
+    draem, dsr = DraemDiscriminative(3, 2), AnomalyDetectionUNet(6, 2)
+    assert type(draem).__mro__[1] is SegmentationUNet and type(dsr).__mro__[1] is SegmentationUNet
+    assert len(draem.encoder) == 6 and len(dsr.encoder) == 4
+    assert isinstance(draem.encoder[0][1], nn.BatchNorm2d) and isinstance(dsr.encoder[0][1], nn.InstanceNorm2d)
+    assert draem.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 1, 32, 32)
+    assert dsr(torch.zeros(1, 6, 32, 32)).shape == (1, 2, 32, 32)
+    # the creation order (DRAEM interleaved, DSR upsamplings first) decides the seeded weights
+    torch.manual_seed(0)
+    interleaved = SegmentationUNet(6, 2, [2, 4, 8, 8], nn.InstanceNorm2d, interleave=True)
+    torch.manual_seed(0)
+    grouped = SegmentationUNet(6, 2, [2, 4, 8, 8], nn.InstanceNorm2d, interleave=False)
+    torch.manual_seed(0)
+    assert torch.equal(AnomalyDetectionUNet(6, 2).decoder[0][0].weight, grouped.decoder[0][0].weight)
+    assert not torch.equal(interleaved.decoder[0][0].weight, grouped.decoder[0][0].weight)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import defectforge
-from defectforge.core.base import EMPTY_REGION_NOTE, CAPABILITIES
+from defectforge.core.base import EMPTY_REGION_NOTE, CAPABILITIES, ApplyResult
 from defectforge.io.images import write_image
 
 IMAGE_METHODS = defectforge.list_methods(level="image")
@@ -199,10 +199,54 @@ def test_control_and_mix_configs_round_trip(bank_dir, surface_batch):
 @pytest.mark.parametrize("name", defectforge.list_methods())
 def test_capabilities_are_typed_and_exposed(name):
     caps = defectforge.method_info(name).capabilities
-    assert set(CAPABILITIES) <= set(caps) and "cpu_bound" in caps
+    assert set(caps) == set(CAPABILITIES) | {"cpu_bound"}
     for key, value in caps.items():
-        assert isinstance(value, list) if key == "requires" else isinstance(value, bool)
+        if key == "requires":
+            assert isinstance(value, list)
+        elif key == "model_kind":
+            assert value is None if not caps["needs_model"] else isinstance(value, str)
+        elif key == "detector":
+            level = defectforge.method_info(name).level
+            assert value is None if level == "image" else isinstance(value, str)
+        else:
+            assert isinstance(value, bool)
     assert json.loads(json.dumps(defectforge.method_info(name).as_dict()))["capabilities"] == caps
+
+
+@pytest.mark.parametrize("name", IMAGE_METHODS)
+def test_an_instance_reports_its_capabilities_as_its_method_info_does(name):
+    # before: synth.capabilities was a method of other keys (no cpu_bound) than the property
+    # method_info(name).capabilities of the same name
+    info_caps = defectforge.method_info(name).capabilities
+    synth_caps = _synth(name).capabilities
+    assert isinstance(synth_caps, dict) and set(synth_caps) == set(info_caps)
+    assert synth_caps["cpu_bound"] == info_caps["cpu_bound"]
+    assert {k: type(v) for k, v in synth_caps.items()} == {k: type(v) for k, v in info_caps.items()}
+
+
+def test_an_instance_may_narrow_its_class_capabilities():
+    assert defectforge.method_info("defectmaker").capabilities["uses_donors"] is True
+    assert defectforge.create("defectmaker", fills=["noise"]).capabilities["uses_donors"] is False
+
+
+def test_apply_results_do_not_share_their_extras():
+    # before: ApplyResult.extras defaulted to one dict shared by every result
+    first = ApplyResult(torch.zeros(1), torch.zeros(1), torch.zeros(1))
+    first.extras["soft_mask"] = torch.ones(1)
+    second = ApplyResult(torch.zeros(1), torch.zeros(1), torch.zeros(1))
+    assert second.extras == {} and first.extras is not second.extras
+    assert ApplyResult.of((torch.zeros(1), torch.zeros(1), torch.zeros(1))).extras == {}
+
+
+def test_the_registry_is_complete_without_a_loader():
+    # registry._ensure_loaded was a no-op: importing any defectforge module imports the package,
+    # whose __init__ imports every method package, so nothing is left to load on first use
+    import subprocess
+    import sys
+
+    code = "from defectforge.core.registry import list_methods; print(','.join(list_methods()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().split(",") == defectforge.list_methods()
 
 
 def test_defectmaker_without_cut_fills_uses_no_donors():
@@ -265,3 +309,55 @@ def test_every_method_writes_byte_identical_datasets_with_one_or_two_workers(tmp
     one, two = files(tmp_path / "one"), files(tmp_path / "two")
     assert one.keys() == two.keys()
     assert [k for k in one if one[k] != two[k]] == []
+
+
+def test_named_streams_are_distinct_and_only_the_listed_ones_lie_in_the_redraw_range():
+    # the overlap rule of core.seeding.Stream: new streams avoid the redraw streams; these predate it
+    from defectforge.core.seeding import MAX_RETRIES, Stream, retry_stream
+
+    redraws = {retry_stream(a) for a in range(1, MAX_RETRIES + 1)}
+    assert len({int(s) for s in Stream}) == len(Stream) == len(Stream.__members__)
+    others = [s for s in Stream if s is not Stream.RETRY_FIRST]
+    assert {s.name for s in others if int(s) in redraws} == {"REALISM_NORMALS", "FEW_SHOT_SPLIT", "PREVIEW_PICK"}
+    assert (Stream.SYNTHESIS, Stream.PLAN, Stream.DONORS, Stream.REALISM_NORMALS, Stream.FEW_SHOT_SPLIT,
+            Stream.PREVIEW_PICK, Stream.RETRY_FIRST) == (0, 1, 2, 5, 7, 9, 21)
+
+
+def test_random_streams_are_named_in_core_seeding_only():
+    # a bare stream number (sample_rng(seed, i, 5)) or a hand-made Philox outside core/seeding.py
+    # is how two consumers came to share draws
+    import re
+    from pathlib import Path
+
+    root = Path(defectforge.__file__).parent
+    bare_stream = re.compile(r"sample_rng\([^()]*,\s*(stream=)?\d+\s*\)")
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "seeding.py" and path.parent.name == "core":
+            continue
+        text = path.read_text()
+        found += [f"{path.relative_to(root)}: {m.group(0)}" for m in bare_stream.finditer(text)]
+        found += [f"{path.relative_to(root)}: Philox" for _ in re.finditer(r"\bPhilox\(", text)]
+    assert not found, found
+
+
+def test_the_schema_reads_bounds_and_choices_from_the_checks_not_their_messages(monkeypatch):
+    # before: the schema parsed the interval and the choices out of the error messages
+    from defectforge.core import schema
+    from defectforge.core.validation import NotAChoice, OutOfRange, check_choice, check_range
+
+    with pytest.raises(OutOfRange) as out:
+        check_range("k", 5, 0, 1, high_inclusive=False)
+    assert (out.value.name, out.value.low, out.value.high, out.value.high_inclusive) == ("k", 0, 1, False)
+    with pytest.raises(NotAChoice) as choice:
+        check_choice("mode", "b", ["a", "c"])
+    assert choice.value.choices == ("a", "c")
+    monkeypatch.setattr(OutOfRange, "__str__", lambda self: "")
+    monkeypatch.setattr(NotAChoice, "__str__", lambda self: "")
+    schema._schema.cache_clear()
+    try:
+        spec = {s.name: s for s in schema.parameter_schema("draem")}
+    finally:
+        schema._schema.cache_clear()
+    assert (spec["opacity_range"].low, spec["opacity_range"].high) == (0.0, 1.0)
+    assert spec["augmentations"].choices == ("draem", "anomalib", "none")

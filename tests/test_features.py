@@ -182,6 +182,40 @@ def test_pbas_with_a_given_assignment_equals_its_own_search():
         pbas(f, centres=centres, nearest=nearest[:, :, :2])
 
 
+def test_replay_takes_the_assignment_its_call_took():
+    # before: FeatureSynthesizer.replay had no nearest= (the call had), so a detector could not
+    # replay a PBAS batch with the centres it had assigned
+    f = _features(4)
+    centres = torch.randn(10, C)
+    wrong = torch.zeros_like(f)
+    pbas = defectforge.create("pbas")
+    made = pbas(f, centres=centres, nearest=wrong)
+    again = pbas.replay(f, made.params, centres=centres, nearest=wrong)
+    assert torch.equal(again.features, made.features) and torch.equal(again.masks, made.masks)
+
+
+def test_image_and_feature_methods_share_one_seeded_parent():
+    from defectforge.core.seeded import SeededSynthesizer
+
+    image, feature = defectforge.create("draem"), defectforge.create("simplenet")
+    assert isinstance(image, SeededSynthesizer) and isinstance(feature, SeededSynthesizer)
+    assert feature.capabilities == defectforge.method_info("simplenet").capabilities
+    with pytest.raises(ValueError, match="not made by defectforge.create"):
+        type(feature)().config()
+
+
+def test_each_feature_method_declares_the_detector_that_trains_on_it():
+    # before: cli/bench_feature.py kept this map by hand
+    from defectforge.detectors.benchmark.runner import DETECTORS
+    from defectforge.detectors.feature_level import FEATURE_DETECTORS
+
+    for name in defectforge.list_methods(level="feature") + defectforge.list_methods(level="latent"):
+        assert defectforge.method_info(name).capabilities["detector"] in DETECTORS, name
+    for detector, cls in FEATURE_DETECTORS.items():
+        assert defectforge.method_info(cls.method).capabilities["detector"] == detector
+    assert defectforge.method_info("dsr").capabilities["detector"] == "dsr"
+
+
 def test_centre_bank_ema():
     bank = CentreBank(momentum=0.9)
     a, b = torch.ones(2, 3, 2, 2), torch.zeros(2, 3, 2, 2)

@@ -273,3 +273,17 @@ def test_transplant_keeps_edge_defects_at_the_edge(side):
     # anchor_edges=False: the old behaviour (any angle, anywhere)
     free = defectforge.create("defect_transplant", bank=bank, anchor_edges=False)(x, seed=0)
     assert any(p["angle"] % 90 for p in free.params)
+
+
+def test_grey_is_rounded_alike_when_read_and_when_a_crop_is_converted(tmp_path):
+    # before: read_image(channels=1) rounded half up and to_target_channels half to even, so a
+    # pixel of luma 28.5 (0, 0, 250) became 29 from a file and 28 from a bank crop
+    from defectforge.io.images import read_image, write_image
+    from defectforge.realdefect._common import to_target_channels
+
+    rgb = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    rgb[0, :4] = [[0, 0, 250], [20, 0, 180], [40, 0, 110], [150, 0, 225]]  # luma 28.5, 26.5, 24.5, 70.5
+    write_image(tmp_path / "rgb.png", rgb)
+    from_file = read_image(tmp_path / "rgb.png", channels=1)
+    assert from_file[0, :4, 0].tolist() == [28, 26, 24, 70]
+    assert np.array_equal(from_file, to_target_channels(rgb, 1))

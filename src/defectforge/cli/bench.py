@@ -56,7 +56,7 @@ def bench_method(name: str, batch_images, min_time: float = 2.0, max_iterations:
     if isinstance(textures, TextureSource):  # inputs preloaded: textures decoded/generated once, untimed
         textures.preload(*batch_images.shape[-2:], getattr(synth, "texture_resize", "stretch"))
     # methods that cut from other images get the batch itself as their donor pool
-    donors = batch_images if getattr(synth, "uses_donors", False) else None
+    donors = batch_images if synth.capabilities["uses_donors"] else None
     labelled = []
 
     def call(k):
@@ -191,7 +191,7 @@ def bench_command(
             fail(f"--defects: {exc}")
     if not names:
         names = [n for n in defectforge.list_methods(level="image") if (bank is not None or not needs_bank(n))
-                 and not getattr(defectforge.method_info(n).cls, "needs_model", False)]  # no trained model here
+                 and not defectforge.method_info(n).capabilities["needs_model"]]  # no trained model here
     elif bank is None and any(needs_bank(n) for n in names):
         fail(f"{', '.join(n for n in names if needs_bank(n))} place real defects: pass --defects "
              "CATEGORY_OR_FOLDER")

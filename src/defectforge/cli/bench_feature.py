@@ -7,12 +7,6 @@ from __future__ import annotations
 
 import time
 
-#: The detector that trains on each feature-level method (presets share their method's detector).
-DETECTOR_OF = {"simplenet": "simplenet", "simplenet_code": "simplenet", "supersimplenet": "supersimplenet",
-               "supersimplenet_visa": "supersimplenet", "glass_gas": "glass", "pbas": "pbas",
-               "uniad_jitter": "uniad", "dsr": "dsr"}
-
-
 def bench_feature_method(name: str, batch: int = 32, channels: int = 128, grid: int = 32, device: str = "cpu",
                          min_time: float = 2.0, train_steps: int = 3) -> dict:
     """Seconds per synthesizer call on random ``(batch, channels, grid, grid)`` features, and the
@@ -39,7 +33,7 @@ def bench_feature_method(name: str, batch: int = 32, channels: int = 128, grid: 
     synth = defectforge.create(name)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, channels, grid, grid, generator=gen).to(device)
-    det_name = DETECTOR_OF.get(name)
+    det_name = info.capabilities["detector"]  # the detector that trains on this method
     context = {}
     if name == "glass_gas":
         from ..detectors.feature_level import _Discriminator

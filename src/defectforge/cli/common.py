@@ -9,7 +9,7 @@ import typer
 import yaml
 
 __all__ = ["fail", "run_errors", "parse_overrides", "parse_count_range", "parse_area_range",
-           "available_image_methods", "report_left_out", "time_callable"]
+           "available_image_methods", "report_left_out", "time_callable", "print_parameters"]
 
 
 def available_image_methods() -> list[str]:
@@ -20,15 +20,13 @@ def available_image_methods() -> list[str]:
     Methods that sample a trained model (``realnet_sdas``, ``masked_diffusion``: ``needs_model``)
     are left out: they run only when given one (``--set model=PATH``).
     """
-    import importlib.util
-
     import defectforge
 
     from ..realdefect import needs_bank
 
     return [n for n in defectforge.list_methods(level="image") if not needs_bank(n)
-            and not getattr(defectforge.method_info(n).cls, "needs_model", False)
-            and all(importlib.util.find_spec(r) for r in getattr(defectforge.method_info(n).cls, "requires", ()))]
+            and not defectforge.method_info(n).capabilities["needs_model"]
+            and not defectforge.method_info(n).missing_requirements()]
 
 
 def report_left_out(used: list[str], defects_option: str = "generate --defects") -> None:
@@ -37,8 +35,6 @@ def report_left_out(used: list[str], defects_option: str = "generate --defects")
     ``defects_option`` is how the command itself takes real defects (``--defects`` for
     ``preview``); a command without one points at ``generate --defects``.
     """
-    import importlib.util
-
     import defectforge
 
     from ..pipelines.run_config import EXTRAS
@@ -47,11 +43,10 @@ def report_left_out(used: list[str], defects_option: str = "generate --defects")
     for name in defectforge.list_methods(level="image"):
         if name not in used and needs_bank(name):
             typer.echo(f"left out {name}: it places real defects ({defects_option} CATEGORY_OR_FOLDER)", err=True)
-        elif name not in used and getattr(defectforge.method_info(name).cls, "needs_model", False):
+        elif name not in used and defectforge.method_info(name).capabilities["needs_model"]:
             typer.echo(f"left out {name}: needs a trained model (generate --model PATH; see defectforge train)", err=True)
         elif name not in used:
-            missing = [r for r in getattr(defectforge.method_info(name).cls, "requires", ())
-                       if importlib.util.find_spec(r) is None]
+            missing = defectforge.method_info(name).missing_requirements()
             typer.echo(f"left out {name}: needs the optional package(s) {', '.join(missing)}: "
                        f"{'; '.join(EXTRAS.get(m, 'pip install ' + m) for m in missing)}", err=True)
 
@@ -60,6 +55,31 @@ def fail(message: str) -> None:
     """Print ``error: message`` (one line, red, on stderr) and exit with status 2."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
+
+
+def print_parameters(method: str, as_json: bool = False) -> None:
+    """Print ``method``'s parameter schema (:func:`defectforge.core.schema.parameter_schema`)."""
+    import json
+
+    from ..core.schema import parameter_schema
+
+    try:
+        specs = parameter_schema(method)
+    except ValueError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps([s.as_dict() for s in specs], indent=2, default=str))
+        return
+    width = max((len(s.name) for s in specs), default=4)
+    for spec in specs:
+        accepted = ""
+        if spec.choices:
+            accepted = "  one of " + ", ".join(str(c) for c in spec.choices)
+        elif spec.low is not None or spec.high is not None:
+            low = "-inf" if spec.low is None else f"{spec.low:g}"
+            high = "inf" if spec.high is None else f"{spec.high:g}"
+            accepted = f"  from {low} to {high}" + (" (each end)" if spec.kind == "range" else "")
+        typer.echo(f"{spec.name:<{width}}  {spec.kind:<6} default {spec.default!r}{accepted}")
 
 
 def run_errors(exc: BaseException, output=None, resumable: bool = True) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 import typer
 
 from .common import (available_image_methods, fail, parse_area_range, parse_count_range, parse_overrides,
-                     report_left_out, run_errors)
+                     print_parameters, report_left_out, run_errors)
 
 _SIZE_HELP = "Resize every image to SIZE x SIZE pixels (default: keep each image's size)."
 _FOREGROUND_HELP = ("Region defects are placed in: none (whole image), otsu, threshold (with "
@@ -22,9 +22,17 @@ def methods_command(as_json: bool = typer.Option(False, "--json", help="Print JS
                     markdown: bool = typer.Option(False, "--markdown", help="Print a markdown table (family, level, "
                                                   "source, licence), as in the README."),
                     family: Optional[str] = typer.Option(None, help="Only this survey family."),
-                    level: Optional[str] = typer.Option(None, help="Only this level (image, feature, latent).")):
-    """List the registered synthesis methods."""
+                    level: Optional[str] = typer.Option(None, help="Only this level (image, feature, latent)."),
+                    params: Optional[str] = typer.Option(None, "--params", metavar="METHOD",
+                                                         help="List METHOD's parameters instead: kind, default and the "
+                                                         "bounds or choices its argument checks accept (as the web "
+                                                         "app's widgets; set them with generate --set NAME=VALUE).")):
+    """List the registered synthesis methods, or one method's parameters (--params)."""
     import defectforge
+
+    if params is not None:
+        print_parameters(params, as_json)
+        return
 
     try:
         names = defectforge.list_methods(family=family, level=level)
@@ -298,7 +306,7 @@ def preview_command(
         report_left_out(names, defects_option="--defects")
     try:
         for n in names:
-            if getattr(defectforge.method_info(n).cls, "needs_model", False):
+            if defectforge.method_info(n).capabilities["needs_model"]:
                 fail(f"{n} samples a trained model, which preview does not load; try it with "
                      f"defectforge generate INPUT OUT -m {n} --model PATH -n 8")
         synthesizers = {}

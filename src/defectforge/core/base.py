@@ -13,7 +13,9 @@ A subclass implements two methods:
     redraw a sample's parameters from ``rngs[i]`` (an empty-mask retry, say) by replacing
     ``params[i]`` in place; ``rngs`` is ``None`` on replay, when the recorded parameters are final.
 
-The base class owns the rules every method shares, so no method implements them for itself:
+The base class owns the rules every method shares, so no method implements them for itself
+(the seeded ones, common to the feature-level methods, are its parent's,
+:class:`~defectforge.core.seeded.SeededSynthesizer`):
 
 - it converts uint8 / float inputs, decides per sample whether it stays normal
   (``anomaly_probability``), derives each sample's generator from ``(seed, index)`` and records
@@ -28,8 +30,9 @@ The base class owns the rules every method shares, so no method implements them 
   by :func:`~defectforge.synthesizers.compose.control` and by mixtures).
 
 Capabilities are typed class attributes (:attr:`Synthesizer.any_dtype`, ``changes_outside_mask``,
-``uses_donors``, ``requires``, ``foreground_is_hint``), read by the pipelines and exposed by
-:func:`defectforge.method_info` (``capabilities``).
+``uses_donors``, ``requires``, ``foreground_is_hint``, ``needs_bank``, ``needs_model``,
+``model_kind``; the list is :data:`CAPABILITIES`), reported by :func:`capabilities_of` as
+``method_info(name).capabilities`` (the class) and ``synth.capabilities`` (the instance).
 """
 
 from __future__ import annotations
@@ -40,28 +43,36 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import torch
 
+from .capabilities import CAPABILITIES, capabilities_of
 from .dtype import as_float_images, restore_dtype, validate_images
-from .seeding import sample_rng
-from .types import SynthesisContext, SynthesisResult, to_jsonable
-from .validation import check_probability
+from .seeded import SeededSynthesizer, batch_indices, check_records, label_empty_masks_normal, scatter_rows
+from .types import SynthesisContext, SynthesisResult
 
 __all__ = ["Synthesizer", "ApplyResult", "apply_subset", "as_float_images", "validate_images", "restore_dtype",
-           "ImageShape", "EMPTY_REGION_NOTE", "CAPABILITIES"]
+           "ImageShape", "EMPTY_REGION_NOTE", "CAPABILITIES", "capabilities_of", "label_empty_masks_normal"]
 
 #: The note recorded in ``params["region_fallback"]`` when a sample's foreground is empty.
 EMPTY_REGION_NOTE = "empty foreground: the defect was placed on the whole image"
 
-#: The capability attributes every synthesizer class declares (see :class:`Synthesizer`).
-CAPABILITIES = ("any_dtype", "changes_outside_mask", "uses_donors", "requires", "foreground_is_hint")
-
-
-class ApplyResult(NamedTuple):
-    """What :meth:`Synthesizer.apply` returns for a (sub-)batch."""
-
+class _ApplyResultFields(NamedTuple):
     images: torch.Tensor
     masks: torch.Tensor
     labels: torch.Tensor
-    extras: dict[str, torch.Tensor] = {}
+    extras: dict[str, torch.Tensor]
+
+
+class ApplyResult(_ApplyResultFields):
+    """What :meth:`Synthesizer.apply` returns for a (sub-)batch: ``(images, masks, labels, extras)``.
+
+    ``extras`` defaults to a new empty dict per result (a ``NamedTuple`` default would be one dict
+    shared by every result, so a caller filling one would fill them all).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor,
+                extras: dict[str, torch.Tensor] | None = None) -> "ApplyResult":
+        return super().__new__(cls, images, masks, labels, {} if extras is None else extras)
 
     @classmethod
     def of(cls, result) -> "ApplyResult":
@@ -87,11 +98,14 @@ class ImageShape(tuple):
         return self[2]
 
 
-class Synthesizer:
-    """Base class of every image-level synthesizer (see the module docstring)."""
+class Synthesizer(SeededSynthesizer):
+    """Base class of every image-level synthesizer (see the module docstring).
 
-    #: Registry name; set by :func:`defectforge.create`.
-    method_name: str = ""
+    The seeded skeleton (draws per ``(seed, index)``, records, ``config``, capabilities, labels
+    from masks) is :class:`~defectforge.core.seeded.SeededSynthesizer`'s, shared with the
+    feature-level methods; what is the image's (regions, dtypes, mask confinement) is here.
+    """
+
     #: Label given to anomalous samples by default.
     anomaly_label: int = 1
 
@@ -109,15 +123,12 @@ class Synthesizer:
     #: ``True`` when the foreground only guides placement (NSA: a patch must overlap it), so the
     #: base class does not cut the mask to it; a user's mask-bank shape still confines it.
     foreground_is_hint: ClassVar[bool] = False
-
-    def __init__(self, anomaly_probability: float = 1.0):
-        self.anomaly_probability = check_probability("anomaly_probability", anomaly_probability)
-        self.method_kwargs: dict[str, Any] = {}
-
-    def capabilities(self) -> dict[str, Any]:
-        """This synthesizer's capabilities (see :data:`CAPABILITIES`) as plain values."""
-        return {name: (list(getattr(self, name)) if name == "requires" else bool(getattr(self, name)))
-                for name in CAPABILITIES}
+    #: ``True`` for methods that cannot be created without a bank of real defects (``bank=``).
+    needs_bank: ClassVar[bool] = False
+    #: ``True`` for methods that cannot be created without a trained model (``model=``).
+    needs_model: ClassVar[bool] = False
+    #: What ``model=`` is (``"diffusion"``, ``"gan"``, ``"sd_inpaint"``), for methods that take one.
+    model_kind: ClassVar[str | None] = None
 
     # --- to implement -------------------------------------------------------------------
     def sample_params(self, rng: np.random.Generator, shape: ImageShape,
@@ -131,34 +142,18 @@ class Synthesizer:
         raise NotImplementedError
 
     # --- public API ---------------------------------------------------------------------
-    def config(self) -> dict[str, Any]:
-        """Every constructor argument, resolved (preset defaults, overrides and class defaults).
-
-        ``defectforge.from_config(synth.config())`` rebuilds an identical synthesizer.
-        """
-        if not self.method_name:
-            raise ValueError(f"{type(self).__name__} was not made by defectforge.create, so it has no "
-                             "registry name to record; build it with defectforge.create(name, ...)")
-        return to_jsonable({"method": self.method_name, **{k: _config_value(v) for k, v in self.method_kwargs.items()}})
-
     def draw(self, seed: int, indices: Sequence[int], shape: ImageShape,
              foreground: torch.Tensor | None = None) -> tuple[list[dict], list]:
         """Draw the parameters of samples ``indices``; they may depend on the foreground, never on pixels."""
-        params, rngs = [], []
         fg = None if foreground is None else (foreground[:, 0] > 0.5).cpu().numpy()
-        for k, index in enumerate(indices):
-            rng = sample_rng(seed, int(index))
-            anomalous = bool(rng.random() < self.anomaly_probability)
-            record: dict[str, Any] = {"anomalous": anomalous}
-            if anomalous:
-                region = None if fg is None else fg[k]
-                if region is not None and not region.any():
-                    record["region_fallback"] = EMPTY_REGION_NOTE
-                    region = None
-                record.update(self.sample_params(rng, shape, region))
-            params.append(record)
-            rngs.append(rng)
-        return params, rngs
+
+        def sample(k: int, rng: np.random.Generator) -> dict[str, Any]:
+            region = None if fg is None else fg[k]
+            if region is not None and not region.any():
+                return {"region_fallback": EMPTY_REGION_NOTE, **self.sample_params(rng, shape, None)}
+            return self.sample_params(rng, shape, region)
+
+        return self.draw_records(seed, indices, sample)
 
     def __call__(self, images: torch.Tensor, *, seed: int = 0, indices: Sequence[int] | None = None,
                  foreground: torch.Tensor | None = None, donors: torch.Tensor | None = None,
@@ -177,11 +172,7 @@ class Synthesizer:
             Shortcuts for the fields of :class:`SynthesisContext`.
         """
         x = self._prepare(images)
-        if indices is None:
-            indices = range(x.shape[0])
-        indices = [int(i) for i in indices]
-        if len(indices) != x.shape[0]:
-            raise ValueError(f"got {len(indices)} indices for a batch of {x.shape[0]} images")
+        indices = batch_indices(indices, x.shape[0])
         shape = ImageShape(x.shape[1:])
         ctx = context or SynthesisContext(foreground=foreground, donors=donors)
         params, rngs = self.draw(seed, indices, shape, ctx.foreground)
@@ -192,10 +183,9 @@ class Synthesizer:
                context: SynthesisContext | None = None) -> SynthesisResult:
         """Remake a batch from recorded ``params`` (as returned in ``SynthesisResult.params``)."""
         x = self._prepare(images)
-        if len(params) != x.shape[0]:
-            raise ValueError(f"got {len(params)} parameter records for a batch of {x.shape[0]} images")
+        records = check_records(params, x.shape[0])
         ctx = context or SynthesisContext(foreground=foreground, donors=donors)
-        return self._run(images, x, [dict(p) for p in params], None, ctx)
+        return self._run(images, x, records, None, ctx)
 
     # --- internals ----------------------------------------------------------------------
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
@@ -225,12 +215,6 @@ class Synthesizer:
             params=params,
             extras=extras,
         )
-
-
-def _config_value(value: Any) -> Any:
-    """A constructor argument as the config records it (sources and banks by their identity)."""
-    identity = getattr(value, "identity", None)
-    return identity if isinstance(identity, str) else value
 
 
 def effective_region(ctx: SynthesisContext, params: list[dict], device) -> SynthesisContext:
@@ -268,17 +252,6 @@ def confine_result(original: torch.Tensor, out: torch.Tensor, masks: torch.Tenso
     return out, masks
 
 
-def label_empty_masks_normal(masks: torch.Tensor, labels: torch.Tensor, params: list[dict]) -> torch.Tensor:
-    """Label 0 (and ``params["anomalous"] = False``) for every sample whose mask is empty."""
-    empty = (masks.flatten(1).amax(1) <= 0).cpu().tolist()
-    if any(e and label != 0 for e, label in zip(empty, labels.tolist())):
-        labels = labels.masked_fill(torch.tensor(empty, device=labels.device), 0)
-    for p, e, label in zip(params, empty, labels.tolist()):
-        if p.get("anomalous") and (e or label == 0):
-            p["anomalous"] = False
-    return labels
-
-
 def apply_subset(apply: Callable, x: torch.Tensor, params: list, ctx: SynthesisContext, rngs,
                  sel: Sequence[int], into: tuple | None = None):
     """Run ``apply`` on the samples ``sel`` of ``x`` and scatter the results into full-batch tensors.
@@ -304,8 +277,5 @@ def apply_subset(apply: Callable, x: torch.Tensor, params: list, ctx: SynthesisC
     out[idx] = result.images.to(out.dtype)
     masks[idx] = result.masks.to(masks.dtype)
     labels[idx] = result.labels.to(labels.dtype)
-    for key, value in result.extras.items():
-        if key not in extras:
-            extras[key] = value.new_zeros((b, *value.shape[1:]))
-        extras[key][idx] = value
+    scatter_rows(extras, result.extras, idx, b)
     return out, masks, labels, extras

@@ -1,8 +1,9 @@
 """Pixel types: uint8 <-> float ``[0, 1]`` and luma, the one home of these conversions.
 
-As scikit-image's ``util/dtype.py``: every module converts through these functions, so the
-rounding rule (round half to even after scaling by 255, clamped) and the luma weights are the
-same everywhere.
+As scikit-image's ``util/dtype.py``: every module converts through these functions, in torch
+(batches) and numpy (per-sample CPU work), so the rounding rule (round half to even after
+scaling by 255, clamped) and the luma weights are the same everywhere. A grey image made from an
+RGB one is rounded by the same rule whichever path made it (reading a file, converting a crop).
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["LUMA_WEIGHTS", "validate_images", "as_float_images", "restore_dtype", "to_uint8", "to_uint8_hwc",
-           "luma"]
+__all__ = ["LUMA_WEIGHTS", "LUMA_WEIGHTS_F32", "validate_images", "as_float_images", "restore_dtype", "to_uint8",
+           "to_uint8_hwc", "luma", "float_array_to_uint8", "uint8_array_to_float", "luma_array",
+           "luma_array_uint8"]
 
 #: ITU-R 601-2 luma weights (R, G, B), as PIL's ``convert("L")`` and torchvision's ``rgb_to_grayscale``.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+#: The same weights as float32, the precision every numpy luma here is computed in.
+LUMA_WEIGHTS_F32 = np.array(LUMA_WEIGHTS, np.float32)
 
 
 def validate_images(images: torch.Tensor) -> None:
@@ -77,3 +81,49 @@ def luma(images: torch.Tensor) -> torch.Tensor:
         return images
     r, g, b = images[:, 0:1], images[:, 1:2], images[:, 2:3]
     return LUMA_WEIGHTS[0] * r + LUMA_WEIGHTS[1] * g + LUMA_WEIGHTS[2] * b
+
+
+# --- numpy (per-sample CPU work) ---------------------------------------------------------------
+def float_array_to_uint8(array: np.ndarray) -> np.ndarray:
+    """A float ``[0, 1]`` array as uint8 by the rule of :func:`to_uint8` (scaled by 255, rounded half to even, clamped).
+
+    Examples
+    --------
+    >>> float_array_to_uint8(np.array([0.0, 0.5, 1.2], np.float32)).tolist()
+    [0, 128, 255]
+    """
+    return np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
+
+
+def uint8_array_to_float(array: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """A uint8 array as float ``[0, 1]`` of ``dtype`` (divided by 255 in that precision).
+
+    Examples
+    --------
+    >>> uint8_array_to_float(np.array([0, 255], np.uint8)).tolist()
+    [0.0, 1.0]
+    """
+    dtype = np.dtype(dtype)
+    return array.astype(dtype) / dtype.type(255.0)
+
+
+def luma_array(rgb: np.ndarray) -> np.ndarray:
+    """Float32 luma of an ``(..., 3)`` array (channels last), in its own scale.
+
+    Examples
+    --------
+    >>> float(luma_array(np.array([255, 255, 255], np.uint8)))
+    255.0
+    """
+    return rgb.astype(np.float32) @ LUMA_WEIGHTS_F32
+
+
+def luma_array_uint8(rgb: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` uint8 -> ``(..., 1)`` uint8 grey, rounded half to even as every conversion here.
+
+    Examples
+    --------
+    >>> luma_array_uint8(np.array([[0, 0, 250]], np.uint8)).tolist()  # luma 28.5
+    [[28]]
+    """
+    return np.clip(np.rint(luma_array(rgb)), 0, 255).astype(np.uint8)[..., None]

@@ -15,6 +15,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
+from .capabilities import capabilities_of
 from .validation import check_choice, suggest
 
 __all__ = ["MethodInfo", "register_method", "create", "list_methods", "method_info", "from_config",
@@ -59,15 +60,8 @@ class MethodInfo:
 
     @property
     def capabilities(self) -> dict[str, Any]:
-        """The class's declared capabilities (typed class attributes) plus the preset's ``cpu_bound``."""
-        from .base import CAPABILITIES
-
-        caps: dict[str, Any] = {}
-        for name in CAPABILITIES:
-            value = getattr(self.cls, name, False if name != "requires" else ())
-            caps[name] = list(value) if name == "requires" else bool(value)
-        caps["cpu_bound"] = self.cpu_bound
-        return caps
+        """The class's declared capabilities (:data:`~defectforge.core.capabilities.CAPABILITIES`) plus the preset's ``cpu_bound``."""
+        return capabilities_of(self.cls, self.cpu_bound)
 
     def missing_requirements(self) -> list[str]:
         """The optional modules this method needs that are not installed."""
@@ -127,10 +121,6 @@ def _check_kwargs(cls, kwargs: dict[str, Any], method: str) -> None:
             )
 
 
-def _ensure_loaded() -> None:
-    """Nothing to import: ``import defectforge`` imports the method packages, which register."""
-
-
 def resolved_arguments(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
     """``kwargs`` completed with the constructor defaults of ``cls`` (along ``**kwargs`` chains)."""
     full: dict[str, Any] = {}
@@ -152,7 +142,6 @@ def resolved_arguments(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def method_info(name: str) -> MethodInfo:
     """Registry entry of ``name`` (raises ``ValueError`` with suggestions when unknown)."""
-    _ensure_loaded()
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}.{suggest(name, _REGISTRY)} "
                          f"Known methods: {', '.join(sorted(_REGISTRY))}")
@@ -168,7 +157,6 @@ def list_methods(family: str | None = None, level: str | None = None) -> list[st
     >>> "draem" in defectforge.list_methods(level="image")
     True
     """
-    _ensure_loaded()
     if family is not None:
         check_choice("family", family, FAMILIES)
     if level is not None:
@@ -217,6 +205,7 @@ def create(name: str, *, overlay: dict[str, Any] | None = None, **overrides: Any
     kwargs = {**info.defaults, **applied, **overrides}
     synth = info.cls(**kwargs)
     synth.method_name = name
+    synth.cpu_bound = info.cpu_bound
     synth.method_kwargs = resolved_arguments(info.cls, kwargs)
     synth.overlay_applied = applied
     return synth

@@ -2,27 +2,25 @@
 
 Read from the registry itself, so it never drifts from the code: the kinds and defaults come
 from the resolved constructor arguments (preset defaults over class defaults), the bounds and
-choices from the method's own argument validation, asked with out-of-range values (the
-messages of :mod:`defectforge.core.validation` state the accepted interval or choices). The web
-UI builds one widget per entry.
+choices from the method's own argument checks, where they are declared once: asked with an
+out-of-range value, a check raises :class:`~defectforge.core.validation.OutOfRange` or
+:class:`~defectforge.core.validation.NotAChoice` carrying its interval or choices. The web UI
+builds one widget per entry.
 """
 
 from __future__ import annotations
 
-import ast
-import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
 from .registry import create, method_info, resolved_arguments
+from .validation import NotAChoice, OutOfRange
 
 __all__ = ["ParameterSpec", "parameter_schema"]
 
 #: Arguments that name files or objects rather than tunable values (the UI offers them as text).
 _PROBE = 1e12
-_INTERVAL = re.compile(r"expected a value in ([\[(])([^,\s]+), ([^\]\)\s]+)([\])])")
-_CHOICES = re.compile(r"is not one of (\[.*?\])")
 
 
 @dataclass(frozen=True)
@@ -49,33 +47,22 @@ class ParameterSpec:
 
 def _bounds(method: str, name: str, make) -> tuple[float | None, float | None]:
     """The interval the method accepts for ``name``: rejected extreme values state it."""
-    low = high = None
     for value in (make(_PROBE), make(-_PROBE)):
         try:
             create(method, **{name: value})
-        except (ValueError, TypeError) as exc:
-            match = _INTERVAL.search(str(exc))
-            if match:
-                lo, hi = match.group(2), match.group(3)
-                low = None if lo == "-inf" else float(lo)
-                high = None if hi == "inf" else float(hi)
-                return low, high
+        except OutOfRange as exc:
+            return (None if exc.low is None else float(exc.low)), (None if exc.high is None else float(exc.high))
         except Exception:  # noqa: BLE001 - a probe must never break the schema
             continue
-    return low, high
+    return None, None
 
 
 def _choices(method: str, name: str) -> tuple | None:
     try:
         create(method, **{name: "\x00not-a-choice"})
-    except (ValueError, TypeError) as exc:
-        match = _CHOICES.search(str(exc))
-        if match:
-            try:
-                return tuple(ast.literal_eval(match.group(1)))
-            except (ValueError, SyntaxError):
-                return None
-    except Exception:  # noqa: BLE001
+    except NotAChoice as exc:
+        return exc.choices
+    except Exception:  # noqa: BLE001 - a probe must never break the schema
         return None
     return None
 

@@ -13,7 +13,8 @@ from enum import IntEnum
 import numpy as np
 import torch
 
-__all__ = ["sample_rng", "child_seed", "torch_generator", "retry_stream", "Stream", "MAX_SEED", "MAX_RETRIES", "donor_indices", "DONOR_POOL"]
+__all__ = ["sample_rng", "child_seed", "child_rng", "CHILD_DRAWS", "CHILD_REDRAWS", "torch_generator", "retry_stream",
+           "Stream", "MAX_SEED", "MAX_RETRIES", "donor_indices", "DONOR_POOL"]
 
 MAX_SEED = 2**63 - 1
 
@@ -24,12 +25,21 @@ MAX_RETRIES = 19
 class Stream(IntEnum):
     """Named sub-streams of :func:`sample_rng`: one per kind of random choice about a sample.
 
-    Two uses of the same ``(seed, index, stream)`` draw correlated numbers, so every consumer has
-    its own number here. The numbers are those existing outputs were made with: changing one
-    changes every dataset made since. Until version 0.1 the first redraw of a sample used stream
-    2, the donors' stream (``1 + attempt``); it now uses :attr:`RETRY_FIRST` and later redraws keep
-    ``1 + attempt`` (3..20), so outputs that needed no redraw, or none before the second, are
-    unchanged.
+    Two uses of the same ``(seed, index, stream)`` draw the same numbers, so every consumer has
+    its own number here and no module passes a bare stream number to :func:`sample_rng`. The
+    numbers are those existing outputs were made with: changing one changes every dataset made
+    since. Until version 0.1 the first redraw of a sample used stream 2, the donors' stream
+    (``1 + attempt``); it now uses :attr:`RETRY_FIRST` and later redraws keep ``1 + attempt``
+    (3..20), so outputs that needed no redraw, or none before the second, are unchanged.
+
+    The overlap rule: a new stream takes a number outside the redraw streams 3..20 and 21
+    (:func:`retry_stream`). :attr:`REALISM_NORMALS` (5) and :attr:`FEW_SHOT_SPLIT` (7) predate the
+    rule and keep their numbers so that existing splits and picks stay as they are; they are keyed
+    by a split or benchmark seed and index 0 or a defect type's position, and coincide with redraw
+    4 or 6 of a dataset sample only where that run's seed and the sample's index are the same
+    numbers, which then draw the same values (no module draws both for one purpose).
+    :attr:`PREVIEW_PICK` (9) is only drawn by the preview, never by a dataset.
+    ``tests/test_engine_rules.py`` holds the list of these exceptions.
     """
 
     #: The synthesizer's own draws (every parameter in ``params``).
@@ -38,6 +48,12 @@ class Stream(IntEnum):
     PLAN = 1
     #: Donor images (other normal images cut from by NSA, DefectMaker) of a sample or step.
     DONORS = 2
+    #: The few-shot benchmark's realism section: its pick of training normals (index 0 of the
+    #: benchmark seed). Inside the redraw range (see the class docstring).
+    REALISM_NORMALS = 5
+    #: The few-shot split's permutation of each defect type's files (index: the type's position
+    #: among the sorted types; seed: the split seed). Inside the redraw range (see above).
+    FEW_SHOT_SPLIT = 7
     #: First redraw of a sample (the seed its synthesis uses instead of the run seed).
     RETRY_FIRST = 21
     #: The preview command's pick of input images (index 0 of the preview seed). Only the preview
@@ -101,6 +117,28 @@ def sample_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
 def child_seed(rng: np.random.Generator) -> int:
     """Draw a 63-bit seed from ``rng`` (recorded in params so big random fields replay)."""
     return int(rng.integers(0, MAX_SEED, dtype=np.int64))
+
+
+#: Sub-streams of :func:`child_rng`: a part's own draws, and its redraws (an empty mask, say).
+CHILD_DRAWS, CHILD_REDRAWS = 0, 1
+
+
+def child_rng(seed: int, stream: int = CHILD_DRAWS) -> np.random.Generator:
+    """The generator of one part of a sample, keyed by a seed drawn from the sample's own stream.
+
+    ``seed`` comes from :func:`child_seed` on the sample's generator and is recorded in its
+    params, so the part (one defect of ``control``) replays from its record alone. A Philox key
+    of the child seed itself: it equals ``sample_rng(0, seed)``'s key, which no run reaches (a
+    child seed is a uniform 63-bit number, a sample index a count of samples).
+
+    Examples
+    --------
+    >>> a = child_rng(123).random()
+    >>> a == child_rng(123).random() != child_rng(123, CHILD_REDRAWS).random()
+    True
+    """
+    seed = _check_seed("seed", seed)
+    return np.random.Generator(np.random.Philox(key=seed, counter=_check_seed("stream", stream) << 128))
 
 
 def torch_generator(seed: int) -> torch.Generator:

@@ -1,4 +1,10 @@
-"""Argument checks with messages that say what was wrong and how to fix it."""
+"""Argument checks with messages that say what was wrong and how to fix it.
+
+A method's ``__init__`` declares each argument's bounds once, in its call to these checks. A
+value outside them raises :class:`OutOfRange` or :class:`NotAChoice`, which carry the bounds or
+choices as attributes, so :mod:`defectforge.core.schema` (and through it the web UI, the CLI's
+``methods --params`` and the docs) reads them from the check itself, never from a message.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 __all__ = [
+    "OutOfRange",
+    "NotAChoice",
     "check_probability",
     "check_range",
     "check_interval",
@@ -22,6 +30,34 @@ def suggest(name: str, candidates: Iterable[str]) -> str:
     if not close:
         return ""
     return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+class OutOfRange(ValueError):
+    """A number outside the interval its check accepts; the interval is in the attributes.
+
+    Attributes
+    ----------
+    name : str
+        The argument (``"opacity_range[0]"`` for an element of an interval argument).
+    low, high : float or None
+        The accepted bounds (``None``: unbounded).
+    low_inclusive, high_inclusive : bool
+        Whether each bound itself is accepted.
+    """
+
+    def __init__(self, message: str, name: str, low: float | None, high: float | None,
+                 low_inclusive: bool = True, high_inclusive: bool = True):
+        super().__init__(message)
+        self.name, self.low, self.high = name, low, high
+        self.low_inclusive, self.high_inclusive = low_inclusive, high_inclusive
+
+
+class NotAChoice(ValueError):
+    """A value that is not one of the choices its check accepts (``choices``, a tuple)."""
+
+    def __init__(self, message: str, name: str, choices: Sequence):
+        super().__init__(message)
+        self.name, self.choices = name, tuple(choices)
 
 
 def _is_number(value: Any) -> bool:
@@ -40,9 +76,10 @@ def check_range(name: str, value: Any, low: float | None = None, high: float | N
     if not (lo_ok and hi_ok):
         lb = "[" if low_inclusive else "("
         hb = "]" if high_inclusive else ")"
-        raise ValueError(
+        raise OutOfRange(
             f"{name}={value!r} is out of range; expected a value in "
-            f"{lb}{'-inf' if low is None else low}, {'inf' if high is None else high}{hb}"
+            f"{lb}{'-inf' if low is None else low}, {'inf' if high is None else high}{hb}",
+            name, low, high, low_inclusive, high_inclusive,
         )
     return int(value) if integer else value
 
@@ -65,7 +102,8 @@ def check_interval(name: str, value: Any, low: float | None = None, high: float 
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    """Check that ``value`` is one of ``choices`` and return it."""
     choices = list(choices)
     if value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {choices}.{suggest(str(value), choices)}")
+        raise NotAChoice(f"{name}={value!r} is not one of {choices}.{suggest(str(value), choices)}", name, choices)
     return value

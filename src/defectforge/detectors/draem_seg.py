@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .training import TrainingBatches, TrainingRecord, focal_l1_loss
+from .unet import SegmentationUNet
 
 __all__ = ["DraemDiscriminative", "DraemSegDetector"]
 
@@ -33,49 +34,12 @@ def windowed_max_scores(maps: torch.Tensor, window: int = DRAEM_SCORE_WINDOW) ->
     return F.avg_pool2d(maps[:, None], window, stride=1, padding=window // 2).amax(dim=(1, 2, 3))
 
 
-def conv_block(cin: int, cout: int, norm=nn.BatchNorm2d) -> nn.Sequential:
-    """Two 3x3 conv + norm + ReLU (the U-Net block of DRAEM's and DSR's networks; DSR: InstanceNorm)."""
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), norm(cout), nn.ReLU(inplace=True),
-                         nn.Conv2d(cout, cout, 3, padding=1), norm(cout), nn.ReLU(inplace=True))
-
-
-def up_block(cin: int, cout: int, norm=nn.BatchNorm2d) -> nn.Sequential:
-    """Bilinear x2 upsampling, then 3x3 conv + norm + ReLU."""
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True),
-                         nn.Conv2d(cin, cout, 3, padding=1), norm(cout), nn.ReLU(inplace=True))
-
-
-_block, _up = conv_block, up_block
-
-
-class DraemDiscriminative(nn.Module):
-    """DRAEM's discriminative U-Net with base width ``width`` and ``in_channels`` inputs."""
+class DraemDiscriminative(SegmentationUNet):
+    """DRAEM's discriminative U-Net with base width ``width`` and ``in_channels`` inputs: one logit."""
 
     def __init__(self, in_channels: int = 3, width: int = 16):
-        super().__init__()
         w = int(width)
-        widths = [w, 2 * w, 4 * w, 8 * w, 8 * w, 8 * w]
-        self.encoder = nn.ModuleList()
-        cin = in_channels
-        for c in widths:
-            self.encoder.append(_block(cin, c))
-            cin = c
-        self.ups = nn.ModuleList()
-        self.decoder = nn.ModuleList()
-        for skip in reversed(widths[:-1]):
-            self.ups.append(_up(cin, skip))
-            self.decoder.append(_block(2 * skip, skip))
-            cin = skip
-        self.out = nn.Conv2d(cin, 1, 3, padding=1)
-
-    def forward(self, x):
-        skips = []
-        for i, block in enumerate(self.encoder):
-            x = block(x if i == 0 else F.max_pool2d(x, 2))
-            skips.append(x)
-        for up, block, skip in zip(self.ups, self.decoder, reversed(skips[:-1])):
-            x = block(torch.cat([up(x), skip], dim=1))
-        return self.out(x)
+        super().__init__(in_channels, 1, [w, 2 * w, 4 * w, 8 * w, 8 * w, 8 * w], nn.BatchNorm2d, interleave=True)
 
 
 def _normalise(images: torch.Tensor) -> torch.Tensor:

@@ -49,8 +49,9 @@ from torch import nn
 
 from ..core.seeding import torch_generator
 from ..generative.vqvae import ResidualStack, TwoLevelVQVAE
-from .draem_seg import conv_block, up_block, windowed_max_scores
+from .draem_seg import windowed_max_scores
 from .training import TrainingRecord
+from .unet import SegmentationUNet, conv_block, up_block
 
 __all__ = ["DSRDetector", "SubspaceRestriction", "ObjectDecoder", "AnomalyDetectionUNet", "dsr_focal_loss"]
 
@@ -103,30 +104,12 @@ def _block_pair(cin: int, mid: int, cout: int) -> nn.Sequential:
                          nn.Conv2d(mid, cout, 3, padding=1), nn.InstanceNorm2d(cout), nn.ReLU(inplace=True))
 
 
-class AnomalyDetectionUNet(nn.Module):
+class AnomalyDetectionUNet(SegmentationUNet):
     """DSR's anomaly detection module: U-Net (w, 2w, 4w, 4w) on two stacked images -> 2 logits."""
 
     def __init__(self, in_channels: int = 6, width: int = 16):
-        super().__init__()
         w = int(width)
-        widths = [w, 2 * w, 4 * w, 4 * w]
-        self.encoder = nn.ModuleList()
-        cin = in_channels
-        for c in widths:
-            self.encoder.append(_block(cin, c))
-            cin = c
-        self.ups = nn.ModuleList([_up(4 * w, 4 * w), _up(4 * w, 2 * w), _up(2 * w, w)])
-        self.decoder = nn.ModuleList([_block(8 * w, 4 * w), _block(4 * w, 2 * w), _block(2 * w, w)])
-        self.out = nn.Conv2d(w, 2, 3, padding=1)
-
-    def forward(self, x):
-        skips = []
-        for i, block in enumerate(self.encoder):
-            x = block(x if i == 0 else F.max_pool2d(x, 2))
-            skips.append(x)
-        for up, block, skip in zip(self.ups, self.decoder, reversed(skips[:-1])):
-            x = block(torch.cat([up(x), skip], dim=1))
-        return self.out(x)
+        super().__init__(in_channels, 2, [w, 2 * w, 4 * w, 4 * w], nn.InstanceNorm2d, interleave=False)
 
 
 def dsr_focal_loss(prob: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, smooth: float = 1e-5) -> torch.Tensor:

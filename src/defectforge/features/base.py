@@ -22,15 +22,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
 
 from ..core.base import ImageShape
-from ..core.seeding import child_seed, sample_rng, torch_generator
-from ..core.types import to_jsonable
-from ..core.validation import check_probability, check_range
+from ..core.seeded import SeededSynthesizer, batch_indices, check_records, label_empty_masks_normal, scatter_rows
+from ..core.seeding import child_seed, torch_generator
+from ..core.validation import check_range
 
 __all__ = ["FeatureSynthesizer", "FeatureSynthesisResult", "FeatureContext", "FeatureShape", "gaussian_fields",
            "validate_features", "check_positive", "noise_seed"]
@@ -119,14 +119,15 @@ def gaussian_fields(seeds: Sequence[int], shape: Sequence[int], device=None, dty
     return out.to(device=device, dtype=dtype)
 
 
-class FeatureSynthesizer:
+class FeatureSynthesizer(SeededSynthesizer):
     """Base class of the feature-level synthesizers.
 
     A subclass implements ``sample_params(rng, shape) -> dict`` (every random choice of one
     sample) and ``apply(features, params, context) -> (features, masks, extras)`` (batched, on
-    the features' device). The base class validates inputs, derives each sample's generator from
-    ``(seed, index)``, decides whether a sample stays normal (``anomaly_probability``), records
-    the parameters and sets the labels from the masks.
+    the features' device). The seeded skeleton is the image-level methods' own
+    (:class:`~defectforge.core.seeded.SeededSynthesizer`: each sample's generator from
+    ``(seed, index)``, whether a sample stays normal, the records, ``config``, labels from the
+    masks); this class validates feature maps and their context.
 
     Parameters
     ----------
@@ -134,8 +135,6 @@ class FeatureSynthesizer:
         Probability that a sample is perturbed at all (1.0 in every source of this family).
     """
 
-    #: Registry name; set by :func:`defectforge.create`.
-    method_name: str = ""
     #: Registry level, for readers of an instance.
     level: str = "feature"
     #: ``True`` when a sample's output depends on the other samples of its batch by the method's
@@ -144,10 +143,8 @@ class FeatureSynthesizer:
     batch_coupled: bool = False
     #: Context fields the method cannot work without (``"discriminator"``, ``"centres"``).
     needs: tuple[str, ...] = ()
-
-    def __init__(self, anomaly_probability: float = 1.0):
-        self.anomaly_probability = check_probability("anomaly_probability", anomaly_probability)
-        self.method_kwargs: dict[str, Any] = {}
+    #: The benchmark detector that trains on this method (reported by ``capabilities``).
+    detector: ClassVar[str | None] = None
 
     # --- to implement -------------------------------------------------------------------
     def sample_params(self, rng: np.random.Generator, shape: FeatureShape) -> dict[str, Any]:
@@ -160,21 +157,9 @@ class FeatureSynthesizer:
         raise NotImplementedError
 
     # --- public API ---------------------------------------------------------------------
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments (preset defaults plus overrides)."""
-        return to_jsonable({"method": self.method_name, **self.method_kwargs})
-
     def draw(self, seed: int, indices: Sequence[int], shape: FeatureShape) -> list[dict[str, Any]]:
         """The parameters of samples ``indices`` (they never depend on the feature values)."""
-        params = []
-        for index in indices:
-            rng = sample_rng(seed, int(index))
-            anomalous = bool(rng.random() < self.anomaly_probability)
-            record: dict[str, Any] = {"anomalous": anomalous}
-            if anomalous:
-                record.update(self.sample_params(rng, shape))
-            params.append(record)
-        return params
+        return self.draw_records(seed, indices, lambda k, rng: self.sample_params(rng, shape))[0]
 
     def __call__(self, features: torch.Tensor, *, seed: int = 0, indices: Sequence[int] | None = None,
                  masks: torch.Tensor | None = None, discriminator=None, centres: torch.Tensor | None = None,
@@ -193,22 +178,19 @@ class FeatureSynthesizer:
             Shortcuts for the fields of :class:`FeatureContext`.
         """
         validate_features(features)
-        indices = list(range(features.shape[0])) if indices is None else [int(i) for i in indices]
-        if len(indices) != features.shape[0]:
-            raise ValueError(f"got {len(indices)} indices for a batch of {features.shape[0]} feature maps")
+        indices = batch_indices(indices, features.shape[0], "feature maps")
         ctx = context or FeatureContext(masks=masks, discriminator=discriminator, centres=centres, nearest=nearest)
         params = self.draw(seed, indices, FeatureShape(features.shape[1:]))
         return self._run(features, params, ctx)
 
     def replay(self, features: torch.Tensor, params: Sequence[dict[str, Any]], *, masks: torch.Tensor | None = None,
-               discriminator=None, centres: torch.Tensor | None = None,
+               discriminator=None, centres: torch.Tensor | None = None, nearest: torch.Tensor | None = None,
                context: FeatureContext | None = None) -> FeatureSynthesisResult:
-        """Remake a batch from recorded ``params`` (``FeatureSynthesisResult.params``)."""
+        """Remake a batch from recorded ``params`` (``FeatureSynthesisResult.params``); the keywords are the call's."""
         validate_features(features)
-        if len(params) != features.shape[0]:
-            raise ValueError(f"got {len(params)} parameter records for a batch of {features.shape[0]} feature maps")
-        ctx = context or FeatureContext(masks=masks, discriminator=discriminator, centres=centres)
-        return self._run(features, [dict(p) for p in params], ctx)
+        records = check_records(params, features.shape[0], "feature maps")
+        ctx = context or FeatureContext(masks=masks, discriminator=discriminator, centres=centres, nearest=nearest)
+        return self._run(features, records, ctx)
 
     # --- internals ----------------------------------------------------------------------
     def _check_context(self, features: torch.Tensor, ctx: FeatureContext) -> None:
@@ -237,14 +219,9 @@ class FeatureSynthesizer:
             sub_out, sub_masks, sub_extras = self.apply(features[idx], [params[i] for i in sel], ctx.select(idx))
             out[idx] = sub_out.to(out.dtype)
             masks[idx] = torch.maximum(base_masks[idx], (sub_masks > 0.5).float())
-            for key, value in sub_extras.items():
-                full = value.new_zeros((b, *value.shape[1:]))
-                full[idx] = value
-                extras[key] = full
-        labels = (masks.flatten(1).amax(1) > 0).long()
-        for p, label in zip(params, labels.tolist()):
-            if p.get("anomalous") and label == 0:
-                p["anomalous"] = False  # an emptied mask (SuperSimpleNet's half) is a normal sample
+            scatter_rows(extras, sub_extras, idx, b)
+        # an emptied mask (SuperSimpleNet's half) is a normal sample
+        labels = label_empty_masks_normal(masks, (masks.flatten(1).amax(1) > 0).long(), params)
         return FeatureSynthesisResult(out, masks, labels, params, extras)
 
 

@@ -101,6 +101,9 @@ class GlassGAS(FeatureSynthesizer):
     True
     """
 
+    #: The detector that trains on this method (``defectforge benchmark --detector glass``).
+    detector = "glass"
+
     needs = ("discriminator",)
 
     def __init__(self, noise_std: float = 0.015, steps: int = 20, step_size: float = 0.001, project_every: int = 5,
@@ -265,6 +268,9 @@ class PBASPush(FeatureSynthesizer):
     >>> bool(torch.allclose(shift, shift.flatten()[0].expand_as(shift)))   # one length k * r for all
     True
     """
+
+    #: The detector that trains on this method (``defectforge benchmark --detector pbas``).
+    detector = "pbas"
 
     needs = ("centres",)
 

@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.registry import register_method
+from ..core.seeded import batch_indices, check_records, label_empty_masks_normal
 from ..core.seeding import torch_generator
 from ..core.validation import check_interval, check_probability
 from ..functional.perlin import PERLIN_EXPONENT_RANGE, PerlinMaskSpec, perlin_masks
@@ -211,6 +212,9 @@ class DSRCodeReplacement(FeatureSynthesizer):
     True
     """
 
+    #: The detector that trains on this method (``defectforge benchmark --detector dsr``).
+    detector = "dsr"
+
     level = "latent"
     needs = ("vqvae",)
 
@@ -249,9 +253,7 @@ class DSRCodeReplacement(FeatureSynthesizer):
                  indices: Sequence[int] | None = None, vqvae=None) -> FeatureSynthesisResult:
         """Alter the latents of ``enc_b`` ``(B, hidden, h, w)`` (class docstring); ``vqvae`` is required."""
         validate_features(features)
-        indices = list(range(features.shape[0])) if indices is None else [int(i) for i in indices]
-        if len(indices) != features.shape[0]:
-            raise ValueError(f"got {len(indices)} indices for a batch of {features.shape[0]} latent maps")
+        indices = batch_indices(indices, features.shape[0], "latent maps")
         params = self.draw(seed, indices, FeatureShape(features.shape[1:]))
         return self._dsr(features, params, vqvae)
 
@@ -259,9 +261,7 @@ class DSRCodeReplacement(FeatureSynthesizer):
                vqvae=None) -> FeatureSynthesisResult:
         """Remake a batch from recorded ``params``."""
         validate_features(features)
-        if len(params) != features.shape[0]:
-            raise ValueError(f"got {len(params)} parameter records for a batch of {features.shape[0]} latent maps")
-        return self._dsr(features, [dict(p) for p in params], vqvae)
+        return self._dsr(features, check_records(params, features.shape[0], "latent maps"), vqvae)
 
     # --- internals ----------------------------------------------------------------------
     def _check_model(self, features: torch.Tensor, vqvae) -> None:
@@ -328,10 +328,8 @@ class DSRCodeReplacement(FeatureSynthesizer):
             z_both = vqvae.bottom_latent(enc_b[both], book_top[codes_top[both]].permute(0, 3, 1, 2))
             codes_bot[both] = _codes(z_both, book_bot, mask_bot[both], [s for s, k in zip(strengths_bot, both) if k],
                                      u_bot[both], self.skip_fraction)[1]
-        labels = (target.flatten(1).amax(1) > 0).long()
-        for p, label in zip(params, labels.tolist()):
-            if p.get("anomalous") and label == 0:
-                p["anomalous"] = False  # an emptied mask (DSR's half) is a normal sample
+        # an emptied mask (DSR's half) is a normal sample
+        labels = label_empty_masks_normal(target, (target.flatten(1).amax(1) > 0).long(), params)
         embed = lambda book, codes: book[codes].permute(0, 3, 1, 2).contiguous()  # noqa: E731
         extras = {"quantized_top": embed(book_top, codes_top), "codes_top": codes_top, "codes_bottom": codes_bot,
                   "mask_top": mask_top, "mask_bottom": mask_bot, "quantized_top_normal": q_top_normal.contiguous(),

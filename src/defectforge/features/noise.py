@@ -76,6 +76,9 @@ class SimpleNetNoise(FeatureSynthesizer):
     (True, [1, 1])
     """
 
+    #: The detector that trains on this method (``defectforge benchmark --detector simplenet``).
+    detector = "simplenet"
+
     def __init__(self, noise_std: float = 0.015, mix_noise: int = 1, anomaly_probability: float = 1.0):
         super().__init__(anomaly_probability)
         self.noise_std = check_positive("noise_std", noise_std)
@@ -137,6 +140,9 @@ class SuperSimpleNetNoise(FeatureSynthesizer):
     >>> bool(((out.features != 0) <= (out.masks > 0)).all())     # noise only inside the mask
     True
     """
+
+    #: The detector that trains on this method (``defectforge benchmark --detector supersimplenet``).
+    detector = "supersimplenet"
 
     def __init__(self, noise_std: float = 0.015, threshold: float = 0.2, empty_probability: float = 0.5,
                  exponent_range: tuple[int, int] = PERLIN_EXPONENT_RANGE, anomaly_probability: float = 1.0):
@@ -202,6 +208,9 @@ class UniADJitter(FeatureSynthesizer):
     >>> round(float((out.features - f).std()), 0)        # noise std (2 / 4) * 20 = 10
     10.0
     """
+
+    #: The detector that trains on this method (``defectforge benchmark --detector uniad``).
+    detector = "uniad"
 
     def __init__(self, scale: float = 20.0, anomaly_probability: float = 1.0):
         super().__init__(anomaly_probability)

@@ -85,6 +85,7 @@ import torch
 from torch.nn import functional as F
 
 from ..core.base import ImageShape, Synthesizer
+from ..core.dtype import luma
 from ..core.registry import method_info, register_method
 from ..core.seeding import child_seed
 from ..core.types import SynthesisContext
@@ -95,18 +96,15 @@ from .sampler import SCHEDULERS, diffusion_sample
 
 __all__ = ["DiffusionSynthesizer", "RealNetSDAS", "MaskedDiffusion", "needs_model"]
 
-_LUMA = (0.299, 0.587, 0.114)
-
-
 def needs_model(name: str) -> bool:
     """``True`` for registered methods that need a trained model (``model=``) to be created."""
-    return bool(getattr(method_info(name).cls, "needs_model", False))
+    return method_info(name).capabilities["needs_model"]
 
 
 def to_model_space(x: torch.Tensor, size: int, channels: int) -> torch.Tensor:
     """``(B, C, H, W)`` in ``[0, 1]`` -> ``(B, channels, size, size)`` in ``[-1, 1]``."""
     if x.shape[1] == 3 and channels == 1:
-        x = sum(w * x[:, k:k + 1] for k, w in enumerate(_LUMA))
+        x = luma(x)
     elif x.shape[1] == 1 and channels == 3:
         x = x.expand(-1, 3, -1, -1)
     if x.shape[-2:] != (size, size):
@@ -122,7 +120,7 @@ def from_model_space(y: torch.Tensor, height: int, width: int, channels: int) ->
     if y.shape[1] == 1 and channels == 3:
         y = y.expand(-1, 3, -1, -1)
     elif y.shape[1] == 3 and channels == 1:
-        y = sum(w * y[:, k:k + 1] for k, w in enumerate(_LUMA))
+        y = luma(y)
     return y.clamp(0.0, 1.0)
 
 
@@ -365,7 +363,7 @@ class MaskedDiffusion(DiffusionSynthesizer):
         self.adaptive_mask = bool(adaptive_mask)
         if mask_source != "perlin":
             info = method_info(mask_source)  # unknown names raise with suggestions
-            if info.level != "image" or getattr(info.cls, "needs_model", False) or getattr(info.cls, "needs_bank", False):
+            if info.level != "image" or info.capabilities["needs_model"] or info.capabilities["needs_bank"]:
                 raise ValueError(f"mask_source={mask_source!r}: use 'perlin' or an image-level method that needs "
                                  "no model or bank (e.g. 'defectmaker' for Bezier shapes)")
             from ..core.registry import create

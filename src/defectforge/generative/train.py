@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..core.seeding import sample_rng
+from ..core.seeding import Stream, sample_rng
 from ..core.validation import check_choice, check_range
 from ..io.files import atomic_write_bytes, atomic_write_text
 
@@ -177,7 +177,7 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step
 
 
 def _step_generator(seed: int, step: int) -> tuple[np.random.Generator, torch.Generator]:
-    rng = sample_rng(seed, step, stream=0)
+    rng = sample_rng(seed, step, stream=Stream.SYNTHESIS)  # the step's own draws, keyed as a sample by (seed, step)
     g = torch.Generator().manual_seed(int(rng.integers(0, 2 ** 63 - 1)))
     return rng, g
 

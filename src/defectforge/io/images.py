@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..core.dtype import LUMA_WEIGHTS
+from ..core.dtype import luma_array_uint8
 from .files import atomic_write_bytes
 
 #: Held while PIL's global decode limit is lifted for one decode (see read_image_raw).
@@ -364,7 +364,7 @@ def read_image(path: str | os.PathLike, channels: int | None = None, bit_depth: 
     if channels == 3 and arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
     elif channels == 1 and arr.shape[2] == 3:
-        arr = (arr.astype(np.float32) @ np.array(LUMA_WEIGHTS, np.float32) + 0.5).astype(np.uint8)[..., None]
+        arr = luma_array_uint8(arr)
     return arr
 
 

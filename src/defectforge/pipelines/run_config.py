@@ -185,7 +185,7 @@ def check_requirements(cfg: GenerateConfig) -> None:
 
     needs = []
     for name in cfg.methods():
-        needs += [(r, f"method {name!r}") for r in getattr(method_info(name).cls, "requires", ())]
+        needs += [(r, f"method {name!r}") for r in method_info(name).capabilities["requires"]]
     if cfg.textures == "skimage":
         needs.append(("skimage", "--textures skimage"))
     for module, who in needs:

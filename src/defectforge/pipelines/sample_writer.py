@@ -127,7 +127,7 @@ class SampleWriter:
             self.synth = synthesizer_from_config(synthesizer)
         self.name = cfg.method
         self.foreground = foreground
-        self.uses_donors = bool(getattr(self.synth, "uses_donors", False)) and cfg.donor_pool > 0
+        self.uses_donors = self.synth.capabilities["uses_donors"] and cfg.donor_pool > 0
         depth = images.bit_depth if cfg.output_bit_depth == 16 else 8
         self.output_scale = None if cfg.output_bit_depth == 8 else (2 ** (depth if depth > 8 else 16) - 1) / 255.0
 

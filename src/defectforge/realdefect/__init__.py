@@ -12,7 +12,7 @@ def needs_bank(name: str) -> bool:
     """Whether registry method ``name`` needs a defect bank (``bank=``) to be created."""
     from ..core.registry import method_info
 
-    return bool(getattr(method_info(name).cls, "needs_bank", False))
+    return method_info(name).capabilities["needs_bank"]
 
 
 __all__ = ["needs_bank"]

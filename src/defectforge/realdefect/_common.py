@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..core.base import ApplyResult, ImageShape, Synthesizer
+from ..core.dtype import float_array_to_uint8, luma_array_uint8, uint8_array_to_float
 from ..core.types import to_jsonable
 from ..core.validation import check_interval, check_probability, check_range
 from ..functional.paste import place_box
@@ -29,9 +30,6 @@ from ..sources.defects import DefectBank, DefectEntry
 
 __all__ = ["RealDefectSynthesizer", "resolve_bank", "warp_entry", "to_target_channels", "differs", "target_side",
            "anchored_centre"]
-
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
-
 
 def resolve_bank(bank, method: str) -> DefectBank:
     """``bank`` as a :class:`DefectBank` (a path is loaded whole, no split)."""
@@ -63,8 +61,7 @@ def to_target_channels(patch: np.ndarray, channels: int) -> np.ndarray:
     """An ``(h, w, 3)`` uint8 crop as ``(h, w, channels)`` (grey by the usual luma weights)."""
     if channels == 3:
         return patch
-    grey = patch.astype(np.float32) @ _LUMA
-    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None]
+    return luma_array_uint8(patch)
 
 
 def differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -327,7 +324,7 @@ class RealDefectSynthesizer(Synthesizer):
         def window(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
             part = original[:, y0:y1, x0:x1]
             if not is_uint8:
-                part = np.clip(np.rint(part * 255.0), 0, 255).astype(np.uint8)
+                part = float_array_to_uint8(part)
             return np.ascontiguousarray(part.transpose(1, 2, 0))
 
         region = None if fg is None or not fg[i].any() else fg[i]
@@ -349,7 +346,7 @@ class RealDefectSynthesizer(Synthesizer):
         target = out_np[i, :, top:top + bh, left:left + bw]
         values = box.transpose(2, 0, 1)
         if not is_uint8:
-            values = values.astype(out_np.dtype) / out_np.dtype.type(255.0)
+            values = uint8_array_to_float(values, out_np.dtype)
         np.copyto(target, values, where=changed[None])
         masks[i, 0, top:top + bh, left:left + bw] = changed
         return True

@@ -38,7 +38,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..core.seeding import sample_rng
+from ..core.seeding import Stream, sample_rng
 from ..core.validation import check_range
 from ..io.images import IMAGE_EXTENSIONS, atomic_write_bytes, list_images, read_image
 
@@ -51,7 +51,7 @@ SPLIT_FILE = "fewshot_split.json"
 #: here: smaller blobs are mostly annotation noise and too small to transplant with a boundary.
 DEFAULT_MIN_AREA = 16
 _MASK_SUFFIX = "_mask"
-_SPLIT_STREAM = 7  # random stream of the split permutation (independent of synthesis streams)
+_SPLIT_STREAM = int(Stream.FEW_SHOT_SPLIT)  # the split permutation's stream
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..core.dtype import LUMA_WEIGHTS
+from ..core.dtype import LUMA_WEIGHTS_F32, uint8_array_to_float
 from ..core.validation import check_choice, check_range
 
 __all__ = ["Threshold", "Saliency", "MaskFolder", "ForegroundResult", "estimate_foreground",
@@ -36,7 +36,7 @@ __all__ = ["Threshold", "Saliency", "MaskFolder", "ForegroundResult", "estimate_
 
 #: Names accepted by :func:`parse_foreground` (and the CLI's ``--foreground``).
 FOREGROUND_MODES = ("none", "otsu", "threshold", "saliency")
-_LUMA = tuple(np.float32(w) for w in LUMA_WEIGHTS)
+_LUMA = tuple(LUMA_WEIGHTS_F32)
 
 
 def _gray(images: torch.Tensor) -> np.ndarray:
@@ -46,7 +46,7 @@ def _gray(images: torch.Tensor) -> np.ndarray:
     operations stall on a busy machine when torch's intra-op threads cannot get their cores.
     """
     x = images.detach().cpu().numpy()
-    x = x.astype(np.float32) / np.float32(255.0) if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
+    x = uint8_array_to_float(x) if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
     if x.shape[1] == 3:
         return _LUMA[0] * x[:, 0] + _LUMA[1] * x[:, 1] + _LUMA[2] * x[:, 2]
     return np.ascontiguousarray(x[:, 0])

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..core.dtype import LUMA_WEIGHTS, luma, to_uint8_hwc
+from ..core.dtype import LUMA_WEIGHTS_F32, luma, to_uint8_hwc
 from ..core.parallel import map_samples
 
 __all__ = ["blend_masked_uint8", "to_uint8_hwc", "masks_per_sample", "clone_batch", "masked_source_blend"]
@@ -55,7 +55,7 @@ def blend_masked_uint8(out: torch.Tensor, index: int, selected: torch.Tensor, so
     target[:, flat] = pixels.to(out.dtype)
 
 
-_LUMA = np.array(LUMA_WEIGHTS, np.float32)
+_LUMA = LUMA_WEIGHTS_F32
 
 
 def _blend_masked_numpy(target: np.ndarray, selected: np.ndarray, source: np.ndarray, opacity: float) -> None:

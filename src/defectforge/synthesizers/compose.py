@@ -23,6 +23,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -31,18 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.base import ApplyResult, ImageShape, Synthesizer, apply_subset, confine_result
+from ..core.base import ApplyResult, ImageShape, Synthesizer, apply_subset, confine_masks, confine_result
 from ..core.registry import create, from_config, register_config_builder
-from ..core.seeding import child_seed
+from ..core.seeding import CHILD_DRAWS, CHILD_REDRAWS, child_rng, child_seed
 from ..core.types import SynthesisContext, to_jsonable
 from ..core.validation import check_interval, check_range
 from ..sources.mask_bank import MaskBank
 
 __all__ = ["ControlledSynthesizer", "MixtureSynthesizer", "control", "mix", "parse_mix", "recipe"]
-
-
-def _generator(seed: int, stream: int = 0) -> np.random.Generator:
-    return np.random.Generator(np.random.Philox(key=seed, counter=stream << 128))
 
 
 def _as_synth(method) -> Synthesizer:
@@ -115,7 +112,7 @@ class ControlledSynthesizer(Synthesizer):
         p: dict[str, Any] = {"defects": []}
         for _ in range(n):
             seed = child_seed(rng)
-            sub = _generator(seed)
+            sub = child_rng(seed, CHILD_DRAWS)
             defect: dict[str, Any] = {"seed": seed}
             region = foreground
             if self.mask_bank is not None:
@@ -171,8 +168,8 @@ class ControlledSynthesizer(Synthesizer):
                 region = region.clone()
                 region[missed] = 1.0 if shapes is None else shapes[missed]
             ctx = SynthesisContext(foreground=region, donors=context.donors, shapes=shapes)
-            rngs = ([_generator(p["defects"][k]["seed"], 1) if len(p["defects"]) > k else None for p in params]
-                    if redraw else None)
+            rngs = ([child_rng(p["defects"][k]["seed"], CHILD_REDRAWS) if len(p["defects"]) > k else None
+                     for p in params] if redraw else None)
             step = (cur.clone(), torch.zeros_like(masks), torch.zeros_like(labels), {})
             out, m, lab, ext = apply_subset(self._inner_apply, cur, inner, ctx, rngs, idx, into=step)
             for i in idx:
@@ -257,6 +254,7 @@ class MixtureSynthesizer(Synthesizer):
         self.changes_outside_mask = any(m.changes_outside_mask for m in self.members)
         self.uses_donors = any(m.uses_donors for m in self.members)
         self.requires = tuple(sorted({r for m in self.members for r in m.requires}))
+        # the base class then confines no mask; ``apply`` confines the members that rely on it
         self.foreground_is_hint = any(m.foreground_is_hint for m in self.members)
         self.method_name = "mix"
 
@@ -281,10 +279,23 @@ class MixtureSynthesizer(Synthesizer):
         for j, member in enumerate(self.members):
             idx = [i for i, p in enumerate(params) if p["method"] == self.names[j]]
             inner = [p["params"] for p in params]
-            results = apply_subset(member.apply, images, inner, context, rngs, idx, into=results)
+            apply = member.apply
+            if self.foreground_is_hint and not member.foreground_is_hint and context.foreground is not None:
+                apply = functools.partial(_apply_confined, member.apply)
+            results = apply_subset(apply, images, inner, context, rngs, idx, into=results)
             for i in idx:
                 params[i]["params"] = inner[i]
         return ApplyResult(*results)
+
+
+def _apply_confined(apply, images: torch.Tensor, params: list[dict], context: SynthesisContext, rngs) -> ApplyResult:
+    """``apply`` with its masks cut to the region, for a mixture member that relies on the base rule.
+
+    A mixture holding a member whose foreground is only a hint (NSA) declares the hint itself, so
+    the base class confines no mask of the mixture; every other member's masks are confined here.
+    """
+    result = ApplyResult.of(apply(images, params, context, rngs))
+    return result._replace(masks=confine_masks(result.masks, context.foreground))
 
 
 def control(method, defect_count=1, area_range=None, mask_bank=None, anomaly_probability: float = 1.0,
@@ -354,7 +365,7 @@ def recipe(spec: str, bank=None, **options) -> Synthesizer:
 
     def one(name: str) -> Synthesizer:
         kwargs = {"anomaly_probability": 1.0, **options.get(name, {})}
-        if getattr(method_info(name).cls, "needs_bank", False):
+        if method_info(name).capabilities["needs_bank"]:
             if bank is None:
                 raise ValueError(f"{name} places real defects: give bank=DefectBank.from_folder(...)")
             kwargs.setdefault("bank", bank)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..core.base import ImageShape, Synthesizer
-from ..core.dtype import to_uint8
+from ..core.dtype import float_array_to_uint8, to_uint8, uint8_array_to_float
 from ..core.parallel import map_samples
 from ..core.registry import register_method
 from ..core.types import SynthesisContext
@@ -146,7 +146,7 @@ class CutPasteSynthesizer(Synthesizer):
             region = alpha if fg_np is None else alpha & fg_np[i, ty:ty + ph, tx:tx + pw]
             if on_cpu:
                 values = patch.transpose(2, 0, 1)
-                values = values if is_uint8 else values.astype(src_np.dtype) / 255.0
+                values = values if is_uint8 else uint8_array_to_float(values, src_np.dtype)
                 target = out_np[i, :, ty:ty + ph, tx:tx + pw]
                 if full:
                     target[...] = values
@@ -186,7 +186,7 @@ class CutPasteSynthesizer(Synthesizer):
         if image_np is not None:
             crop = image_np[:, sy:sy + ph, sx:sx + pw].transpose(1, 2, 0)
             if crop.dtype != np.uint8:
-                crop = np.clip(np.rint(crop * 255.0), 0, 255).astype(np.uint8)
+                crop = float_array_to_uint8(crop)
             patch = np.ascontiguousarray(crop)
         else:
             crop = image[:, sy:sy + ph, sx:sx + pw]

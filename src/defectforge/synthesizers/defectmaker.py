@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from ..core.base import ImageShape, Synthesizer
+from ..core.dtype import uint8_array_to_float
 from ..core.parallel import map_samples
 from ..core.registry import register_method
 from ..core.seeding import child_seed
@@ -282,7 +283,7 @@ class DefectMakerSynthesizer(Synthesizer):
             if self.poisson:
                 new, mask = poisson_paste(to_uint8_hwc(source[i]), fill, mask, ty, tx, self.mixed_clone)
                 values = new.transpose(2, 0, 1)
-                values = values if is_uint8 else values.astype(box.dtype) / np.asarray(255.0, box.dtype)
+                values = values if is_uint8 else uint8_array_to_float(values, box.dtype)
             else:
                 alpha = mask.astype(np.float32) * np.float32(p["weight"])
                 if p["blur"]:

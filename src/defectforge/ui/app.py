@@ -300,7 +300,7 @@ def build_app(session: Session | None = None, methods: list[str] | None = None, 
 
     methods = methods or [n for n in list_methods(level="image")
                           if not method_info(n).missing_requirements() and not needs_bank(n)
-                          and not getattr(method_info(n).cls, "needs_model", False)]  # those need model=
+                          and not method_info(n).capabilities["needs_model"]]  # those need model=
     default_method = default_method if default_method in methods else methods[0]
     groups, all_widgets, components = {}, [], []
     with gr.Blocks(title="defectforge", analytics_enabled=False) as app:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...core.seeding import sample_rng
+from ...core.seeding import Stream, sample_rng
 from ...core.types import SynthesisResult
 from ..data import MVTecCategory
 from .per_type import FEW_SHOT_METRICS, per_type_metrics
@@ -143,7 +143,7 @@ def few_shot_realism(data: MVTecCategory, split, bank, methods: list[str], per_t
     for t in types:
         idx = [i for i, n in enumerate(test.test_names) if n.startswith(t + "/")]
         feats[f"real/{t}"] = extract_features(test.test[idx], network, progress=False)
-    picks = sample_rng(seed, 0, 5).integers(data.train.shape[0], size=per_type)
+    picks = sample_rng(seed, 0, Stream.REALISM_NORMALS).integers(data.train.shape[0], size=per_type)
     normals = data.train[torch.from_numpy(picks)]
     result: dict[str, Any] = {"per_type": per_type, "types": types, "methods": {}, "real_counts":
                               {t: int(feats[f"real/{t}"].shape[0]) for t in types}}
@@ -162,7 +162,7 @@ def few_shot_realism(data: MVTecCategory, split, bank, methods: list[str], per_t
                 scores[t] = _fid_kid(feats[f"real/{t}"], gen, fid_from_features, kid_from_features)
         else:
             synth = build_synthesizer(name, _options(name, bank, method_options))
-            donors = normals if getattr(synth, "uses_donors", False) else None
+            donors = normals if synth.capabilities["uses_donors"] else None
             out = synth(normals, seed=seed, indices=range(per_type), donors=donors)
             gen = extract_features(out.images, network, progress=False)
             for t in types:
@@ -305,7 +305,7 @@ def run_few_shot_benchmark(data_dir, few_shot: str = "1/3", methods: list[str] |
         names = _check_methods(list(methods), cfg.detector, allowed=(REAL_ONLY,))
     else:  # methods that need a trained model run only when given one
         image = [n for n in defectforge.list_methods(level="image") if n != REAL_ONLY and
-                 (not getattr(defectforge.method_info(n).cls, "needs_model", False) or n in (method_options or {}))]
+                 (not defectforge.method_info(n).capabilities["needs_model"] or n in (method_options or {}))]
         names = [REAL_ONLY] + [n for n in image if needs_bank(n)] + [n for n in image if not needs_bank(n)]
     members = {m for row in names for m in row_members(row)[0]}
     unused = sorted(set(method_options or {}) - members)

@@ -340,7 +340,7 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
         from ...realdefect import needs_bank
 
         names = _check_methods([n for n in defectforge.list_methods(level="image")  # a trained model only when named
-                                if not needs_bank(n) and not getattr(defectforge.method_info(n).cls, "needs_model", False)])
+                                if not needs_bank(n) and not defectforge.method_info(n).capabilities["needs_model"]])
     seeds = [int(s) for s in seeds]
     if not seeds or any(s < 0 for s in seeds):
         raise ValueError(f"seeds must be non-negative integers, got {seeds}")
