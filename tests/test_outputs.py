@@ -29,25 +29,7 @@ _register_commands()
 runner = CliRunner()
 
 
-def cli(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture
-def good(tmp_path):
-    folder = tmp_path / "good"
-    folder.mkdir()
-    for i, kind in enumerate(["metal", "wood", "tiles", "fabric"]):
-        Image.fromarray(surface(kind, 64, seed=i)).save(folder / f"{kind}.png")
-    return folder
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def manifest(out: Path) -> list[dict]:
-    return [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+from test_reliability import cli, good, manifest, tree  # noqa: E402,F401 - the same helpers and fixture
 
 
 def correct_by_hand(path: Path) -> bytes:
