@@ -301,3 +301,19 @@ def test_patchcore_refit_scores_with_the_new_memory(category):
     fresh = PatchCoreBaseline(backbone)
     fresh.fit(data.train, seed=1)
     torch.testing.assert_close(refit.score_maps(data.test, size=32), fresh.score_maps(data.test, size=32))
+
+
+def test_detector_options_reach_feature_level_detectors():
+    """``--detector-option`` passes constructor arguments to feature-level detectors too (the pbas
+    bank ablation, glass's hypersphere mode); a wrong one is a clear error, not a silent default."""
+    from defectforge.detectors.benchmark import make_detector
+
+    backbone = load_backbone("tiny")
+    assert make_detector("pbas", backbone, options={"bank": "moving"}).bank_kind == "moving"
+    assert make_detector("pbas", backbone).bank_kind == "fixed"
+    with pytest.raises(ValueError, match="bank"):
+        make_detector("pbas", backbone, options={"bank": "sideways"})
+    with pytest.raises(TypeError):
+        make_detector("uniad", backbone, options={"no_such_option": 1})
+    with pytest.raises(ValueError, match="applies to"):
+        make_detector("draem_seg", backbone, options={"width": 4})

@@ -74,8 +74,10 @@ def benchmark_command(
                                                     help="Backbone weight file (state dict or TorchScript); default: the installed weight package."),
     width: int = typer.Option(0, "--width", min=0, help="Detector width (0: default; seghead 64, draem_seg 16)."),
     detector_option: Optional[list[str]] = typer.Option(None, "--detector-option", help="KEY=VALUE, a constructor "
-                                                        "argument of seghead, residual_seg or fusion (repeatable), "
-                                                        "e.g. head_scale=probability; part of the run folder's name."),
+                                                        "argument of seghead, residual_seg, fusion or a feature-level "
+                                                        "detector (repeatable), e.g. head_scale=probability, "
+                                                        "bank=moving (pbas), mode=hypersphere (glass); part of the "
+                                                        "run folder's name."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also run the synthesis-free patchcore baseline."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0,
                                          help="Also measure image AUROC every N steps (convergence check)."),

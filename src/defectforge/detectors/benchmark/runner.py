@@ -82,14 +82,15 @@ class BenchmarkConfig:
 def make_detector(name: str, backbone: Backbone | None, width: int = 0, device: str = "cpu", vqvae=None,
                   options: dict | None = None):
     """A fresh detector: ``seghead``, ``residual_seg``, ``fusion``, ``draem_seg``, a feature-level one, ``dsr``
-    (on ``vqvae``) or the baseline ``patchcore``; ``options`` are constructor arguments of the first three."""
+    (on ``vqvae``) or the baseline ``patchcore``; ``options`` are constructor arguments of the first three and of the feature-level ones."""
     from ..draem_seg import DraemSegDetector
     from ..patchcore import PatchCoreBaseline
     from ..seghead import SegHeadDetector
 
     kwargs = {**({"width": width} if width else {}), **(options or {})}
-    if options and name not in BACKBONE_DETECTORS:
-        raise ValueError(f"--detector-option applies to {', '.join(BACKBONE_DETECTORS)}, not {name!r}")
+    if options and name not in BACKBONE_DETECTORS and name not in FEATURE_DETECTORS:
+        raise ValueError(f"--detector-option applies to {', '.join(BACKBONE_DETECTORS + tuple(FEATURE_DETECTORS))}, "
+                         f"not {name!r}")
     if name == "seghead":
         return SegHeadDetector(backbone, **kwargs)
     if name == "residual_seg":
@@ -105,7 +106,7 @@ def make_detector(name: str, backbone: Backbone | None, width: int = 0, device: 
     if name == BASELINE:
         return PatchCoreBaseline(backbone)
     if name in FEATURE_DETECTORS:
-        return make_feature_detector(name, backbone, device=device, width=width)
+        return make_feature_detector(name, backbone, device=device, width=width, **(options or {}))
     if name == "dsr":
         from ..dsr import DSRDetector
 
