@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 import defectforge
-from defectforge.pipelines.export import component_polygon, mask_components
+from defectforge.pipelines.dataset_objects import component_polygon, mask_components
 from defectforge.sources.procedural import surface
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

@@ -14,8 +14,8 @@ import yaml
 import defectforge
 
 from defectforge.io.images import read_image, write_image
-from defectforge.pipelines.export import (SameImagesWarning, anomalib_folder_arguments, component_polygon, export,
-                                          mask_components)
+from defectforge.pipelines.dataset_objects import component_polygon, mask_components
+from defectforge.pipelines.export import SameImagesWarning, anomalib_folder_arguments, export
 from defectforge.pipelines.generate import generate
 
 #: Polygons are outer contours with holes bridged in: rasterised back they lose only one-pixel gaps

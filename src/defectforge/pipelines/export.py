@@ -30,11 +30,9 @@ The input is a folder written by :func:`defectforge.pipelines.generate.generate`
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import warnings
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +40,10 @@ import numpy as np
 
 from ..core.validation import check_choice, check_probability
 from ..io.files import atomic_write_text, write_json
+from .dataset_objects import (category_names, category_of, component_polygon, image_size_hw, mask_components,
+                              progress_over, read_manifest, read_mask, resolve_categories)
 
+# read_manifest, mask_components and component_polygon were first defined here; callers keep importing them
 __all__ = ["FORMATS", "read_manifest", "export", "export_coco", "export_yolo_seg", "export_anomalib",
            "mask_components", "component_polygon", "SameImagesWarning"]
 
@@ -51,121 +52,6 @@ FORMATS = ("coco", "yolo-seg", "anomalib")
 
 class SameImagesWarning(UserWarning):
     """The synthetic samples were made from the images that will train the model."""
-
-
-def read_manifest(dataset: str | os.PathLike) -> tuple[list[dict], dict]:
-    """The samples (in index order) and the run configuration of a generated dataset."""
-    import yaml
-
-    dataset = Path(dataset)
-    manifest = dataset / "manifest.jsonl"
-    if not manifest.exists():
-        raise FileNotFoundError(f"{dataset} holds no manifest.jsonl: give the OUTPUT folder of "
-                                "`defectforge generate` (a finished run; finish an interrupted one with generate --resume)")
-    samples = [r for r in (json.loads(line) for line in manifest.read_text().splitlines() if line.strip())
-               if "index" in r]
-    config_path = dataset / "config.yaml"
-    config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
-    return samples, config or {}
-
-
-def _read_mask(path: Path) -> np.ndarray:
-    from ..io.images import read_image
-
-    return read_image(path, channels=1)[..., 0] > 127
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    from ..io.images import image_size
-
-    width, height = image_size(path)
-    return height, width
-
-
-def mask_components(mask: np.ndarray) -> list[np.ndarray]:
-    """The 8-connected components of a boolean ``(H, W)`` mask, each as a boolean mask.
-
-    Examples
-    --------
-    >>> m = np.zeros((6, 6), bool); m[0:2, 0:2] = True; m[4:6, 3:6] = True
-    >>> [int(c.sum()) for c in mask_components(m)]
-    [4, 6]
-    """
-    import cv2
-
-    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-    return [labels == k for k in range(1, count)]
-
-
-def component_polygon(component: np.ndarray) -> np.ndarray:
-    """One component as a single polygon, ``(N, 2)`` pixel coordinates ``(x, y)``, ``N >= 3``, holes kept.
-
-    The outer contour, with each hole joined to it by a zero-width bridge: the polygon walks from
-    the outer contour to the hole's nearest vertex, around the hole (traced the other way round)
-    and back along the same segment. YOLO-seg has one polygon per object and no holes; filled
-    (``cv2.fillPoly``, as Ultralytics rasterises labels) this polygon leaves the holes empty under
-    both the even-odd and the non-zero rule. Components too thin for a contour of three points (a
-    pixel, a one-pixel line) become their bounding box's corners.
-
-    Examples
-    --------
-    >>> c = np.zeros((5, 5), bool); c[1:4, 1:4] = True
-    >>> component_polygon(c).tolist()
-    [[1, 1], [1, 3], [3, 3], [3, 1]]
-    >>> import cv2
-    >>> ring = np.zeros((9, 9), bool); ring[1:8, 1:8] = True; ring[3:6, 3:6] = False
-    >>> drawn = cv2.fillPoly(np.zeros((9, 9), np.uint8), [component_polygon(ring).astype(np.int32)], 1)
-    >>> bool((drawn.astype(bool) == ring).all())
-    True
-    """
-    import cv2
-
-    contours, hierarchy = cv2.findContours(component.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
-    outer_index = max((k for k in range(len(contours)) if hierarchy[0][k][3] < 0), key=lambda k: len(contours[k]))
-    polygon = contours[outer_index][:, 0, :].astype(np.int64)
-    if len(polygon) < 3:
-        ys, xs = np.nonzero(component)
-        x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
-        return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.int64)
-    holes = [contours[k][:, 0, :].astype(np.int64) for k in range(len(contours)) if hierarchy[0][k][3] == outer_index]
-    for hole in holes:
-        if len(hole) < 3:
-            continue
-        # nearest pair (polygon vertex, hole vertex): the bridge between them crosses no boundary
-        distance = ((polygon[:, None, :] - hole[None, :, :]) ** 2).sum(-1)
-        at, into = np.unravel_index(int(np.argmin(distance)), distance.shape)
-        loop = np.concatenate([hole[into:], hole[:into + 1]])
-        polygon = np.concatenate([polygon[:at + 1], loop, polygon[at:]])
-    return polygon
-
-
-#: ``auto``: the defect type for samples that have one (real-defect and GAN runs), else the method.
-CATEGORIES = ("auto", "type", "method", "anomaly")
-
-
-def _resolve_categories(samples: list[dict], categories: str) -> str:
-    """``auto`` becomes ``type`` when any sample records a defect type (a real-defect run), else ``method``."""
-    check_choice("categories", categories, CATEGORIES)
-    if categories != "auto":
-        return categories
-    return "type" if any(isinstance(s.get("defect"), dict) for s in samples) else "method"
-
-
-def category_of(sample: dict, categories: str) -> str:
-    """The class of an anomalous sample: ``anomaly``, its method, or its defect type (``type``; the
-    method for samples without one, e.g. the hand-crafted members of a ``--mix``)."""
-    if categories == "anomaly":
-        return "anomaly"
-    defect = sample.get("defect")
-    if categories == "type" and isinstance(defect, dict) and defect.get("type"):
-        return str(defect["type"])
-    return sample["method"]
-
-
-def _categories(samples: Iterable[dict], categories: str) -> list[str]:
-    if categories == "anomaly":
-        return ["anomaly"]
-    return sorted({category_of(s, categories) for s in samples if s.get("label") and s.get("mask_path")})
 
 
 def _require_pycocotools():
@@ -186,20 +72,20 @@ def export_coco(dataset: str | os.PathLike, output: str | os.PathLike, categorie
     mask_utils = _require_pycocotools()
     dataset, output = Path(dataset), Path(output)
     samples, _ = read_manifest(dataset)
-    categories = _resolve_categories(samples, categories)
-    names = _categories(samples, categories)
+    categories = resolve_categories(samples, categories)
+    names = category_names(samples, categories)
     category_id = {n: k + 1 for k, n in enumerate(names)}
     images, annotations = [], []
-    for sample in _progress(samples, progress, "export coco"):
+    for sample in progress_over(samples, progress, "export coco"):
         image_path = dataset / sample["image_path"]
-        h, w = _image_size(image_path)
+        h, w = image_size_hw(image_path)
         image_id = int(sample["index"]) + 1
         images.append({"id": image_id, "file_name": sample["image_path"], "height": h, "width": w,
                        "defectforge_label": int(sample["label"]), "defectforge_method": sample["method"]})
         if not (sample.get("label") and sample.get("mask_path")):
             continue
         cat = category_id[category_of(sample, categories)]
-        for component in mask_components(_read_mask(dataset / sample["mask_path"])):
+        for component in mask_components(read_mask(dataset / sample["mask_path"])):
             rle = mask_utils.encode(np.asfortranarray(component.astype(np.uint8)))
             bbox = [float(v) for v in mask_utils.toBbox(rle)]
             annotations.append({
@@ -237,15 +123,15 @@ def export_yolo_seg(dataset: str | os.PathLike, output: str | os.PathLike, val_f
     check_probability("val_fraction", val_fraction)
     dataset, output = Path(dataset), Path(output)
     samples, _ = read_manifest(dataset)
-    categories = _resolve_categories(samples, categories)
-    names = _categories(samples, categories)
+    categories = resolve_categories(samples, categories)
+    names = category_names(samples, categories)
     class_id = {n: k for k, n in enumerate(names)}
     order = np.random.default_rng(seed).permutation(len(samples))
     n_val = int(round(val_fraction * len(samples)))
     val = {int(samples[k]["index"]) for k in order[:n_val]}
     counts = {"train": 0, "val": 0}
     polygons = 0
-    for sample in _progress(samples, progress, "export yolo-seg"):
+    for sample in progress_over(samples, progress, "export yolo-seg"):
         split = "val" if int(sample["index"]) in val else "train"
         counts[split] += 1
         # one flat name per sample: the method folder joins the index (test/draem/000012.png -> draem_000012)
@@ -253,7 +139,7 @@ def export_yolo_seg(dataset: str | os.PathLike, output: str | os.PathLike, val_f
         _link_or_copy(dataset / sample["image_path"], output / "images" / split / (stem + ".png"))
         lines = []
         if sample.get("label") and sample.get("mask_path"):
-            mask = _read_mask(dataset / sample["mask_path"])
+            mask = read_mask(dataset / sample["mask_path"])
             h, w = mask.shape
             cls = class_id[category_of(sample, categories)]
             for component in mask_components(mask):
@@ -339,11 +225,3 @@ def export(dataset: str | os.PathLike, output: str | os.PathLike, format: str, *
         raise ValueError("--format anomalib needs --train-dir: the real normal images the model trains on "
                          "(anomalib 2.x's Folder takes them as normal_dir)")
     return export_anomalib(dataset, output, train_dir)
-
-
-def _progress(items: list, enabled: bool, desc: str):
-    if not enabled:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, unit="img")
