@@ -1,6 +1,8 @@
 """Generated datasets stay byte-identical: every image-level method that needs no trained model
 (the real-defect ones with the tests' tiny bank), and the generator's own options, against the
-SHA-256 of each written image, mask and manifest line stored in ``output_hashes.json``.
+SHA-256 of each written image, mask and manifest line stored in ``output_hashes.json``, and of
+each image's and mask's decoded pixels (``pixels:<path>``), which no change of the PNG encoder
+may alter.
 
 The stored hashes were made by the generator before its split into a package; a refactor of the
 run engine must not change one byte. A deliberate change of the written bytes (a new encoder, a
@@ -15,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -79,12 +83,20 @@ def run_hashes(root: Path, good: Path, bank: Path, name: str, kwargs: dict, work
     generate(str(good), out, seed=3, workers=workers, progress=False, **kwargs)
     hashes = {}
     for path in sorted(out.rglob("*.png")):
-        hashes[path.relative_to(out).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+        data = path.read_bytes()
+        hashes[path.relative_to(out).as_posix()] = hashlib.sha256(data).hexdigest()
+        hashes[f"pixels:{path.relative_to(out).as_posix()}"] = pixel_hash(data)
     lines = (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
     for k, line in enumerate(lines):
         line = line.replace(str(root.resolve()), "<tmp>").replace(str(root), "<tmp>")
         hashes[f"manifest.jsonl:{k}"] = hashlib.sha256(line.encode()).hexdigest()
     return hashes
+
+
+def pixel_hash(png: bytes) -> str:
+    """SHA-256 of a PNG's decoded pixels with their shape and type (8- or 16-bit, as stored)."""
+    pixels = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    return hashlib.sha256(f"{pixels.shape} {pixels.dtype} ".encode() + pixels.tobytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +122,8 @@ def test_written_bytes_match_stored_hashes(inputs, name):
     got = run_hashes(root, good, bank, name, kwargs, workers)
     expected = stored[name]
     differ = sorted(k for k in set(got) | set(expected) if got.get(k) != expected.get(k))
+    pixels = [k for k in differ if k.startswith("pixels:")]
+    assert not pixels, f"{name}: the decoded pixels of {len(pixels)} files differ, e.g. {pixels[:5]}"
     assert not differ, f"{name}: {len(differ)} of {len(expected)} files/lines differ, e.g. {differ[:5]}"
 
 
