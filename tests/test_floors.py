@@ -118,3 +118,14 @@ def test_circle_finder_finds_a_circle():
 def test_no_import_circles():
     # a module that needs another's name at call time imports it lazily; the circle is still one
     assert _circles(_import_graph()) == []
+
+
+#: The run engine's modules each do one job; a file past this many lines is doing two (issue 21).
+PIPELINES_MAX_LINES = 300
+
+
+def test_pipelines_files_stay_small():
+    root = Path(defectforge.__file__).parent / "pipelines"
+    long = {p.relative_to(root).as_posix(): n for p in sorted(root.rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > PIPELINES_MAX_LINES}
+    assert long == {}, f"split by job: files over {PIPELINES_MAX_LINES} lines in pipelines/: {long}"

@@ -104,6 +104,35 @@ def test_resume_refuses_a_different_run(normal_folder, tmp_path):
     generate(normal_folder, tmp_path / "o", "cutpaste", count=3, seed=2, overwrite=True, progress=False)
 
 
+def test_png_compression_changes_bytes_not_pixels_and_old_records_resume_as_level1(normal_folder, tmp_path):
+    from defectforge.io.images import decode_png
+    from defectforge.pipelines.run_config import GenerateConfig
+
+    written = {}
+    for compression in ("fast", "level1", "level9"):
+        generate(normal_folder, tmp_path / compression, "draem", count=3, seed=1, png_compression=compression,
+                 progress=False)
+        written[compression] = files(tmp_path / compression)
+    pngs = sorted(k for k in written["fast"] if k.endswith(".png"))
+    assert pngs and all(k.startswith(("test/", "ground_truth/")) for k in pngs)
+    for k in pngs:
+        assert written["fast"][k] != written["level1"][k] != written["level9"][k]
+        assert np.array_equal(decode_png(written["fast"][k]), decode_png(written["level1"][k]))
+        assert np.array_equal(decode_png(written["fast"][k]), decode_png(written["level9"][k]))
+    # a record written before the option existed was encoded at level 1: resuming it says so
+    assert GenerateConfig.from_dict({"input": str(normal_folder), "method": "draem"}).png_compression == "level1"
+    config = yaml.safe_load((tmp_path / "level1" / "config.yaml").read_text())
+    del config["generator"]["png_compression"]
+    (tmp_path / "level1" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
+    with pytest.raises(OutputExistsError, match="png_compression: 'level1' -> 'fast'"):
+        generate(normal_folder, tmp_path / "level1", "draem", count=4, seed=1, resume=True, progress=False)
+    summary = generate(normal_folder, tmp_path / "level1", "draem", count=4, seed=1, png_compression="level1",
+                       resume=True, progress=False)
+    assert summary["resumed"] == 3
+    with pytest.raises(ValueError, match="png_compression"):
+        generate(normal_folder, tmp_path / "bad", "draem", count=1, png_compression="zip", progress=False)
+
+
 def test_refuses_folder_with_user_files(normal_folder, tmp_path):
     out = tmp_path / "mine"
     out.mkdir()

@@ -38,6 +38,8 @@ OPTION_CASES = {
                                 area_range=[0.01, 0.1]), 1),
     "draem_16bit_min_contrast": (dict(method="draem", count=4, output_bit_depth=16, min_contrast=0.03), 1),
     "draem_size_batch": (dict(method="draem", count=5, size=48, batch_size=2), 1),
+    # the PNG encoding of runs before --png-compression fast: the bytes the stored "draem" case had then
+    "draem_png_level1": (dict(method="draem", count=4, png_compression="level1"), 1),
     # two spawned workers write the same bytes as one (the generator's guarantee)
     "mix_two_workers": (dict(mix="cutpaste:0.3,draem:0.4,nsa:0.3", count=8, normal_ratio=0.25), 2),
 }

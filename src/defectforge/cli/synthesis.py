@@ -143,6 +143,10 @@ def generate_command(
                                   "inputs' maximum), 8, 10, 12, 14 or 16."),
     output_bit_depth: int = typer.Option(8, "--output-bit-depth", help="8, or 16: write 16-bit PNGs scaled to the "
                                          "inputs' bit depth (for pipelines that read 16-bit; 8-bit precision)."),
+    png_compression: str = typer.Option("fast", "--png-compression", help="PNG encoding of images and masks, "
+                                        "same pixels either way: fast (zlib's run-length strategy), level1 (the "
+                                        "encoding of runs before 'fast'; about 2x slower), level9 (smallest files, "
+                                        "slowest)."),
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Largest input image (width x height) to "
                                              "decode [default: PIL's ~89 Mpx]."),
     min_contrast: Optional[float] = typer.Option(None, "--min-contrast", help="Redraw anomalies whose mean absolute "
@@ -268,6 +272,10 @@ def preview_command(
     defect_types: Optional[str] = typer.Option(None, "--defect-types", help="Only these defect types, comma-separated."),
     few_shot: Optional[str] = typer.Option(None, "--few-shot", help="Use only this part of each type's real defects "
                                            "(1/3 = the papers' protocol, any fraction, or a count)."),
+    png_compression: str = typer.Option("fast", "--png-compression", help="PNG encoding of images and masks, "
+                                        "same pixels either way: fast (zlib's run-length strategy), level1 (the "
+                                        "encoding of runs before 'fast'; about 2x slower), level9 (smallest files, "
+                                        "slowest)."),
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1, help="Largest input image (width x "
                                              "height) to decode [default: PIL's ~89 Mpx]."),
 ):

@@ -12,13 +12,19 @@ import numpy as np
 from ..core.registry import method_info
 from ..core.seeding import DONOR_POOL, MAX_SEED
 from ..core.validation import check_probability, check_range
-from ..io.images import BIT_DEPTHS
+from ..io.images import BIT_DEPTHS, PNG_COMPRESSIONS
 
-__all__ = ["GenerateConfig", "MissingDependencyError", "EXTRAS", "check_foreground_options", "check_requirements"]
+__all__ = ["GenerateConfig", "MissingDependencyError", "EXTRAS", "check_foreground_options", "check_requirements",
+           "RECORDED_BEFORE"]
 
 
 #: Optional packages of methods and texture sources: import name -> the pip extra that installs it.
 EXTRAS = {"skimage": "pip install 'defectforge[textures]' (scikit-image)"}
+
+
+#: Fields added after runs were recorded without them, and the value those runs used: a record
+#: without the field reads as that value (resumed and rebuilt alike), not as today's default.
+RECORDED_BEFORE = {"png_compression": "level1"}
 
 
 class MissingDependencyError(ImportError):
@@ -58,6 +64,8 @@ class GenerateConfig:
     bit_depth: str = "auto"
     max_pixels: int | None = None
     output_bit_depth: int = 8
+    # how the PNGs are compressed (same pixels, other bytes; see defectforge.io.images.PNG_COMPRESSIONS)
+    png_compression: str = "fast"
     # redraw samples whose mean absolute change inside the mask is below this (in [0, 1]; off)
     min_contrast: float | None = None
     # real defects for the methods that need a bank (copy_paste, defect_transplant; see
@@ -96,13 +104,14 @@ class GenerateConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> GenerateConfig:
-        """The ``generator`` section of a ``config.yaml``; unknown keys are an error."""
+        """The ``generator`` section of a ``config.yaml``; unknown keys are an error, and a field the
+        record predates is the value runs used before it (:data:`RECORDED_BEFORE`)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"config.yaml: unknown generator field(s) {unknown}; was it written by a newer "
                              "defectforge?")
-        return cls(**data)
+        return cls(**{**RECORDED_BEFORE, **data})
 
     def validate(self):
         """Check every field; returns the parsed foreground spec (parsed here, once)."""
@@ -125,6 +134,9 @@ class GenerateConfig:
                              f"got {self.bit_depth!r}")
         if self.output_bit_depth not in (8, 16):
             raise ValueError(f"output_bit_depth (--output-bit-depth) must be 8 or 16, got {self.output_bit_depth!r}")
+        if self.png_compression not in PNG_COMPRESSIONS:
+            raise ValueError(f"png_compression (--png-compression) must be one of {list(PNG_COMPRESSIONS)}, "
+                             f"got {self.png_compression!r}")
         if self.max_pixels is not None:
             check_range("max_pixels (--max-pixels)", self.max_pixels, 1, 1 << 40, integer=True)
         if self.min_contrast is not None:

@@ -21,7 +21,7 @@ import torch
 
 from ..core.seeding import MAX_RETRIES, MAX_SEED, Stream, donor_indices, retry_stream, sample_rng
 from ..io.files import atomic_write_bytes
-from ..io.images import ImageDecodeWarning, encode_png, set_pixel_limit, warn_once
+from ..io.images import ImageDecodeWarning, encode_png, png_parameters, set_pixel_limit, warn_once
 from ..io.inputs import NormalImages
 from .build import SPLIT_FILE, build_from_config, defect_bank, synthesizer_from_config
 from .run_config import GenerateConfig
@@ -130,6 +130,8 @@ class SampleWriter:
         self.uses_donors = self.synth.capabilities["uses_donors"] and cfg.donor_pool > 0
         depth = images.bit_depth if cfg.output_bit_depth == 16 else 8
         self.output_scale = None if cfg.output_bit_depth == 8 else (2 ** (depth if depth > 8 else 16) - 1) / 255.0
+        self.image_png = png_parameters(cfg.png_compression)
+        self.mask_png = png_parameters(cfg.png_compression, binary=True)
 
     def _method_of(self, params) -> str:
         # a mixture writes each sample under the method that made it
@@ -235,8 +237,9 @@ class SampleWriter:
 
     def _encode(self, image: np.ndarray) -> bytes:
         if self.output_scale is None:
-            return encode_png(image)
-        return encode_png((image.astype(np.float64) * self.output_scale + 0.5).astype(np.uint16))
+            return encode_png(image, parameters=self.image_png)
+        return encode_png((image.astype(np.float64) * self.output_scale + 0.5).astype(np.uint16),
+                          parameters=self.image_png)
 
     def _write(self, index: int, src: int, image: np.ndarray, mask: np.ndarray | None, params, label: int,
                attempt: int = 0, foreground_fallback: str | None = None, donors: list[int] | None = None,
@@ -265,7 +268,7 @@ class SampleWriter:
             record["synthesis_seed"] = _attempt_seed(self.cfg, index, attempt)
             record["redrawn"] = list(redrawn or [])
         if mask is not None and not normal:
-            mask_data = encode_png(mask.astype(np.uint8) * 255)
+            mask_data = encode_png(mask.astype(np.uint8) * 255, parameters=self.mask_png)
             if mask_path not in self.keep:
                 atomic_write_bytes(self.output / mask_path, mask_data)
             record["mask_path"] = mask_path
