@@ -50,7 +50,7 @@ from .output_folder import (OutputExistsError, check_location, config_dict, desc
                             prepare_output, write_manifest)
 from .rebuild import bank_of
 from .run_config import EXTRAS, GenerateConfig, MissingDependencyError, check_foreground_options, check_requirements
-from .sample_writer import mask_contrast
+from .sample_record import mask_contrast
 
 # the names callers had from this module before it became a package of jobs
 __all__ = ["GenerateConfig", "generate", "build_synthesizer", "build_from_config", "synthesizer_from_config",

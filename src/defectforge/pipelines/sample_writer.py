@@ -9,7 +9,6 @@ sample ``i`` depends on ``(seed, i)`` alone.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from collections.abc import Sequence
@@ -25,8 +24,9 @@ from ..io.images import ImageDecodeWarning, encode_png, png_parameters, set_pixe
 from ..io.inputs import NormalImages
 from .build import SPLIT_FILE, build_from_config, defect_bank, synthesizer_from_config
 from .run_config import GenerateConfig
+from .sample_record import file_record, mask_contrast, mask_fields, real_defect
 
-__all__ = ["SampleWriter", "mask_contrast", "mask_box", "MAX_ATTEMPTS"]
+__all__ = ["SampleWriter", "MAX_ATTEMPTS", "show_worker_warnings"]
 
 
 #: Tries of a sample whose synthesis left it normal (an empty mask, a foreground with no room) or,
@@ -55,58 +55,6 @@ def _attempt_seed(cfg: GenerateConfig, index: int, attempt: int) -> int:
     if attempt == 0:
         return cfg.seed
     return int(sample_rng(cfg.seed, index, stream=retry_stream(attempt)).integers(0, MAX_SEED))
-
-
-def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """``(x0, y0, x1, y1)``, half-open, of the nonzero pixels of a 2-D ``mask``; ``None`` when empty.
-
-    >>> m = np.zeros((4, 5), bool); m[1:3, 2] = True
-    >>> mask_box(m)
-    (2, 1, 3, 3)
-    """
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if rows.size == 0:
-        return None
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
-def mask_contrast(image: np.ndarray, source: np.ndarray, mask: np.ndarray) -> float:
-    """Mean absolute change inside ``mask`` of an 8-bit ``image`` against its ``source``, in [0, 1].
-
-    >>> a = np.zeros((4, 4, 1), np.uint8); b = a.copy(); b[:2] = 51
-    >>> mask_contrast(b, a, np.ones((4, 4), bool))
-    0.1
-    """
-    m = mask.astype(bool)
-    box = mask_box(m)
-    if box is None or image.shape != source.shape:
-        return 0.0
-    # the same pixels in the same order as over the whole image (so the same mean), read from the
-    # defect's box only: a small defect costs little
-    x0, y0, x1, y1 = box
-    inside = m[y0:y1, x0:x1]
-    diff = np.abs(image[y0:y1, x0:x1][inside].astype(np.int16) - source[y0:y1, x0:x1][inside].astype(np.int16))
-    return round(float(diff.mean()) / 255.0, 6)
-
-
-def _file_record(data: bytes) -> dict:
-    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-
-
-def _real_defect(params) -> dict:
-    """The bank entry a sample was made from (type, entry key, source file); ``{}`` for other methods."""
-    inner = params or {}
-    for _ in range(3):
-        if isinstance(inner.get("entry"), str) and "defect_type" in inner:
-            found = {"type": inner["defect_type"], "entry": inner["entry"], "source": inner["entry"].rsplit("#", 1)[0]}
-            if inner.get("mask_kind", "pixel") != "pixel":  # drawn from a box, not an outline
-                found["mask_kind"] = inner["mask_kind"]
-            return found
-        defects = inner.get("defects")
-        if not defects:
-            break
-        inner = defects[0].get("params", {})
-    return {}
 
 
 class SampleWriter:
@@ -149,7 +97,7 @@ class SampleWriter:
         if normal:
             return f"test/good/{index:06d}.png", None
         # real defects go to one folder per defect type, as in the category they come from
-        name = _real_defect(params).get("type") or self._method_of(params)
+        name = real_defect(params).get("type") or self._method_of(params)
         return f"test/{name}/{index:06d}.png", f"ground_truth/{name}/{index:06d}_mask.png"
 
     def _context(self, batch: torch.Tensor, sources: list[int], indices: list[int]):
@@ -253,12 +201,12 @@ class SampleWriter:
             "index": index, "image_path": image_path, "mask_path": None, "label": int(label),
             "method": self._method_of(params) if not normal else "good", "seed": self.cfg.seed,
             "source_image": self.images.relative(src), "params": params, "area_fraction": 0.0, "bbox": None,
-            "image_file": _file_record(data),
+            "image_file": file_record(data),
         }
         if foreground_fallback:
             record["foreground_fallback"] = foreground_fallback
-        if not normal and _real_defect(params):
-            record["defect"] = _real_defect(params)
+        if not normal and real_defect(params):
+            record["defect"] = real_defect(params)
             if "mask_kind" in record["defect"]:  # the mask is a box around a real defect, not its outline
                 record["mask_kind"] = record["defect"]["mask_kind"]
         if donors:
@@ -272,10 +220,8 @@ class SampleWriter:
             if mask_path not in self.keep:
                 atomic_write_bytes(self.output / mask_path, mask_data)
             record["mask_path"] = mask_path
-            record["mask_file"] = _file_record(mask_data)
-            record["area_fraction"] = float(mask.mean())
-            record["bbox"] = list(mask_box(mask))
-            record["contrast"] = mask_contrast(image, self.images.images[src], mask)
+            record["mask_file"] = file_record(mask_data)
+            record.update(mask_fields(image, self.images.images[src], mask))
             if unresolved == "contrast":
                 record["failed"] = f"contrast below min_contrast after {MAX_ATTEMPTS} attempts"
         elif mask is not None and not _drawn_normal(params):
