@@ -64,7 +64,7 @@ def cpu_breakdown(input_folder: str, out: Path, method: str, count: int, size: i
                                (Synthesizer, "__call__", "synthesizer call"),
                                (writer, "encode_png", "PNG encoding (image + mask)"),
                                (writer, "atomic_write_bytes", "atomic writes (image, mask, record)"),
-                               (writer, "mask_contrast", "mask contrast"),
+                               (writer, "mask_fields", "mask area, box and contrast"),
                                (writer.SampleWriter, "run", "all per-sample work")]:
         clock(owner, name, label)
     try:
