@@ -259,6 +259,7 @@ OVERRIDES = {
                        {"mask_bank": "{shapes}", "mask_threshold": 128}),
     "bit_depth": (["--bit-depth", "12"], {"bit_depth": "12"}),
     "output_bit_depth": (["--output-bit-depth", "16"], {"output_bit_depth": 16}),
+    "png_compression": (["--png-compression", "level9"], {"png_compression": "level9"}),
     "max_pixels": (["--max-pixels", "1000000"], {"max_pixels": 1000000}),
     "min_contrast": (["--min-contrast", "0.004"], {"min_contrast": 0.004}),
     "defects": (["-m", "copy_paste", "--defects", "{defects}"], {"method": "copy_paste", "defects": "{defects}"}),
