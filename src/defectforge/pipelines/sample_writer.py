@@ -147,7 +147,7 @@ class SampleWriter:
         if label == 0:
             return None if _drawn_normal(params) else "empty"
         if self.cfg.min_contrast is not None:
-            contrast = mask_contrast(image.permute(1, 2, 0).cpu().numpy(), source, (mask[0] > 0.5).cpu().numpy())
+            contrast = mask_contrast(image.permute(1, 2, 0).cpu().numpy(), source, mask[0].cpu().numpy() > 0.5)
             if contrast < self.cfg.min_contrast:
                 return "contrast"
         return None
@@ -176,7 +176,7 @@ class SampleWriter:
                 img, mask, label, params = redo.images[0], redo.masks[0], int(redo.labels[0]), redo.params[0]
                 reason = self._redraw_reason(img, mask, label, params, source)
             image = img.permute(1, 2, 0).cpu().numpy()
-            mask_np = (mask[0] > 0.5).cpu().numpy()
+            mask_np = mask[0].cpu().numpy() > 0.5  # compared by numpy: a torch op costs more on one small mask
             records.append(self._write(i, sources[k], image, mask_np, params, label, attempt,
                                        foreground_fallback=None if fallbacks is None else fallbacks[k],
                                        donors=_donor_indices(self.cfg, i, sources[k], len(self.images))
@@ -216,7 +216,7 @@ class SampleWriter:
             record["synthesis_seed"] = _attempt_seed(self.cfg, index, attempt)
             record["redrawn"] = list(redrawn or [])
         if mask is not None and not normal:
-            mask_data = encode_png(mask.astype(np.uint8) * 255, parameters=self.mask_png)
+            mask_data = encode_png(np.multiply(mask, 255, dtype=np.uint8), parameters=self.mask_png)
             if mask_path not in self.keep:
                 atomic_write_bytes(self.output / mask_path, mask_data)
             record["mask_path"] = mask_path
