@@ -45,7 +45,7 @@ from ..io.inputs import load_normal_images, resolve_input_folder
 from ..io.output_lock import lock_output
 from .build import (DATASET_OVERLAY, SPLIT_FILE, build_from_config, build_synthesizer, defect_bank,
                     synthesizer_from_config)
-from .chunks import chunk_runner, plan_chunks
+from .chunks import chunk_runner, plan_chunks, start_worker_imports
 from .output_folder import (OutputExistsError, check_location, config_dict, describe_os_error, load_run_config,
                             prepare_output, write_manifest)
 from .rebuild import bank_of
@@ -140,6 +140,7 @@ def generate(cfg: GenerateConfig | str | os.PathLike, output: str | os.PathLike 
     input_root = resolve_input_folder(cfg.input)
     check_location(output, Path(cfg.input), input_root)
     check_requirements(cfg)
+    start_worker_imports(engine, workers)  # the workers' imports run while this process reads the inputs
     # one writer per folder, from before anything there is read or deleted; textures, masks and
     # defect banks obey --max-pixels as the inputs do
     with lock_output(output), pixel_limit(cfg.max_pixels):
