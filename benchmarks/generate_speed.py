@@ -1,16 +1,15 @@
-"""Generate-to-disk speed: samples written per second by ``generate`` (images, masks, records,
-manifest), and where one process's CPU time goes.
+"""Where a dataset run's time goes, per sample and stage, at one or several image sizes.
 
-Two runs of COUNT_SMALL and COUNT_LARGE samples (same method, size, workers, into fresh folders)
-give the end-to-end rate of each (start-up and reading the inputs included) and the marginal rate
-``(large - small) / (t_large - t_small)``, which leaves the fixed start-up out. ``--breakdown``
-adds one single-process run that times the generator's stages with the main thread's CPU clock
-(reading the inputs, the synthesizer call, PNG encoding, atomic writes, mask contrast, the
-rest), so the split holds on a busy machine too, where wall times measure the other jobs
-(``--no-rate`` leaves the timed runs out).
+One ``generate`` in this process (one torch thread, as each pool worker runs) per size, its stages
+timed with the main thread's CPU clock, so the split holds on a busy machine too (wall times
+there measure the other jobs): reading the inputs and making the anomaly-source textures (once
+per run and process, spread over its samples), the synthesizer call, PNG encoding, the atomic
+writes of image, mask and record, the mask's area, box and contrast, and the rest of the sample
+(its plan, conversions, SHA-256, record). A row per stage, a column per size, then a fit of each
+stage as ``fixed + per-pixel x pixels`` over the sizes. The rate of whole runs, with workers, is
+``defectforge bench --to-disk``.
 
-    python benchmarks/generate_speed.py /path/to/magnetic_tile -m draem --size 256 --workers 2
-    python benchmarks/generate_speed.py /path/to/magnetic_tile -m draem --size 128 --breakdown
+    python benchmarks/generate_speed.py /path/to/magnetic_tile -m draem --sizes 64,128,256 --count 600
 """
 
 from __future__ import annotations
@@ -23,32 +22,29 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 
-def timed_run(input_folder: str, out: Path, method: str, count: int, size: int, workers: int) -> float:
-    """Wall seconds of one ``generate`` into the fresh folder ``out``."""
-    from defectforge.pipelines.generate import GenerateConfig, generate
-
-    shutil.rmtree(out, ignore_errors=True)
-    start = time.perf_counter()
-    generate(GenerateConfig(input_folder, method, count=count, seed=0, size=size), out, workers=workers,
-             progress=False)
-    return time.perf_counter() - start
+#: The stages a run pays once (per process), whatever its count: left out of the per-sample fit.
+ONCE = ("reading the inputs (once per run)", "textures made and resized (once per process)")
 
 
-def cpu_breakdown(input_folder: str, out: Path, method: str, count: int, size: int) -> tuple[float, Counter]:
-    """Main-thread CPU seconds of a one-process run, in total and per stage."""
+def stage_seconds(input_folder: str, out: Path, method: str, count: int, size: int) -> tuple[float, Counter]:
+    """Main-thread CPU seconds of a one-process run, in total and per stage (exclusive of the stages inside)."""
     import torch
 
     from defectforge.core.base import Synthesizer
     from defectforge.pipelines import generate as gen
     from defectforge.pipelines import sample_writer as writer
+    from defectforge.sources.textures import TextureSource
 
     torch.set_num_threads(1)  # as a pool worker runs
     spent: Counter = Counter()
     patched = []
 
     def clock(owner, name: str, label: str) -> None:
-        original = getattr(owner, name)
+        original = getattr(owner, name, None)
+        if original is None:  # a stage this version of the writer does not have
+            return
 
         def timed(*args, **kwargs):
             start = time.thread_time()
@@ -60,11 +56,12 @@ def cpu_breakdown(input_folder: str, out: Path, method: str, count: int, size: i
         patched.append((owner, name, original))
         setattr(owner, name, timed)
 
-    for owner, name, label in [(gen, "load_normal_images", "reading the inputs (once per run)"),
+    for owner, name, label in [(gen, "load_normal_images", ONCE[0]), (TextureSource, "get_uint8", ONCE[1]),
                                (Synthesizer, "__call__", "synthesizer call"),
                                (writer, "encode_png", "PNG encoding (image + mask)"),
                                (writer, "atomic_write_bytes", "atomic writes (image, mask, record)"),
                                (writer, "mask_fields", "mask area, box and contrast"),
+                               (writer, "mask_contrast", "mask area, box and contrast"),  # before mask_fields
                                (writer.SampleWriter, "run", "all per-sample work")]:
         clock(owner, name, label)
     try:
@@ -73,11 +70,13 @@ def cpu_breakdown(input_folder: str, out: Path, method: str, count: int, size: i
         gen.generate(gen.GenerateConfig(input_folder, method, count=count, seed=0, size=size), out, progress=False)
         total = time.thread_time() - start
     finally:
-        for owner, name, original in patched:
+        for owner, name, original in reversed(patched):
             setattr(owner, name, original)
-    parts = [k for k in spent if k not in ("all per-sample work", "reading the inputs (once per run)")]
+    # textures are made inside the first calls that use them (later calls find them in the cache)
+    spent["synthesizer call"] -= spent[ONCE[1]]
+    inside = [k for k in spent if k not in ("all per-sample work", ONCE[0])]
     spent["rest of the sample (plan, conversions, SHA-256, record)"] = (spent.pop("all per-sample work")
-                                                                       - sum(spent[k] for k in parts))
+                                                                       - sum(spent[k] for k in inside))
     return total, spent
 
 
@@ -85,29 +84,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input", help="folder of normal images or an MVTec-style category")
     parser.add_argument("-m", "--method", default="draem")
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--counts", default="500,2500", help="COUNT_SMALL,COUNT_LARGE")
-    parser.add_argument("--breakdown", action="store_true", help="also split one process's CPU time by stage")
-    parser.add_argument("--breakdown-count", type=int, default=600)
-    parser.add_argument("--no-rate", action="store_true", help="skip the two timed runs (a saturated machine)")
+    parser.add_argument("--sizes", default="256", help="image sizes, comma-separated (e.g. 64,128,256)")
+    parser.add_argument("--count", type=int, default=600, help="samples per run")
     args = parser.parse_args()
-    small, large = (int(v) for v in args.counts.split(","))
+    sizes = [int(s) for s in args.sizes.split(",")]
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    table: dict[str, dict[int, float]] = {}
+    totals = {}
     with tempfile.TemporaryDirectory(prefix="generate-speed-") as tmp:
-        work = Path(tmp)
-        if not args.no_rate:
-            t_small = timed_run(args.input, work / "small", args.method, small, args.size, args.workers)
-            t_large = timed_run(args.input, work / "large", args.method, large, args.size, args.workers)
-            print(f"{args.method} {args.size} px, --workers {args.workers}: {small} samples {t_small:.1f} s "
-                  f"({small / t_small:.0f}/s), {large} samples {t_large:.1f} s ({large / t_large:.0f}/s); "
-                  f"marginal {(large - small) / (t_large - t_small):.0f} samples/s")
-        if args.breakdown:
-            n = args.breakdown_count
-            total, spent = cpu_breakdown(args.input, work / "breakdown", args.method, n, args.size)
-            print(f"one process, {n} samples: {1e3 * total / n:.2f} ms CPU per sample (inputs included)")
-            for label, seconds in spent.most_common():
-                print(f"  {label:<56} {1e3 * seconds / n:6.2f} ms/sample")
+        for size in sizes:
+            total, spent = stage_seconds(args.input, Path(tmp) / str(size), args.method, args.count, size)
+            totals[size] = 1e3 * total / args.count
+            for label, seconds in spent.items():
+                table.setdefault(label, {})[size] = 1e3 * seconds / args.count
+    print(f"{args.method}, one process, {args.count} samples: CPU ms per sample")
+    print(f"{'stage':<56}" + "".join(f"{s:>9} px" for s in sizes))
+    order = sorted(table, key=lambda k: (k in ONCE, -table[k][sizes[-1]]))
+    for label in order:
+        print(f"{label:<56}" + "".join(f"{table[label][s]:12.2f}" for s in sizes))
+    steady = {s: totals[s] - sum(table[k][s] for k in ONCE) for s in sizes}
+    print(f"{'total':<56}" + "".join(f"{totals[s]:12.2f}" for s in sizes))
+    print(f"{'total without the once-per-run stages':<56}" + "".join(f"{steady[s]:12.2f}" for s in sizes))
+    if len(sizes) > 1:
+        pixels = np.array([s * s for s in sizes], float)
+        print("fit: fixed ms per sample + ns per pixel (least squares over the sizes)")
+        for label in order + ["total without the once-per-run stages"]:
+            values = np.array([steady[s] if label.startswith("total") else table[label][s] for s in sizes])
+            slope, fixed = np.polyfit(pixels, values, 1)
+            print(f"  {label:<54} {fixed:6.2f} ms + {slope * 1e6:6.1f} ns/px")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -182,6 +182,21 @@ def test_bench_sizes_print_the_scaling():
     assert bad.exit_code == 2 and "--size" in bad.output
 
 
+def test_bench_to_disk_times_whole_runs(tmp_path):
+    folder = make_inputs(tmp_path / "in")
+    result = runner.invoke(app, ["bench", "--to-disk", "-m", "cutout", "--size", "32", "-n", "8", "--workers", "1",
+                                 "--input", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)[0]
+    assert (row["method"], row["size"], row["count"], row["quarter_count"], row["workers"]) == ("cutout", 32, 8, 2, 1)
+    assert row["samples_per_second"] == 8 / row["seconds"] and row["input"] == str(folder)
+    text = runner.invoke(app, ["bench", "--to-disk", "--size", "32", "-n", "4", "--workers", "1"])
+    assert text.exit_code == 0, text.output
+    assert "draem 32 px, --workers 1: 4 samples in" in text.output and "samples/s end to end" in text.output
+    misuse = runner.invoke(app, ["bench", "-m", "cutout", "--workers", "2"])
+    assert misuse.exit_code == 2 and "--workers apply only with --to-disk" in misuse.output
+
+
 def test_demo(tmp_path):
     result = runner.invoke(app, ["demo", str(tmp_path / "demo"), "--count", "3"])
     assert result.exit_code == 0, result.output

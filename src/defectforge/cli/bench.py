@@ -163,8 +163,19 @@ def bench_command(
                                                        "a training step of their detector (dsr: on the bottom-encoder latents of a random VQ-VAE, "
                                                        "(batch, channels, 32, 32) = 128 px images)."),
     channels: int = typer.Option(128, "--channels", min=1, help="Feature channels for --level feature."),
+    to_disk: bool = typer.Option(False, "--to-disk", is_flag=True, help="Time whole dataset runs instead: "
+                                 "`generate` into a temporary folder (inputs read, workers started, PNGs "
+                                 "encoded, hashed and written), samples/s end to end and after start-up "
+                                 "[methods default: draem]."),
+    input: Optional[str] = typer.Option(None, "--input", help="--to-disk: the folder of normal images [default: "
+                                        "64 procedural surfaces of 320 px]."),
+    count: Optional[int] = typer.Option(None, "--count", "-n", min=4, help="--to-disk: samples per timed run (a "
+                                        "run of a quarter of them tells the start-up apart) [default: 800]."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, max=256, help="--to-disk: generate's "
+                                          "--workers [default: 2, one per core of the 2-core machine the speed "
+                                          "targets were set on]."),
 ):
-    """Measure images per second for each method on preloaded inputs."""
+    """Measure images per second for each method on preloaded inputs (--to-disk: of whole dataset runs)."""
     import cv2
     import torch
 
@@ -176,6 +187,13 @@ def bench_command(
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     names = [m.strip() for item in (methods or []) for m in item.split(",") if m.strip()]
+    if to_disk:
+        _bench_to_disk(names or ["draem"], sizes, 800 if count is None else count, 2 if workers is None else workers,
+                       input, as_json)
+        return
+    given = [name for name, value in (("--input", input), ("--count", count), ("--workers", workers)) if value is not None]
+    if given:
+        fail(f"{', '.join(given)} apply only with --to-disk; add it or drop them")
     if level != "image":
         _bench_features(level, names, batch, channels, device, min_time, as_json, threads)
         return
@@ -243,6 +261,41 @@ def bench_command(
     for row in rows:
         row.update({"threads": threads, "batch": batch, "device": device,
                     "load_before": load_before, "load_after": load_after})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+
+
+def _bench_to_disk(names: list[str], sizes: list[int], count: int, workers: int, input: str | None,
+                   as_json: bool) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from .bench_disk import demo_inputs, to_disk_line, to_disk_row
+
+    load_before = _load()
+    if not as_json and load_before is not None:
+        typer.echo(f"load average before: {load_before:.2f} (on {_cpus()} CPUs)")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="defectforge-inputs-") as tmp:
+        folder = input if input is not None else demo_inputs(Path(tmp))
+        for side in sizes:
+            for name in names:
+                try:
+                    row = to_disk_row(folder, name, count, side, workers)
+                except (RuntimeError, OSError) as exc:
+                    fail(str(exc))
+                rows.append(row)
+                if not as_json:
+                    typer.echo(to_disk_line(row))
+    load_after = _load()
+    if not as_json and len(sizes) > 1:
+        typer.echo("(one worker's ms per sample after start-up)")
+        for line in scaling_table(rows, sizes):
+            typer.echo(line)
+    if not as_json and load_after is not None:
+        typer.echo(f"load average after: {load_after:.2f}")
+    for row in rows:
+        row.update(load_before=load_before, load_after=load_after, input=str(input or "procedural surfaces"))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
 
