@@ -395,11 +395,10 @@ def binary_mask(grey: np.ndarray, path: str | os.PathLike, threshold: int | None
 
 
 #: Named PNG encodings of a dataset run (``generate --png-compression``). Every one decodes to the
-#: same pixels; they trade encoding time against file size. Measured with OpenCV 5.1 on draem
-#: samples from grey magnetic-tile images at 256 px (one thread, CPU ms per file and mean size;
-#: docs/speed.md): images ``fast`` 0.69 ms / 33.4 KiB, ``level1`` 1.33 ms / 38.3 KiB; masks
-#: ``fast`` 0.10 ms / 1.1 KiB, ``level1`` 0.33 ms / 1.9 KiB; on RGB photos ``fast`` is 30% faster
-#: and up to 13% larger.
+#: same pixels; they trade encoding time against file size. CPU ms per 256 px file and mean size,
+#: OpenCV 5.1, one thread (``benchmarks/png_encodings.py``; docs/speed.md): grey draem samples
+#: ``fast`` 0.67 ms / 33.8 KiB, ``level1`` 1.27 / 38.6, ``level9`` 4.8 / 37.0; their masks 0.10 /
+#: 1.0, 0.35 / 1.9, 2.5 / 1.0; RGB photos 2.5 / 92.7, 3.6 / 90.8, 52 / 82.5.
 #:
 #: ``fast``
 #:     zlib's run-length strategy, which the zlib manual (``deflateInit2``) describes as "designed
@@ -410,7 +409,7 @@ def binary_mask(grey: np.ndarray, path: str | os.PathLike, threshold: int | None
 #:     zlib level 1 with its default strategy, every row filter tried: the encoding of
 #:     defectforge's runs before ``fast`` (a run recorded without ``png_compression`` used it).
 #: ``level9``
-#:     zlib level 9, every row filter tried: the smallest files, several times slower.
+#:     zlib level 9, every row filter tried: the smallest files, 4 to 50 times slower than level1.
 PNG_COMPRESSIONS = ("fast", "level1", "level9")
 
 
