@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from defectforge.detectors import BenchmarkConfig, load_backbone, load_mvtec_category, run_benchmark
-from defectforge.detectors.feature_level import FEATURE_DETECTORS, make_feature_detector
+from defectforge.detectors.registry import create_detector, list_detectors
 
 from test_detectors import make_category
 
@@ -22,27 +22,27 @@ def data(category):
     return load_mvtec_category(category, size=32)
 
 
-@pytest.mark.parametrize("name", sorted(FEATURE_DETECTORS))
+@pytest.mark.parametrize("name", list_detectors(kind="feature"))
 def test_feature_detector_trains_scores_and_is_seeded(name, data):
     backbone = load_backbone("tiny")
     features = backbone.extract(data.train)
     kwargs = {"las_pool": 4} if name == "glass" else {}
     maps = []
     for _ in range(2):
-        det = make_feature_detector(name, backbone, **kwargs)
+        det = create_detector(name, backbone, options=kwargs)
         record = det.fit(data.train, steps=3, batch_size=2, seed=5, features=features)
         assert len(record.losses) == 3 and all(torch.isfinite(torch.tensor(record.losses)))
         assert record.synthesis_seconds > 0 and record.seconds >= record.synthesis_seconds
         maps.append(det.score_maps(data.test[:3]))
     assert maps[0].shape == (3, 32, 32) and torch.isfinite(maps[0]).all()
     assert torch.equal(maps[0], maps[1]), "same seed, same detector"
-    other = make_feature_detector(name, backbone, **kwargs)
+    other = create_detector(name, backbone, options=kwargs)
     other.fit(data.train, steps=3, batch_size=2, seed=6, features=features)
     assert not torch.equal(other.score_maps(data.test[:3]), maps[0])
 
 
 def test_feature_detector_refuses_image_methods(data):
-    det = make_feature_detector("simplenet", load_backbone("tiny"))
+    det = create_detector("simplenet", load_backbone("tiny"))
     with pytest.raises(ValueError, match="feature-level"):
         det.fit(data.train, "draem", steps=1, batch_size=2)
 
@@ -52,7 +52,7 @@ def test_simplenet_learns_to_separate_noised_features(data):
     import defectforge
 
     backbone = load_backbone("tiny")
-    det = make_feature_detector("simplenet", backbone, width=32)
+    det = create_detector("simplenet", backbone, width=32)
     record = det.fit(data.train, defectforge.create("simplenet", noise_std=1.0), steps=40, batch_size=4, seed=0,
                      features=backbone.extract(data.train))
     assert sum(record.losses[-5:]) / 5 < 0.75 * sum(record.losses[:5]) / 5  # 1.08 -> 0.64 measured
