@@ -49,8 +49,9 @@ AdamW, as their ``load``. Every detector can keep its best checkpoint on a valid
 (``fit(validation=..., select_every=N)``, :func:`validation_criterion`): the official SimpleNet,
 GLASS and PBAS keep the epoch with the best image + pixel AUROC *on the test set* (UniAD: the best
 test pixel AUROC), and their published numbers include that selection; the benchmark's rows
-here are the last step's weights, so a paper number beside one of them is the more optimistic
-of the two protocols. The class docstrings say what matches the official code and what differs
+here are the last step's weights (unless ``defectforge benchmark --select-every N``, which
+selects on held-out training normals, :mod:`.benchmark.selection`), so a paper number beside one
+of them is the more optimistic of the two protocols. The class docstrings say what matches the official code and what differs
 (docs/features.md has the table with the official files).
 
 Deliberate differences, for a shared 2-core CPU and the benchmark's backbones: learning rates
