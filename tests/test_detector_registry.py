@@ -5,28 +5,18 @@ import pytest
 import torch
 
 import defectforge
-from defectforge.detectors import Detector, load_backbone, load_mvtec_category
+from defectforge.detectors import Detector
 from defectforge.detectors.base import KINDS, DetectorBase
 from defectforge.detectors.registry import (RESERVED_ARGUMENTS, check_options, create_detector, detector_info,
                                             list_detectors, register_detector)
 from defectforge.generative.vqvae import VQVAE_WIDTHS, TwoLevelVQVAE
 
-from test_detectors import make_category
+from test_feature_fidelity import backbone, data  # noqa: F401 - the tiny category at 32 px and the tiny backbone
 
 #: Options that keep a detector cheap at 32 px (glass: a small LAS pool; dsr: its smallest resolution).
 FAST = {"glass": {"las_pool": 4}, "dsr": {"resolution": 64}}
 #: An image-level method that needs no donors, bank or model (the image-level detectors' source here).
 IMAGE_METHOD = "cutpaste"
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return load_mvtec_category(make_category(tmp_path_factory.mktemp("cat") / "cat"), size=32)
-
-
-@pytest.fixture(scope="module")
-def backbone():
-    return load_backbone("tiny")
 
 
 @pytest.fixture(scope="module")
