@@ -148,7 +148,8 @@ def generate_command(
     min_contrast: Optional[float] = typer.Option(None, "--min-contrast", help="Redraw anomalies whose mean absolute "
                                                  "change inside the mask is below this (0-0.5, e.g. 0.008 = 2/255; "
                                                  "off by default, as in the papers)."),
-    defects: Optional[Path] = typer.Option(None, "--defects", help="Real defects for copy_paste / defect_transplant: "
+    defects: Optional[Path] = typer.Option(None, "--defects", help="Real defects for the methods that place them "
+                                           "(copy_paste, defect_transplant, real_only, and --mix rows with one): "
                                            "an MVTec-AD category, a labelme folder, a COCO JSON (or its folder), a "
                                            "YOLO-seg folder (data.yaml) or a mask folder (<name>.png + <name>_mask.png "
                                            "or _gt; folder name = type); the format is detected."),
@@ -260,8 +261,8 @@ def preview_command(
                                          "compact (one outlined row per method, the same as --compact) or "
                                          "side-by-side (each synthetic image beside its outlined copy) "
                                          "[default: full]."),
-    defects: Optional[Path] = typer.Option(None, "--defects", help="Real defects for copy_paste / defect_transplant "
-                                           "(as generate --defects): an MVTec-AD category, a labelme, COCO, "
+    defects: Optional[Path] = typer.Option(None, "--defects", help="Real defects for copy_paste, "
+                                           "defect_transplant or real_only (as generate --defects): an MVTec-AD category, a labelme, COCO, "
                                            "YOLO-seg or mask folder; the format is detected."),
     defects_format: Optional[str] = typer.Option(None, "--defects-format", help="Name the --defects format: "
                                                  "labelme, coco, yolo-seg, masks or mvtec [default: detected]."),
@@ -315,7 +316,8 @@ def preview_command(
 
             real = [n for n in names if needs_bank(n)]
             if not real:
-                fail(f"--defects is for methods that place real defects (copy_paste, defect_transplant); "
+                fail(f"--defects is for methods that place real defects "
+                     f"({', '.join(n for n in defectforge.list_methods() if needs_bank(n))}); "
                      f"{', '.join(names)} do(es) not take it")
             bank = DefectBank.from_folder(defects, few_shot=few_shot, defect_types=defect_types,
                                           format=defects_format)
