@@ -20,7 +20,7 @@ _FOREGROUND_HELP = ("Region defects are placed in: none (whole image), otsu, thr
 
 def methods_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
                     markdown: bool = typer.Option(False, "--markdown", help="Print a markdown table (family, level, "
-                                                  "source, licence), as in the README."),
+                                                  "source, licence), as in docs/methods.md."),
                     family: Optional[str] = typer.Option(None, help="Only this survey family."),
                     level: Optional[str] = typer.Option(None, help="Only this level (image, feature, latent)."),
                     params: Optional[str] = typer.Option(None, "--params", metavar="METHOD",

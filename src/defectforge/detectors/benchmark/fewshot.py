@@ -1,8 +1,8 @@
 """The few-shot protocol of the generative papers in the benchmark (``defectforge benchmark --few-shot``).
 
 AnomalyDiffusion, DualAnoDiff and DFMGAN give one third of each defect type's real anomalies
-(image + mask) to the generator and test on the other two thirds
-(``/work/shared/reference/methods.md``, "Few-shot protocol"). Here the split is the
+(image + mask) to the generator and test on the other two thirds (AnomalyDiffusion, Hu et al.,
+AAAI 2024; DFMGAN, Duan et al., AAAI 2023). Here the split is the
 :class:`~defectforge.sources.defects.DefectBank`'s (per type, by source image, seeded, written to
 ``OUT/fewshot_split.json`` and reused). Every detector trains on the normal training images plus:
 
