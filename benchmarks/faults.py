@@ -6,8 +6,8 @@ code, the first line the user sees and whether anything was lost: a protected fi
 inputs, the user's own files, an earlier run's samples) changed or deleted. Prints the markdown
 table of ``docs/reliability.md``.
 
-    python benchmarks/faults.py > /tmp/faults.md
-    PYTHONPATH=tests python benchmarks/faults.py --issue19   # issue 19's rows only (86 on)
+    python benchmarks/faults.py > faults.md
+    PYTHONPATH=tests python benchmarks/faults.py --edits > faults_edits.md   # rows 86 on: edits, writers, --config
 """
 
 from __future__ import annotations
@@ -383,8 +383,8 @@ def print_rows(first: int) -> None:
         print(f"| {k} | {kind} | {fault} | `{command}` | {code} | {cell} | {lost_} |")
 
 
-def issue19() -> None:
-    """Issue 19: a user's edits, a second writer, a killed writer, options beside --config."""
+def edits_and_writers() -> None:
+    """Rows 86 on: a user's edits, a second writer, a killed writer, options beside --config."""
     import json
 
     import yaml
@@ -498,10 +498,10 @@ def issue19() -> None:
     print_rows(FIRST_ROW)
 
 
-#: issue 19's rows continue the table of issue 9 (85 rows)
+#: the rows of edits_and_writers continue the table of main (85 rows)
 FIRST_ROW = 86
 
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         TMP = Path(tmp).resolve()
-        issue19() if "--issue19" in sys.argv else main()
+        edits_and_writers() if "--edits" in sys.argv else main()

@@ -179,6 +179,8 @@ FAULTS = [  # (command and arguments with {good}, {defects}, {root}, {config}, {
     "train vqvae {good} {root}/r2 --on defects",
     "train gan {good} {root}/r3 --on normal",
     "benchmark {good} --set a=1",
+    "benchmark {good} --detector-option nope=1",
+    "benchmark {good} --detector glass --detector-option mode=sideways",
     "evaluate {root}/nothing --real {good}",
     "evaluate-detection {good} --ground-truth {good}",
     "bench -m copy_paste --min-time 0.1",

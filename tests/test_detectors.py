@@ -236,12 +236,12 @@ def test_backbone_architectures_classify_imagenet_images(name):
 
 
 def test_residual_seg_sees_features_and_their_residuals_to_patchcores_bank(category):
-    from defectforge.detectors.benchmark import make_detector
+    from defectforge.detectors.registry import create_detector
     from defectforge.detectors.residual_seg import ResidualSegDetector
 
     data = load_mvtec_category(category, size=32)
     backbone = load_backbone("tiny")
-    det = make_detector("residual_seg", backbone, width=8)
+    det = create_detector("residual_seg", backbone, width=8)
     assert isinstance(det, ResidualSegDetector)
     record = det.fit(data.train, "cutpaste", steps=3, batch_size=4, seed=1)
     assert len(record.losses) == 3
@@ -269,7 +269,7 @@ def test_residual_seg_sees_features_and_their_residuals_to_patchcores_bank(categ
     batch[1, :, 1:3, 0:2] += 3 * det.std[0, :, :1, :1]  # an "anomaly" on image 2's features
     torch.testing.assert_close(det._train_input(batch, sources), det._head_input(batch), rtol=0, atol=2e-2)
     # seeded
-    again = make_detector("residual_seg", backbone, width=8)
+    again = create_detector("residual_seg", backbone, width=8)
     again.fit(data.train, "cutpaste", steps=3, batch_size=4, seed=1)
     torch.testing.assert_close(again.score_maps(data.test, size=32), maps)
 
@@ -306,14 +306,15 @@ def test_patchcore_refit_scores_with_the_new_memory(category):
 def test_detector_options_reach_feature_level_detectors():
     """``--detector-option`` passes constructor arguments to feature-level detectors too (the pbas
     bank ablation, glass's hypersphere mode); a wrong one is a clear error, not a silent default."""
-    from defectforge.detectors.benchmark import make_detector
+    from defectforge.detectors.registry import create_detector
 
     backbone = load_backbone("tiny")
-    assert make_detector("pbas", backbone, options={"bank": "moving"}).bank_kind == "moving"
-    assert make_detector("pbas", backbone).bank_kind == "fixed"
+    assert create_detector("pbas", backbone, options={"bank": "moving"}).bank_kind == "moving"
+    assert create_detector("pbas", backbone).bank_kind == "fixed"
     with pytest.raises(ValueError, match="bank"):
-        make_detector("pbas", backbone, options={"bank": "sideways"})
-    with pytest.raises(TypeError):
-        make_detector("uniad", backbone, options={"no_such_option": 1})
-    with pytest.raises(ValueError, match="applies to"):
-        make_detector("draem_seg", backbone, options={"width": 4})
+        create_detector("pbas", backbone, options={"bank": "sideways"})
+    with pytest.raises(ValueError, match=r"no option 'no_such_option'.*jitter_scale=20\.0"):
+        create_detector("uniad", backbone, options={"no_such_option": 1})
+    with pytest.raises(ValueError, match="given twice"):
+        create_detector("draem_seg", options={"width": 4}, width=8)
+    assert create_detector("draem_seg", options={"width": 4}).width == 4

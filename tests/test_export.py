@@ -21,7 +21,7 @@ from defectforge.pipelines.generate import generate
 #: Polygons are outer contours with holes bridged in: rasterised back they lose only one-pixel gaps
 #: between strands of a component (measured per method in docs/reliability.md).
 YOLO_MIN_IOU = 0.9
-#: The README's bounds for every method's masks: mean IoU per method, and the lowest any mask gets
+#: The documented bounds (docs/integrations.md, yolo-seg) for every method's masks: mean IoU per method, and the lowest any mask gets
 #: (measured minimum over 64 masks per method at 128 px: 0.709, glass_las).
 YOLO_MEAN_IOU, YOLO_FLOOR_IOU = 0.98, 0.70
 

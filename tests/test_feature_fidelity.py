@@ -7,8 +7,8 @@ from torch import nn
 
 import defectforge
 from defectforge.detectors import load_backbone, load_mvtec_category
-from defectforge.detectors.feature_level import (_bce, _rows, make_feature_detector, synthetic_validation_set,
-                                                 validation_criterion)
+from defectforge.detectors.feature_level import _bce, _rows, synthetic_validation_set, validation_criterion
+from defectforge.detectors.registry import create_detector
 from defectforge.features import build_centre_bank
 
 from test_detectors import make_category
@@ -29,8 +29,8 @@ def features(backbone, data):
     return backbone.extract(data.train)
 
 
-def _fitted(name, backbone, data, features, steps=0, **kwargs):
-    det = make_feature_detector(name, backbone, **kwargs)
+def _fitted(name, backbone, data, features, steps=0, width=0, **options):
+    det = create_detector(name, backbone, width, options=options)
     det.fit(data.train, steps=steps, batch_size=4, seed=0, features=features)
     return det
 
@@ -156,11 +156,11 @@ def test_uniad_clips_the_gradient_norm(clip, backbone, data, features):
 def test_best_checkpoint_on_validation(backbone, data, features):
     """select_every keeps the weights of the best validation score, here those after step 2 of 3."""
     scores = iter([0.2, 0.9, 0.5])
-    det = make_feature_detector("simplenet", backbone, width=8)
+    det = create_detector("simplenet", backbone, width=8)
     record = det.fit(data.train, steps=3, batch_size=2, seed=1, features=features,
                      validation=lambda d: next(scores), select_every=1)
     assert record.selected_step == 2 and [c["validation"] for c in record.checkpoints] == [0.2, 0.9, 0.5]
-    two = make_feature_detector("simplenet", backbone, width=8)
+    two = create_detector("simplenet", backbone, width=8)
     two.fit(data.train, steps=2, batch_size=2, seed=1, features=features)
     assert torch.equal(det.score_maps(data.test[:2]), two.score_maps(data.test[:2]))
 
@@ -168,7 +168,7 @@ def test_best_checkpoint_on_validation(backbone, data, features):
 def test_validation_set_from_training_images(backbone, data):
     images, masks, labels = synthetic_validation_set(data.train[:4], "draem", seed=0)
     assert images.shape[0] == 4 and labels[:2].sum() == 0 and labels[2:].sum() > 0 and masks[:2].sum() == 0
-    det = make_feature_detector("pbas", backbone, width=8)
+    det = create_detector("pbas", backbone, width=8)
     record = det.fit(data.train[4:], steps=2, batch_size=2, seed=0, validation=validation_criterion(images, masks, labels),
                      select_every=1)
     assert record.selected_step in (1, 2) and all(0 <= c["validation"] <= 2 for c in record.checkpoints)
@@ -185,7 +185,7 @@ def test_uniad_matched_jitter_has_the_papers_relative_size(backbone, data, featu
     synth = defectforge.create("uniad_jitter", **det.synthesizer_options("uniad_jitter"))
     ratio = float(((synth(f, seed=0).features - f).norm(dim=1) / f.norm(dim=1)).mean())
     assert ratio == pytest.approx(20 / 272 ** 0.5, rel=0.05)
-    default = make_feature_detector("uniad", backbone)
+    default = create_detector("uniad", backbone)
     assert default.synthesizer_options("uniad_jitter") == {"scale": 20.0}
 
 

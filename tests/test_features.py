@@ -206,13 +206,13 @@ def test_image_and_feature_methods_share_one_seeded_parent():
 
 def test_each_feature_method_declares_the_detector_that_trains_on_it():
     # before: cli/bench_feature.py kept this map by hand
-    from defectforge.detectors.benchmark.runner import DETECTORS
-    from defectforge.detectors.feature_level import FEATURE_DETECTORS
+    from defectforge.detectors.registry import detector_info, list_detectors
 
     for name in defectforge.list_methods(level="feature") + defectforge.list_methods(level="latent"):
-        assert defectforge.method_info(name).capabilities["detector"] in DETECTORS, name
-    for detector, cls in FEATURE_DETECTORS.items():
-        assert defectforge.method_info(cls.method).capabilities["detector"] == detector
+        detector = defectforge.method_info(name).capabilities["detector"]
+        assert detector in list_detectors(kind=defectforge.method_info(name).level), name
+    for detector in list_detectors(kind="feature") + list_detectors(kind="latent"):
+        assert defectforge.method_info(detector_info(detector).method).capabilities["detector"] == detector
     assert defectforge.method_info("dsr").capabilities["detector"] == "dsr"
 
 

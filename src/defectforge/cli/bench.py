@@ -169,7 +169,7 @@ def bench_command(
                                  "[methods default: draem]."),
     input: Optional[str] = typer.Option(None, "--input", help="--to-disk: the folder of normal images [default: "
                                         "64 procedural surfaces of 320 px]."),
-    count: Optional[int] = typer.Option(None, "--count", "-n", min=4, help="--to-disk: samples per timed run (a "
+    count: Optional[int] = typer.Option(None, "--count", "-n", min=2, help="--to-disk: samples per timed run (a "
                                         "run of a quarter of them tells the start-up apart) [default: 800]."),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, max=256, help="--to-disk: generate's "
                                           "--workers [default: 2, one per core of the 2-core machine the speed "

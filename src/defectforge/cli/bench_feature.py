@@ -21,7 +21,7 @@ def bench_feature_method(name: str, batch: int = 32, channels: int = 128, grid: 
     import defectforge
 
     from ..detectors.backbones import load_backbone
-    from ..detectors.feature_level import make_feature_detector
+    from ..detectors.registry import create_detector
     from .common import time_callable
 
     info = defectforge.method_info(name)
@@ -46,8 +46,8 @@ def bench_feature_method(name: str, batch: int = 32, channels: int = 128, grid: 
            "seconds_per_batch": seconds, "maps_per_second": batch / seconds, "iterations": iterations,
            "detector": det_name}
     if det_name is not None and train_steps > 0:
-        kwargs = {"las_pool": 0} if det_name == "glass" else {}
-        det = make_feature_detector(det_name, load_backbone("tiny").to(device), device=device, **kwargs)
+        options = {"las_pool": 0} if det_name == "glass" else {}
+        det = create_detector(det_name, load_backbone("tiny").to(device), device=device, options=options)
         pool = torch.randn(batch * 2, channels, grid, grid, generator=gen)
         det.fit(None, name, steps=1, batch_size=batch, seed=0, features=pool)  # warm-up
         start = time.perf_counter()
@@ -64,7 +64,7 @@ def _bench_dsr(name: str, batch: int, channels: int, grid: int, device: str, min
 
     import defectforge
 
-    from ..detectors.dsr import DSRDetector
+    from ..detectors.registry import create_detector
     from ..generative.vqvae import VQVAE_WIDTHS, TwoLevelVQVAE
     from .common import time_callable
 
@@ -78,9 +78,9 @@ def _bench_dsr(name: str, batch: int, channels: int, grid: int, device: str, min
     seconds, iterations = time_callable(lambda k: synth(x, seed=k, vqvae=vq), min_time, 1000)
     row = {"method": name, "level": "latent", "batch": batch, "shape": [batch, channels, grid, grid],
            "seconds_per_batch": seconds, "maps_per_second": batch / seconds, "iterations": iterations,
-           "detector": "dsr", "vqvae": settings}
+           "detector": defectforge.method_info(name).capabilities["detector"], "vqvae": settings}
     if train_steps > 0:
-        det = DSRDetector(vq, resolution=4 * grid, device=device)
+        det = create_detector(row["detector"], device=device, vqvae=vq, options={"resolution": 4 * grid})
         images = (torch.rand(batch * 2, 3, 4 * grid, 4 * grid, generator=gen) * 255).to(torch.uint8)
         det.fit(images, name, steps=1, batch_size=batch, seed=0)  # warm-up
         start = time.perf_counter()

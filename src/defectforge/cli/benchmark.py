@@ -74,10 +74,18 @@ def benchmark_command(
                                                     help="Backbone weight file (state dict or TorchScript); default: the installed weight package."),
     width: int = typer.Option(0, "--width", min=0, help="Detector width (0: default; seghead 64, draem_seg 16)."),
     detector_option: Optional[list[str]] = typer.Option(None, "--detector-option", help="KEY=VALUE, a constructor "
-                                                        "argument of seghead, residual_seg, fusion or a feature-level "
-                                                        "detector (repeatable), e.g. head_scale=probability, "
-                                                        "bank=moving (pbas), mode=hypersphere (glass); part of the "
-                                                        "run folder's name."),
+                                                        "option of the detector (repeatable; a wrong key lists the "
+                                                        "valid ones), e.g. head_scale=probability (fusion), "
+                                                        "bank=moving (pbas), mode=hypersphere (glass), "
+                                                        "jitter_scale=matched (uniad: UniAD's jitter relative to the "
+                                                        "feature norm on this backbone's channels); part of the run "
+                                                        "folder's name."),
+    select_every: int = typer.Option(0, "--select-every", min=0, help="Feature-level detectors: score the detector "
+                                     "every N steps on a validation set made without test images (1/6 of the "
+                                     "training normals held out, half of them given draem anomalies) and keep the "
+                                     "best weights (the official SimpleNet, GLASS and PBAS select on the test set); "
+                                     "no row trains on the held-out normals (recorded in each run's JSON); part of "
+                                     "the run folder's name. 0: the last step's weights."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also run the synthesis-free patchcore baseline."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0,
                                          help="Also measure image AUROC every N steps (convergence check)."),
@@ -125,15 +133,18 @@ def benchmark_command(
                           backbone_weights=str(backbone_weights) if backbone_weights else None,
                           size=size, steps=steps, batch_size=batch_size, width=width,
                           checkpoint_every=checkpoint_every, device=device, vqvae_steps=vqvae_steps,
-                          detector_options=parse_overrides(detector_option))
+                          detector_options=parse_overrides(detector_option, "--detector-option"),
+                          select_every=select_every)
     if cfg.detector_options:
-        from ..detectors.benchmark.runner import make_detector
         from ..detectors.backbones import load_backbone
+        from ..detectors.registry import create_detector
 
-        try:  # a wrong option is an error before any data is read
-            make_detector(detector, load_backbone("tiny"), width, "cpu", None, cfg.detector_options)
+        try:  # a wrong option (key or value) is an error before any data is read
+            create_detector(detector, load_backbone("tiny"), width, "cpu", None, cfg.detector_options)
         except (ValueError, TypeError) as exc:
             fail(f"--detector-option: {exc}")
+    if select_every and few_shot is not None:
+        fail("--select-every is for the plain protocol; with --few-shot, --validate holds out its validation set")
     if few_shot is None:
         for flag, given in (("--set METHOD.KEY=VALUE", set_), ("--realism", realism), ("--split-group", split_group),
                             ("--validate", validate)):

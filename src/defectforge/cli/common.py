@@ -94,19 +94,19 @@ def run_errors(exc: BaseException, output=None, resumable: bool = True) -> str:
     return str(exc)
 
 
-def parse_overrides(items: list[str] | None) -> dict:
-    """``["key=value", ...]`` to a dict; values are YAML (numbers, lists, booleans, strings)."""
+def parse_overrides(items: list[str] | None, flag: str = "--set") -> dict:
+    """``["key=value", ...]`` given as ``flag`` to a dict; values are YAML (numbers, lists, booleans, strings)."""
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise typer.BadParameter(f"--set expects key=value, got {item!r}")
+            raise typer.BadParameter(f"{flag} expects key=value, got {item!r}")
         key, value = item.split("=", 1)
         try:
             out[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as exc:
             # YAML's own message spans several lines with a caret; the user gets one line
             problem = getattr(exc, "problem", None) or type(exc).__name__
-            raise typer.BadParameter(f"--set {item!r}: the value is not valid YAML ({problem}); quote strings, "
+            raise typer.BadParameter(f"{flag} {item!r}: the value is not valid YAML ({problem}); quote strings, "
                                      "close lists like [1, 2]") from None
     return out
 

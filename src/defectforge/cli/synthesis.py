@@ -20,7 +20,7 @@ _FOREGROUND_HELP = ("Region defects are placed in: none (whole image), otsu, thr
 
 def methods_command(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
                     markdown: bool = typer.Option(False, "--markdown", help="Print a markdown table (family, level, "
-                                                  "source, licence), as in the README."),
+                                                  "source, licence), as in docs/methods.md."),
                     family: Optional[str] = typer.Option(None, help="Only this survey family."),
                     level: Optional[str] = typer.Option(None, help="Only this level (image, feature, latent)."),
                     params: Optional[str] = typer.Option(None, "--params", metavar="METHOD",
@@ -152,7 +152,8 @@ def generate_command(
     min_contrast: Optional[float] = typer.Option(None, "--min-contrast", help="Redraw anomalies whose mean absolute "
                                                  "change inside the mask is below this (0-0.5, e.g. 0.008 = 2/255; "
                                                  "off by default, as in the papers)."),
-    defects: Optional[Path] = typer.Option(None, "--defects", help="Real defects for copy_paste / defect_transplant: "
+    defects: Optional[Path] = typer.Option(None, "--defects", help="Real defects for the methods that place them "
+                                           "(copy_paste, defect_transplant, real_only, and --mix rows with one): "
                                            "an MVTec-AD category, a labelme folder, a COCO JSON (or its folder), a "
                                            "YOLO-seg folder (data.yaml) or a mask folder (<name>.png + <name>_mask.png "
                                            "or _gt; folder name = type); the format is detected."),
@@ -264,8 +265,8 @@ def preview_command(
                                          "compact (one outlined row per method, the same as --compact) or "
                                          "side-by-side (each synthetic image beside its outlined copy) "
                                          "[default: full]."),
-    defects: Optional[Path] = typer.Option(None, "--defects", help="Real defects for copy_paste / defect_transplant "
-                                           "(as generate --defects): an MVTec-AD category, a labelme, COCO, "
+    defects: Optional[Path] = typer.Option(None, "--defects", help="Real defects for copy_paste, "
+                                           "defect_transplant or real_only (as generate --defects): an MVTec-AD category, a labelme, COCO, "
                                            "YOLO-seg or mask folder; the format is detected."),
     defects_format: Optional[str] = typer.Option(None, "--defects-format", help="Name the --defects format: "
                                                  "labelme, coco, yolo-seg, masks or mvtec [default: detected]."),
@@ -323,7 +324,8 @@ def preview_command(
 
             real = [n for n in names if needs_bank(n)]
             if not real:
-                fail(f"--defects is for methods that place real defects (copy_paste, defect_transplant); "
+                fail(f"--defects is for methods that place real defects "
+                     f"({', '.join(n for n in defectforge.list_methods() if needs_bank(n))}); "
                      f"{', '.join(names)} do(es) not take it")
             bank = DefectBank.from_folder(defects, few_shot=few_shot, defect_types=defect_types,
                                           format=defects_format)

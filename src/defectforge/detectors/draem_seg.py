@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import DetectorBase
 from .training import TrainingBatches, TrainingRecord, focal_l1_loss
 from .unet import SegmentationUNet
 
@@ -47,7 +48,7 @@ def _normalise(images: torch.Tensor) -> torch.Tensor:
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
-class DraemSegDetector:
+class DraemSegDetector(DetectorBase):
     """DRAEM's discriminative sub-network alone, trained on normal + synthetic images.
 
     Examples
@@ -61,7 +62,8 @@ class DraemSegDetector:
     """
 
     name = "draem_seg"
-    uses_features = False
+    kind = "image"
+    uses_backbone_features = False
 
     def __init__(self, width: int = 16, lr: float = 1e-3, device: str | torch.device = "cpu"):
         if width < 1:

@@ -49,6 +49,7 @@ from torch import nn
 
 from ..core.seeding import torch_generator
 from ..generative.vqvae import ResidualStack, TwoLevelVQVAE
+from .base import DetectorBase
 from .draem_seg import windowed_max_scores
 from .training import TrainingRecord
 from .unet import SegmentationUNet, conv_block, up_block
@@ -125,7 +126,7 @@ def _straight_through(vq, x: torch.Tensor) -> torch.Tensor:
     return x + (q - x).detach()
 
 
-class DSRDetector:
+class DSRDetector(DetectorBase):
     """DSR's sub-networks on a frozen two-level VQ-VAE, trained with ``dsr`` latent anomalies.
 
     Parameters
@@ -152,9 +153,9 @@ class DSRDetector:
     """
 
     name = "dsr"
+    kind = "latent"
     method = "dsr"
-    level = "latent"
-    uses_features = False
+    uses_backbone_features = False
 
     def __init__(self, vqvae: TwoLevelVQVAE | None = None, resolution: int = 128, width: int = 8, lr: float = 1e-3,
                  device: str | torch.device = "cpu"):

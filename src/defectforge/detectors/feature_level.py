@@ -49,8 +49,9 @@ AdamW, as their ``load``. Every detector can keep its best checkpoint on a valid
 (``fit(validation=..., select_every=N)``, :func:`validation_criterion`): the official SimpleNet,
 GLASS and PBAS keep the epoch with the best image + pixel AUROC *on the test set* (UniAD: the best
 test pixel AUROC), and their published numbers include that selection; the benchmark's rows
-here are the last step's weights, so a paper number beside one of them is the more optimistic
-of the two protocols. The class docstrings say what matches the official code and what differs
+here are the last step's weights (unless ``defectforge benchmark --select-every N``, which
+selects on held-out training normals, :mod:`.benchmark.selection`), so a paper number beside one
+of them is the more optimistic of the two protocols. The class docstrings say what matches the official code and what differs
 (docs/features.md has the table with the official files).
 
 Deliberate differences, for a shared 2-core CPU and the benchmark's backbones: learning rates
@@ -81,10 +82,11 @@ from torch import nn
 from ..core.seeding import torch_generator
 from ..features import CentreBank, build_centre_bank, nearest_centres
 from .backbones import Backbone
+from .base import DetectorBase
 from .training import TrainingRecord, maps_from_cells, scoring_features
 
-__all__ = ["FEATURE_DETECTORS", "FeatureDetector", "SimpleNetDetector", "SuperSimpleNetDetector", "GlassDetector",
-           "PBASDetector", "UniADDetector", "make_feature_detector", "validation_criterion", "synthetic_validation_set"]
+__all__ = ["FeatureDetector", "SimpleNetDetector", "SuperSimpleNetDetector", "GlassDetector", "PBASDetector",
+           "UniADDetector", "validation_criterion", "synthetic_validation_set"]
 
 
 def _init_xavier(module: nn.Module) -> None:
@@ -124,7 +126,7 @@ def binary_focal_loss(prob: torch.Tensor, target: torch.Tensor, gamma: float) ->
     return (1 - p_t) ** gamma * bce
 
 
-class FeatureDetector:
+class FeatureDetector(DetectorBase):
     """Shared training loop and scoring of the feature-level detectors (module docstring).
 
     Subclasses define ``method`` (default synthesizer), ``build(channels)``, ``optimisers()``,
@@ -133,9 +135,11 @@ class FeatureDetector:
     """
 
     name = ""
+    kind = "feature"
     method = ""
-    uses_features = True
-    level = "feature"
+    uses_backbone_features = True
+    #: ``--width`` sets the hidden size (discriminator / heads / transformer).
+    width_option = "hidden"
     #: Gradient-norm clipping of every trained parameter (None: none; UniAD: 0.1).
     clip_grad_norm: float | None = None
 
@@ -310,7 +314,7 @@ def validation_criterion(images: torch.Tensor, masks: torch.Tensor, labels: torc
 
     def score(detector) -> float:
         maps = detector.score_maps(images, features=features, size=images.shape[-1])
-        scores = detector.image_scores(maps) if hasattr(detector, "image_scores") else maps.amax(dim=(1, 2))
+        scores = detector.image_scores(maps)
         return image_auroc(scores.numpy(), y) + pixel_auroc(maps.numpy(), gt)
 
     return score
@@ -798,16 +802,3 @@ class UniADDetector(FeatureDetector):
 
     def cell_scores(self, x):
         return (self.reconstruct(x) - x).norm(dim=1, keepdim=True)
-
-
-FEATURE_DETECTORS = {cls.name: cls for cls in (SimpleNetDetector, SuperSimpleNetDetector, GlassDetector, PBASDetector,
-                                               UniADDetector)}
-
-
-def make_feature_detector(name: str, backbone: Backbone, device=None, width: int = 0, **kwargs) -> FeatureDetector:
-    """A fresh feature-level detector by name (``simplenet``, ``supersimplenet``, ``glass``, ``pbas``, ``uniad``);
-    ``width`` (when > 0) sets its ``hidden`` size (discriminator / head / transformer)."""
-    if width:
-        kwargs["hidden"] = int(width)
-    return FEATURE_DETECTORS[name](backbone, device=device, **kwargs)
-

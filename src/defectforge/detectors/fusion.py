@@ -33,6 +33,7 @@ import torch
 
 from ..core.seeding import torch_generator
 from .backbones import Backbone
+from .base import DetectorBase
 from .patchcore import PatchCoreBaseline
 from .seghead import SegHeadDetector
 from .training import TrainingRecord, scoring_features
@@ -44,7 +45,7 @@ def _logit(p: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return torch.logit(p.clamp(eps, 1 - eps))
 
 
-class FusionDetector:
+class FusionDetector(DetectorBase):
     """``seghead`` + ``patchcore``, standardised on normal images and added (see the module docstring).
 
     Parameters
@@ -74,7 +75,8 @@ class FusionDetector:
     """
 
     name = "fusion"
-    uses_features = True
+    kind = "image"
+    uses_backbone_features = True
 
     def __init__(self, backbone: Backbone, width: int = 64, lr: float = 1e-3, patchcore_weight: float = 1.0,
                  normal_sample: int = 64, head_scale: str = "logit"):

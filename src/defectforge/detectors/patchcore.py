@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..core.seeding import torch_generator
 from .backbones import Backbone
+from .base import DetectorBase
 from .training import DETECTION_SIGMA, TrainingRecord, gaussian_smooth, scoring_features
 
 __all__ = ["PatchCoreBaseline", "greedy_coreset"]
@@ -47,7 +48,7 @@ def greedy_coreset(points: torch.Tensor, n_select: int, seed: int = 0, projectio
     return chosen
 
 
-class PatchCoreBaseline:
+class PatchCoreBaseline(DetectorBase):
     """Nearest-neighbour patch distances to a coreset of normal features (no synthesis).
 
     Examples
@@ -62,7 +63,9 @@ class PatchCoreBaseline:
     """
 
     name = "patchcore"
-    uses_features = True
+    kind = "baseline"
+    uses_backbone_features = True
+    width_option = None
 
     def __init__(self, backbone: Backbone, coreset_ratio: float = 0.01, max_pool: int = 200_000,
                  projection_dim: int = 32, neighbourhood: int = 3):

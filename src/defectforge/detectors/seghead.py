@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import Backbone
+from .base import DetectorBase
 from .training import TrainingBatches, TrainingRecord, focal_l1_loss, maps_from_cells, scoring_features
 
 __all__ = ["SegHead", "SegHeadDetector"]
@@ -42,7 +43,7 @@ class SegHead(nn.Module):
         return self.net(features)
 
 
-class SegHeadDetector:
+class SegHeadDetector(DetectorBase):
     """Frozen backbone + trainable :class:`SegHead`.
 
     Parameters
@@ -67,7 +68,8 @@ class SegHeadDetector:
     """
 
     name = "seghead"
-    uses_features = True
+    kind = "image"
+    uses_backbone_features = True
 
     def __init__(self, backbone: Backbone, width: int = 64, lr: float = 1e-3):
         self.backbone = backbone

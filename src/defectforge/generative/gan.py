@@ -14,11 +14,11 @@ batches in both updates; translation and cutout move the mask with the image.
 
 The mask channel is a logit: ``tanh(logit)`` is compared with the real masks mapped to ``{-1, 1}``
 during training, and a generated pixel is defect where ``logit > 0`` (``tanh > 0``, the midpoint).
-Empty masks (the GAN of the previous version gave only empty masks after 300 steps): the mask
-channel swings between covering most pixels and none while the discriminator learns (about the
-first hundred steps), and DiffAugment's cutout, applied to the mask too, erased small real
-defects from their masks, so the discriminator saw real samples without a defect; cutout now cuts
-the image channels only (see :func:`diff_augment`). A latent whose mask is still empty is redrawn
+Empty masks: the mask channel swings between covering most pixels and none while the
+discriminator learns (about the first hundred steps), and DiffAugment's cutout, applied to the
+mask too, erases small real defects from their masks, so the discriminator sees real samples
+without a defect (such a GAN gave only empty masks after 300 steps); cutout cuts the image
+channels only (see :func:`diff_augment`). A latent whose mask is still empty is redrawn
 at synthesis (``gan_transplant``), and recorded.
 """
 

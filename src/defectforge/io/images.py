@@ -2,7 +2,7 @@
 
 :func:`read_image_raw` is the one decode path of the package: normal images, foreground masks,
 mask banks, textures, real defect banks and their masks all go through it, so a mask and its
-image are always read alike. The rule (README, "Make a dataset"; docs/reliability.md):
+image are always read alike. The rule (docs/datasets.md; docs/reliability.md):
 
 - orientation: the EXIF orientation tag is applied (``PIL.ImageOps.exif_transpose``), so a phone
   photo comes out upright as in a viewer, whatever the format (JPEG, PNG, TIFF, WebP);

@@ -60,7 +60,7 @@ __all__ = ["GenerateConfig", "generate", "build_synthesizer", "build_from_config
 
 #: Network passes (samples x denoising steps) from which a run says what it will cost before it starts:
 #: about 4 minutes at the 12.5 ms a pass of the 0.79 M-parameter UNet measured on one CPU thread
-#: (README, generative benchmark); larger models take longer per pass.
+#: (docs/generative.md, few-shot detection); larger models take longer per pass.
 LONG_RUN_PASSES = 20_000
 
 

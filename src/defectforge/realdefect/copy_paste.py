@@ -2,8 +2,8 @@
 
 The baseline of the few-shot generative papers (DFMGAN, Duan et al., AAAI 2023; AnomalyDiffusion,
 Hu et al., AAAI 2024; both report "Crop&Paste" on MVTec-AD with one third of each type's real
-anomalies given to the generator; ``/work/shared/reference/methods.md``, "Few-shot protocol":
-"the defect's pixels under its mask pasted onto a normal image (hard edge)"). No reference code
+anomalies given to the generator, and describe Crop&Paste as the defect's pixels under its mask
+pasted onto a normal image, with a hard edge). No reference code
 is published for it; everything here follows that description.
 
 Per sample: a defect type (uniform over the bank's types, or ``defect_types``), an entry of that

@@ -2,8 +2,8 @@
 
 After the fusion step of DCDGANc (local synthesis in the survey "A Survey on Industrial Anomalies
 Synthesis", arXiv 2502.16412: defect content is made apart from the part, then blended into
-normal images with an improved Poisson blending, and a fine mask is derived from the blend;
-``/work/shared/reference/methods.md``, "Generative and diffusion-based"). DCDGANc's generator is
+normal images with an improved Poisson blending, and a fine mask is derived from the blend).
+DCDGANc's generator is
 replaced by the real defects of a :class:`~defectforge.sources.defects.DefectBank`; no DCDGANc code
 is used or published. Poisson image editing: Perez, Gangnet & Blake, SIGGRAPH 2003, solved by
 :func:`~defectforge.functional.poisson.poisson_blend` (sine transforms on the region's box; the

@@ -14,7 +14,7 @@ surface, used for colour matching and blending) and its mask. A component drawn 
 
 Few-shot split (the generative papers' protocol: AnomalyDiffusion, DualAnoDiff and DFMGAN give
 one third of each defect type's real anomalies, image and mask, to the generator and test on the
-other two thirds; ``/work/shared/reference/methods.md``, "Few-shot protocol"): per defect type
+other two thirds; AnomalyDiffusion, Hu et al., AAAI 2024): per defect type
 the *source images* are split, never single components, so no pixel of a test image can reach
 synthesis (an image with defects of several types is split as one group, ``combined``, the name
 MVTec AD gives such images). The split is a seeded permutation (``split_seed``) of each type's sorted file list,

@@ -1,8 +1,8 @@
 """The few-shot protocol of the generative papers in the benchmark (``defectforge benchmark --few-shot``).
 
 AnomalyDiffusion, DualAnoDiff and DFMGAN give one third of each defect type's real anomalies
-(image + mask) to the generator and test on the other two thirds
-(``/work/shared/reference/methods.md``, "Few-shot protocol"). Here the split is the
+(image + mask) to the generator and test on the other two thirds (AnomalyDiffusion, Hu et al.,
+AAAI 2024; DFMGAN, Duan et al., AAAI 2023). Here the split is the
 :class:`~defectforge.sources.defects.DefectBank`'s (per type, by source image, seeded, written to
 ``OUT/fewshot_split.json`` and reused). Every detector trains on the normal training images plus:
 
@@ -36,6 +36,7 @@ from ...core.seeding import Stream, sample_rng
 from ...core.types import SynthesisResult
 from ..data import MVTecCategory
 from .per_type import FEW_SHOT_METRICS, per_type_metrics
+from .selection import VALIDATION_NORMAL_SHARE, split_normals
 
 __all__ = ["REAL_ONLY", "few_shot_subset", "validation_subset", "per_type_metrics", "few_shot_realism",
            "few_shot_markdown", "realism_markdown", "run_few_shot_benchmark"]
@@ -43,11 +44,10 @@ __all__ = ["REAL_ONLY", "few_shot_subset", "validation_subset", "per_type_metric
 #: The method name of the no-synthesis, real-defects-only row (:mod:`defectforge.realdefect.real_only`).
 REAL_ONLY = "real_only"
 #: The validation protocol (:func:`run_few_shot_benchmark` with ``validation=True``): the share of
-#: each type's few-shot training defects that still feed synthesis (the rest is validated on),
-#: and the share of training normals held out as the validation set's good images. Chosen here
-#: so that the validation set keeps the test set's proportions roughly (a third of the defects).
+#: each type's few-shot training defects that still feed synthesis (the rest is validated on);
+#: :data:`~.selection.VALIDATION_NORMAL_SHARE` of the training normals are the validation set's
+#: good images.
 VALIDATION_FIT = "2/3"
-VALIDATION_NORMAL_SHARE = 1 / 6
 _LABELS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "pixel_ap": "pixel AP",
            "pixel_f1_max": "pixel F1-max", "aupro": "AUPRO"}
 
@@ -213,16 +213,12 @@ def validation_subset(data: MVTecCategory, features: dict | None, split, inner, 
     and a test set of those normals plus the validation part of the training defects.
 
     ``split`` is the few-shot split, ``inner`` the split of its training images (``inner.train``
-    feeds synthesis, ``inner.test`` is validated on). The held-out normals are a permutation of the
-    training normals seeded by ``split_seed`` (:attr:`~defectforge.core.seeding.Stream.VALIDATION_NORMALS`).
+    feeds synthesis, ``inner.test`` is validated on). The held-out normals are drawn by
+    :func:`~.selection.split_normals` with ``split_seed``.
     Returns ``(data, features, record)``; no image of the few-shot test split is used.
     """
-    from ...core.seeding import Stream
-
     n = data.train.shape[0]
-    n_val = max(1, int(round(normal_share * n)))
-    order = sample_rng(int(split_seed), 0, int(Stream.VALIDATION_NORMALS)).permutation(n)
-    val_normals, fit_normals = sorted(int(i) for i in order[:n_val]), sorted(int(i) for i in order[n_val:])
+    val_normals, fit_normals = split_normals(n, split_seed, normal_share)
     val_names = {f"{t}/{Path(f).stem}" for t, files in inner.test.items() for f in files}
     val_defects = [i for i, name in enumerate(data.test_names) if name in val_names]
     if len(val_defects) != len(val_names):
@@ -292,12 +288,17 @@ def run_few_shot_benchmark(data_dir, few_shot: str = "1/3", methods: list[str] |
     from ..data import check_mvtec_category
     from .leaderboard import collect_runs, run_path, write_json, write_leaderboard
     from .recipes import build_source, is_mixture, row_members
-    from .runner import BACKBONE_DETECTORS, BASELINE, DETECTORS, BenchmarkConfig, _check_methods, features_cached, \
-        load_data_cached, make_detector, run_one
+    from ..registry import detector_info, list_detectors
+    from .runner import BASELINE, BenchmarkConfig, _check_methods, features_cached, load_data_cached, run_one
 
     cfg = config or BenchmarkConfig()
-    if cfg.detector not in DETECTORS:
-        make_detector(cfg.detector, None)
+    info = detector_info(cfg.detector)  # unknown names raise with suggestions
+    if info.kind != "image":
+        raise ValueError(f"the few-shot protocol trains image-level detectors ({', '.join(list_detectors('image'))}); "
+                         f"{cfg.detector!r} is a {info.kind} detector")
+    if cfg.select_every:
+        raise ValueError("best-checkpoint selection (select_every) is for the plain protocol; the few-shot protocol's "
+                         "validation set is --validate")
     kind, value = parse_few_shot(few_shot)
     if validation and realism:
         raise ValueError("--realism compares against the held-out test defects; the validation protocol never reads them")
@@ -321,7 +322,7 @@ def run_few_shot_benchmark(data_dir, few_shot: str = "1/3", methods: list[str] |
                                   split_group=split_group)
     split = bank.split
     backbone = load_backbone(cfg.backbone, cfg.backbone_weights).to(cfg.device) \
-        if cfg.detector in BACKBONE_DETECTORS or baseline else None
+        if info.needs_backbone or baseline else None
     data, fingerprint = load_data_cached(root, cfg.size, cache_dir, log)
     full = features_cached(backbone, data, fingerprint, cache_dir, log) if backbone is not None else None
     spec = str(value.numerator) + "of" + str(value.denominator) if kind == "fraction" else f"{value}pertype"

@@ -111,7 +111,7 @@ def convergence_chart(runs: dict[str, dict[str, Any]]) -> np.ndarray:
     max_step = max(len(r["losses"]) for r in runs.values())
     losses = {m: np.convolve(r["losses"], np.ones(20) / 20, mode="valid") if len(r["losses"]) >= 20
               else np.asarray(r["losses"]) for m, r in runs.items()}
-    aurocs = {m: [(c["step"], c["image_auroc"]) for c in r["checkpoints"]]
+    aurocs = {m: [(c["step"], c["image_auroc"]) for c in r["checkpoints"] if "image_auroc" in c]
               + [(len(r["losses"]), r["metrics"]["image_auroc"])] for m, r in runs.items()}
     loss_max = max(float(v.max()) for v in losses.values() if v.size) * 1.05
     all_auc = [a for pts in aurocs.values() for _, a in pts]

@@ -84,7 +84,9 @@ def write_leaderboard(run_dir: Path, data: MVTecCategory | None = None, methods:
     atomic_write_bytes(run_dir / "leaderboard.md", leaderboard_markdown(board).encode())
     if rows:
         write_image(run_dir / "leaderboard.png", bar_chart(rows))
-        curves = {m: r for m, results in runs.items() for r in results[:1] if r.get("checkpoints")}
+        # test-set checkpoints (--checkpoint-every), not the validation scores of --select-every
+        curves = {m: r for m, results in runs.items() for r in results[:1]
+                  if any("image_auroc" in c for c in r.get("checkpoints", []))}
         if curves:
             write_image(run_dir / "convergence.png", convergence_chart(curves))
         if data is not None:

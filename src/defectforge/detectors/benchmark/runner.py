@@ -28,29 +28,24 @@ from ...io.images import atomic_write_bytes
 from ...metrics.detection import detection_metrics, image_ap, image_auroc
 from ..backbones import Backbone, load_backbone
 from ..data import MVTecCategory, check_mvtec_category, load_mvtec_category
-from ..feature_level import FEATURE_DETECTORS, make_feature_detector
+from ..registry import check_options, create_detector, detector_info, list_detectors
 from .figures import example_indices, example_maps
 from .leaderboard import run_path, write_json, write_leaderboard
 from .per_type import per_type_metrics
 from .recipes import build_source, check_rows, is_mixture, split_rows
+from .selection import Selection, held_out_selection
 
-__all__ = ["DETECTORS", "IMAGE_DETECTORS", "BACKBONE_DETECTORS", "BASELINE", "BenchmarkConfig", "make_detector",
-           "run_benchmark", "run_one", "image_scores_of", "evaluate_detector", "load_data_cached", "features_cached",
-           "data_fingerprint"]
+__all__ = ["DETECTORS", "BASELINE", "BenchmarkConfig", "run_benchmark", "run_one", "evaluate_detector",
+           "load_data_cached", "features_cached", "data_fingerprint"]
 
-#: Detectors trained on image-level synthesis, then those trained on feature-level synthesis
-#: (:mod:`..feature_level`: each has its own default method, e.g. ``simplenet`` -> ``simplenet``),
-#: then those trained on latent-level synthesis (``dsr``: a VQ-VAE trained and cached per dataset).
-IMAGE_DETECTORS = ("seghead", "draem_seg", "residual_seg", "fusion")
-#: The image-level detectors on the frozen backbone's (cached) features.
-BACKBONE_DETECTORS = ("seghead", "residual_seg", "fusion")
-LATENT_DETECTORS = {"dsr": "dsr"}
-DETECTORS = IMAGE_DETECTORS + tuple(FEATURE_DETECTORS) + tuple(LATENT_DETECTORS)
+#: The detectors a benchmark trains (``--detector``): every registered one but the synthesis-free
+#: baselines (:func:`~defectforge.detectors.registry.list_detectors`).
+DETECTORS = tuple(n for n in list_detectors() if detector_info(n).kind != "baseline")
 #: The dsr detector's VQ-VAE (trained once per dataset, cached): resolution of the images it
 #: encodes, random crop side and batch of its training (``defectforge train vqvae``'s --size,
 #: --patch, --batch-size); see :mod:`..dsr` and :mod:`defectforge.generative.vqvae`.
 DSR_RESOLUTION, VQVAE_CROP, VQVAE_BATCH = 128, 64, 8
-#: The synthesis-free baseline, always on the leaderboard.
+#: The synthesis-free baseline, always on the leaderboard (a registered detector of kind ``"baseline"``).
 BASELINE = "patchcore"
 
 
@@ -69,65 +64,27 @@ class BenchmarkConfig:
     device: str = "cpu"
     vqvae_steps: int = 3000  # dsr only: training steps of the cached VQ-VAE
     vqvae_width: str = "small"  # dsr only: VQVAE_WIDTHS name
-    #: Constructor arguments of the image-level detector (CLI ``--detector-option KEY=VALUE``).
+    #: Constructor options of the detector (CLI ``--detector-option KEY=VALUE``; see
+    #: :func:`~defectforge.detectors.registry.check_options`).
     detector_options: dict = field(default_factory=dict)
+    #: Keep the best checkpoint, scored every N steps on a validation set made without test images
+    #: (:mod:`.selection`; detectors whose ``fit`` takes ``select_every``); 0: the last step's weights.
+    select_every: int = 0
 
     def run_folder_name(self, backbone_identity: str) -> str:
         width = f"-w{self.width}" if self.width else ""
-        vq = f"-vq{self.vqvae_width}{self.vqvae_steps}" if self.detector in LATENT_DETECTORS else ""
+        vq = f"-vq{self.vqvae_width}{self.vqvae_steps}" if detector_info(self.detector).needs_vqvae else ""
         options = "".join(f"-{k}={v}" for k, v in sorted(self.detector_options.items()))
-        return f"{self.detector}-{backbone_identity}-s{self.size}-n{self.steps}-b{self.batch_size}{width}{vq}{options}"
-
-
-def make_detector(name: str, backbone: Backbone | None, width: int = 0, device: str = "cpu", vqvae=None,
-                  options: dict | None = None):
-    """A fresh detector: ``seghead``, ``residual_seg``, ``fusion``, ``draem_seg``, a feature-level one, ``dsr``
-    (on ``vqvae``) or the baseline ``patchcore``; ``options`` are constructor arguments of the first three and of the feature-level ones."""
-    from ..draem_seg import DraemSegDetector
-    from ..patchcore import PatchCoreBaseline
-    from ..seghead import SegHeadDetector
-
-    kwargs = {**({"width": width} if width else {}), **(options or {})}
-    if options and name not in BACKBONE_DETECTORS and name not in FEATURE_DETECTORS:
-        raise ValueError(f"--detector-option applies to {', '.join(BACKBONE_DETECTORS + tuple(FEATURE_DETECTORS))}, "
-                         f"not {name!r}")
-    if name == "seghead":
-        return SegHeadDetector(backbone, **kwargs)
-    if name == "residual_seg":
-        from ..residual_seg import ResidualSegDetector
-
-        return ResidualSegDetector(backbone, **kwargs)
-    if name == "fusion":
-        from ..fusion import FusionDetector
-
-        return FusionDetector(backbone, **kwargs)
-    if name == "draem_seg":
-        return DraemSegDetector(device=device, **({"width": width} if width else {}))
-    if name == BASELINE:
-        return PatchCoreBaseline(backbone)
-    if name in FEATURE_DETECTORS:
-        return make_feature_detector(name, backbone, device=device, width=width, **(options or {}))
-    if name == "dsr":
-        from ..dsr import DSRDetector
-
-        return DSRDetector(vqvae, device=device, **({"width": width} if width else {}))
-    from ...core.validation import suggest
-
-    raise ValueError(f"unknown detector {name!r}.{suggest(name, DETECTORS)} Detectors: {', '.join(DETECTORS)}")
-
-
-def image_scores_of(detector, maps: torch.Tensor) -> torch.Tensor:
-    """The detector's image scores from its maps (maximum, or DRAEM's windowed maximum)."""
-    if hasattr(detector, "image_scores"):
-        return detector.image_scores(maps)
-    return maps.amax(dim=(1, 2))
+        selection = f"-sel{self.select_every}" if self.select_every else ""
+        return (f"{self.detector}-{backbone_identity}-s{self.size}-n{self.steps}-b{self.batch_size}{width}{vq}{options}"
+                f"{selection}")
 
 
 def evaluate_detector(detector, data: MVTecCategory, test_features: torch.Tensor | None,
                       pixel: bool = True) -> tuple[dict[str, float], torch.Tensor]:
     """Detection metrics of a fitted detector on the test split, and its maps."""
     maps = detector.score_maps(data.test, features=test_features, size=data.size)
-    scores = image_scores_of(detector, maps)
+    scores = detector.image_scores(maps)
     if pixel:
         metrics = detection_metrics(scores.numpy(), data.test_labels.numpy(), maps.numpy(), data.test_masks.numpy())
     else:
@@ -218,24 +175,28 @@ def vqvae_cached(root: Path, fingerprint: str, cache_dir: Path, cfg: BenchmarkCo
 
 def run_one(method: str, seed: int, cfg: BenchmarkConfig, data: MVTecCategory, backbone: Backbone | None,
             features: dict[str, torch.Tensor] | None, run_dir: Path, log=print, synthesizer=None,
-            per_type: bool = False, vqvae=None) -> dict[str, Any]:
+            per_type: bool = False, vqvae=None, selection: Selection | None = None) -> dict[str, Any]:
     """Train and evaluate one ``(method, seed)``; write ``run_dir/<method>/seed<seed>.json``.
 
     ``synthesizer`` replaces the registry method ``method`` (a method built with a defect bank,
     or the few-shot ``real_only`` source); ``per_type`` adds metrics per defect type; ``vqvae``
-    is the ``dsr`` detector's VQ-VAE (:func:`vqvae_cached`).
+    is the ``dsr`` detector's VQ-VAE (:func:`vqvae_cached`); ``selection`` keeps the detector's
+    best checkpoint on a validation set (:func:`~.selection.held_out_selection`; ``data`` is then
+    the training data without its held-out normals).
     """
     is_baseline = method == BASELINE
-    detector = make_detector(BASELINE, backbone) if is_baseline else \
-        make_detector(cfg.detector, backbone, cfg.width, cfg.device, vqvae, cfg.detector_options)
-    train_features = features["train"] if features is not None and detector.uses_features else None
-    test_features = features["test"] if features is not None and detector.uses_features else None
+    detector = create_detector(BASELINE, backbone) if is_baseline else \
+        create_detector(cfg.detector, backbone, cfg.width, cfg.device, vqvae, cfg.detector_options)
+    train_features = features["train"] if features is not None and detector.uses_backbone_features else None
+    test_features = features["test"] if features is not None and detector.uses_backbone_features else None
     evaluate = None
     if cfg.checkpoint_every and not is_baseline:
         evaluate = lambda det: evaluate_detector(det, data, test_features, pixel=False)[0]  # noqa: E731
+    selecting = {"validation": selection.criterion, "select_every": selection.every} \
+        if selection is not None and not is_baseline else {}
     record = detector.fit(data.train, None if is_baseline else (synthesizer or method), steps=cfg.steps, batch_size=cfg.batch_size,
                           seed=seed, features=train_features, checkpoint_every=cfg.checkpoint_every,
-                          evaluate=evaluate)
+                          evaluate=evaluate, **selecting)
     start = time.perf_counter()
     metrics, maps = evaluate_detector(detector, data, test_features)
     eval_seconds = time.perf_counter() - start
@@ -261,8 +222,10 @@ def run_one(method: str, seed: int, cfg: BenchmarkConfig, data: MVTecCategory, b
         result["vqvae"] = {"path": getattr(vqvae, "extra", {}).get("path"), "settings": vqvae.settings,
                            "steps": train_info.get("steps_done"), "train_seconds": train_info.get("seconds_this_run"),
                            "codes_in_use": train_info.get("codes_in_use")}
+    if selection is not None:  # the held-out normals: no row of this folder trained on them
+        result["selection"] = selection.record
     if per_type:
-        result["per_type"] = per_type_metrics(image_scores_of(detector, maps), maps, data)
+        result["per_type"] = per_type_metrics(detector.image_scores(maps), maps, data)
     write_json(out_dir / f"seed{seed}.json", result)
     log(f"{method:<18} seed {seed}: image AUROC {metrics['image_auroc']:.3f}  pixel AUROC {metrics['pixel_auroc']:.3f}  "
         f"AUPRO {metrics['aupro']:.3f}  train {training['train_seconds']:.0f} s (synthesis "
@@ -279,7 +242,7 @@ def _check_methods(methods: list[str], detector: str = "seghead", allowed: tuple
     members exist and synthesise at the detector's level (``allowed``: extra member names)."""
     from ...core.registry import method_info
 
-    level = "feature" if detector in FEATURE_DETECTORS else "latent" if detector in LATENT_DETECTORS else "image"
+    level = detector_info(detector).kind
 
     def check(name: str) -> None:
         if name == BASELINE:
@@ -329,14 +292,19 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
     import defectforge
 
     cfg = config or BenchmarkConfig()
-    if cfg.detector not in DETECTORS:
-        make_detector(cfg.detector, None)  # raises with suggestions
+    info = detector_info(cfg.detector)  # unknown names raise with suggestions
+    if info.kind == "baseline":
+        raise ValueError(f"{cfg.detector!r} is a synthesis-free baseline, not a detector trained on synthesis "
+                         f"(detectors: {', '.join(DETECTORS)})")
+    check_options(cfg.detector, cfg.detector_options, cfg.width)  # option errors before any data is read
+    if cfg.select_every and not info.selects_checkpoints:
+        raise ValueError(f"best-checkpoint selection (select_every) applies to "
+                         f"{', '.join(n for n in DETECTORS if detector_info(n).selects_checkpoints)}, not "
+                         f"{cfg.detector!r}")
     if methods:
         names = _check_methods(list(methods), cfg.detector)
-    elif cfg.detector in FEATURE_DETECTORS:
-        names = [FEATURE_DETECTORS[cfg.detector].method]
-    elif cfg.detector in LATENT_DETECTORS:
-        names = [LATENT_DETECTORS[cfg.detector]]
+    elif info.method is not None:  # a feature- or latent-level detector: its own method
+        names = [info.method]
     else:
         from ...realdefect import needs_bank
 
@@ -348,14 +316,21 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
     root = Path(data_dir).expanduser()
     check_mvtec_category(root)  # layout errors before anything else
     backbone = None
-    if cfg.detector in BACKBONE_DETECTORS or cfg.detector in FEATURE_DETECTORS or baseline:
+    if info.needs_backbone or baseline:
         backbone = load_backbone(cfg.backbone, cfg.backbone_weights).to(cfg.device)  # weight errors before training
     out = Path(out)
     cache_dir = out / "cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
     data, fingerprint = load_data_cached(root, cfg.size, cache_dir, log)
     features = features_cached(backbone, data, fingerprint, cache_dir, log) if backbone is not None else None
-    vqvae = vqvae_cached(root, fingerprint, cache_dir, cfg, log) if cfg.detector in LATENT_DETECTORS else None
+    vqvae = vqvae_cached(root, fingerprint, cache_dir, cfg, log) if info.needs_vqvae else None
+    selection = None
+    if cfg.select_every:
+        data, features, selection = held_out_selection(data, features, backbone, cfg.select_every)
+        log(f"best checkpoint every {cfg.select_every} steps on {selection.record['validation_images']} validation "
+            f"images: {len(selection.record['held_out_normals'])} held-out training normals, half with "
+            f"{selection.record['method']} anomalies; every row trains on the other "
+            f"{selection.record['training_normals']}")
     run_dir = out / cfg.run_folder_name(backbone.identity if backbone is not None else "nobackbone")
     # seed-major order: an interrupted benchmark has every method at the first seeds
     todo = [(m, s) for s in seeds for m in ([BASELINE] if baseline else []) + names]
@@ -366,7 +341,8 @@ def run_benchmark(data_dir: str | os.PathLike, methods: list[str] | None = None,
 
     for method, seed in tqdm(todo, desc="benchmark runs", unit="run", disable=not progress):
         source = build_source(method, build_synthesizer) if method != BASELINE and is_mixture(method) else None
-        run_one(method, seed, cfg, data, backbone, features, run_dir, log, vqvae=vqvae, synthesizer=source)
+        run_one(method, seed, cfg, data, backbone, features, run_dir, log, vqvae=vqvae, synthesizer=source,
+                selection=selection)
         # the table after every run, so an interrupted benchmark always has one
         write_leaderboard(run_dir, data, methods=([BASELINE] if baseline else []) + names, seeds=seeds)
     return write_leaderboard(run_dir, data, methods=([BASELINE] if baseline else []) + names, seeds=seeds)
