@@ -133,6 +133,29 @@ def test_png_compression_changes_bytes_not_pixels_and_old_records_resume_as_leve
         generate(normal_folder, tmp_path / "bad", "draem", count=1, png_compression="zip", progress=False)
 
 
+def test_pool_workers_take_the_procedural_textures_the_main_process_made(normal_folder, tmp_path, monkeypatch):
+    from defectforge.io.inputs import load_normal_images
+    from defectforge.pipelines.build import build_from_config, procedural_banks
+    from defectforge.pipelines.run_config import GenerateConfig
+    from defectforge.sources import textures as textures_module
+
+    cfg = GenerateConfig(str(normal_folder), mix="draem:0.5,glass_las:0.5", count=4, seed=2)
+    banks = procedural_banks(build_from_config(cfg))
+    assert len(banks) == 2 and banks[0].key == banks[1].key
+    made = {bank.key: bank.made() for bank in banks}
+    assert len(made[banks[0].key]) == banks[0].count
+
+    def not_again(*args):
+        raise AssertionError("a worker made a texture the main process had made")
+
+    monkeypatch.setattr(textures_module, "procedural_texture", not_again)
+    images = load_normal_images(normal_folder)
+    records = SampleWriter(cfg, str(tmp_path / "w"), images, textures=made).run([0, 1, 2, 3])
+    assert [r["index"] for r in records] == [0, 1, 2, 3]
+    with pytest.raises(AssertionError, match="made a texture"):
+        SampleWriter(cfg, str(tmp_path / "x"), images).run([0, 1, 2, 3])
+
+
 def test_refuses_folder_with_user_files(normal_folder, tmp_path):
     out = tmp_path / "mine"
     out.mkdir()

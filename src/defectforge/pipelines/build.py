@@ -13,7 +13,7 @@ from ..core.registry import _accepted_kwargs, create, method_info
 from .run_config import GenerateConfig
 
 __all__ = ["build_synthesizer", "build_from_config", "synthesizer_from_config", "defect_bank", "DATASET_OVERLAY",
-           "SPLIT_FILE"]
+           "SPLIT_FILE", "procedural_banks"]
 
 
 def build_synthesizer(method: str, overrides: dict[str, Any] | None = None, textures: str | None = None,
@@ -111,3 +111,15 @@ def synthesizer_from_config(config: dict):
     from .. import from_config
 
     return from_config(config)
+
+
+def procedural_banks(synthesizer) -> list:
+    """The built-in procedural texture banks inside ``synthesizer`` (a method, a mixture, a control wrapper)."""
+    from ..sources.textures import ProceduralTextures
+
+    textures = getattr(synthesizer, "textures", None)
+    found = [textures] if isinstance(textures, ProceduralTextures) else []
+    for inner in [getattr(synthesizer, "inner", None), *getattr(synthesizer, "members", ())]:
+        if inner is not None:
+            found += procedural_banks(inner)
+    return found

@@ -22,7 +22,7 @@ from ..core.seeding import MAX_RETRIES, MAX_SEED, Stream, donor_indices, retry_s
 from ..io.files import atomic_write_bytes
 from ..io.images import ImageDecodeWarning, encode_png, png_parameters, set_pixel_limit, warn_once
 from ..io.inputs import NormalImages
-from .build import SPLIT_FILE, build_from_config, defect_bank, synthesizer_from_config
+from .build import SPLIT_FILE, build_from_config, defect_bank, procedural_banks, synthesizer_from_config
 from .run_config import GenerateConfig
 from .sample_record import file_record, mask_contrast, mask_fields, real_defect
 
@@ -61,7 +61,8 @@ class SampleWriter:
     """Makes and writes the samples of a chunk (in the main process, a pool worker or a Ray task)."""
 
     def __init__(self, cfg: GenerateConfig, output: str, images: NormalImages, foreground=None,
-                 synthesizer: dict | None = None, keep: frozenset[str] = frozenset(), built=None):
+                 synthesizer: dict | None = None, keep: frozenset[str] = frozenset(), built=None,
+                 textures: dict | None = None):
         self.cfg, self.output, self.images = cfg, Path(output), images
         set_pixel_limit(cfg.max_pixels)  # a worker process reads textures (and banks) under the run's limit
         self.keep = keep  # files the user edited: a sample made again for its missing sibling leaves them
@@ -73,6 +74,9 @@ class SampleWriter:
             self.synth = build_from_config(cfg, defect_bank(cfg, self.output / SPLIT_FILE))
         else:
             self.synth = synthesizer_from_config(synthesizer)
+        for bank in procedural_banks(self.synth):  # made once by the main process, not again here
+            if bank.key in (textures or {}):
+                bank.adopt(textures[bank.key])
         self.name = cfg.method
         self.foreground = foreground
         self.uses_donors = self.synth.capabilities["uses_donors"] and cfg.donor_pool > 0

@@ -142,6 +142,22 @@ class ProceduralTextures(TextureSource):
             self._base[index] = procedural_texture(index, self.base_size, self.seed)
         return self._base[index]
 
+    @property
+    def key(self) -> tuple:
+        """What makes two banks the same textures (count, seed, base size)."""
+        return self.count, self.seed, self.base_size
+
+    def made(self) -> dict[int, np.ndarray]:
+        """Every texture at the base size, made now where not yet: for another process's bank of the
+        same :attr:`key` to :meth:`adopt` instead of making them again."""
+        for index in range(self.count):
+            self._load(index)
+        return dict(self._base)
+
+    def adopt(self, made: dict[int, np.ndarray]) -> None:
+        """Take the textures :meth:`made` returned for a bank of the same :attr:`key`."""
+        self._base.update(made)
+
 
 class FolderTextures(TextureSource):
     """Every image under ``folder`` (recursive, any extension PIL reads), e.g. DTD's ``images/``.
