@@ -49,7 +49,8 @@ from .seeded import SeededSynthesizer, batch_indices, check_records, label_empty
 from .types import SynthesisContext, SynthesisResult
 
 __all__ = ["Synthesizer", "ApplyResult", "apply_subset", "as_float_images", "validate_images", "restore_dtype",
-           "ImageShape", "EMPTY_REGION_NOTE", "CAPABILITIES", "capabilities_of", "label_empty_masks_normal"]
+           "ImageShape", "EMPTY_REGION_NOTE", "CAPABILITIES", "capabilities_of", "label_empty_masks_normal",
+           "walk_synthesizers"]
 
 #: The note recorded in ``params["region_fallback"]`` when a sample's foreground is empty.
 EMPTY_REGION_NOTE = "empty foreground: the defect was placed on the whole image"
@@ -187,6 +188,11 @@ class Synthesizer(SeededSynthesizer):
         ctx = context or SynthesisContext(foreground=foreground, donors=donors)
         return self._run(images, x, records, None, ctx)
 
+    def children(self) -> tuple["Synthesizer", ...]:
+        """The synthesizers this one delegates to (a wrapper's inner method, a mixture's members);
+        none for a method. :func:`walk_synthesizers` visits the whole tree."""
+        return ()
+
     # --- internals ----------------------------------------------------------------------
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         if self.any_dtype:
@@ -215,6 +221,23 @@ class Synthesizer(SeededSynthesizer):
             params=params,
             extras=extras,
         )
+
+
+def walk_synthesizers(synthesizer):
+    """``synthesizer`` and every synthesizer inside it, depth first (:meth:`Synthesizer.children`).
+
+    Examples
+    --------
+    >>> import defectforge
+    >>> mix = defectforge.mix(["cutpaste", defectforge.control("draem", defect_count=2)])
+    >>> [type(s).__name__ for s in walk_synthesizers(mix)][:2]
+    ['MixtureSynthesizer', 'CutPasteSynthesizer']
+    >>> len(list(walk_synthesizers(mix)))
+    4
+    """
+    yield synthesizer
+    for child in getattr(synthesizer, "children", tuple)():  # a feature-level or user object has none
+        yield from walk_synthesizers(child)
 
 
 def effective_region(ctx: SynthesisContext, params: list[dict], device) -> SynthesisContext:

@@ -115,11 +115,8 @@ def synthesizer_from_config(config: dict):
 
 def procedural_banks(synthesizer) -> list:
     """The built-in procedural texture banks inside ``synthesizer`` (a method, a mixture, a control wrapper)."""
+    from ..core.base import walk_synthesizers
     from ..sources.textures import ProceduralTextures
 
-    textures = getattr(synthesizer, "textures", None)
-    found = [textures] if isinstance(textures, ProceduralTextures) else []
-    for inner in [getattr(synthesizer, "inner", None), *getattr(synthesizer, "members", ())]:
-        if inner is not None:
-            found += procedural_banks(inner)
-    return found
+    banks = (getattr(s, "textures", None) for s in walk_synthesizers(synthesizer))
+    return [t for t in banks if isinstance(t, ProceduralTextures)]

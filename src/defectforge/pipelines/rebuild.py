@@ -83,11 +83,7 @@ def resolve_recorded_paths(config: dict[str, Any]) -> dict[str, Any]:
 
 def bank_of(synthesizer):
     """The bank of real defects inside ``synthesizer`` (a method, a mixture, a control wrapper), or ``None``."""
-    bank = getattr(synthesizer, "bank", None)
-    if bank is not None and hasattr(bank, "split"):
-        return bank
-    for inner in [getattr(synthesizer, "inner", None), *getattr(synthesizer, "members", ())]:
-        found = bank_of(inner) if inner is not None else None
-        if found is not None:
-            return found
-    return None
+    from ..core.base import walk_synthesizers
+
+    banks = (getattr(s, "bank", None) for s in walk_synthesizers(synthesizer))
+    return next((bank for bank in banks if bank is not None and hasattr(bank, "split")), None)

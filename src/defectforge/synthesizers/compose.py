@@ -90,6 +90,9 @@ class ControlledSynthesizer(Synthesizer):
         self.foreground_is_hint = self.inner.foreground_is_hint
         self.method_name = self.inner.method_name
 
+    def children(self) -> tuple[Synthesizer, ...]:
+        return (self.inner,)
+
     def config(self) -> dict[str, Any]:
         """``{"method": "control", "inner": <the method's config>, ...}``; :func:`defectforge.from_config` rebuilds it."""
         return to_jsonable({"method": "control", "inner": self.inner.config(), "defect_count": list(self.defect_count),
@@ -257,6 +260,9 @@ class MixtureSynthesizer(Synthesizer):
         # the base class then confines no mask; ``apply`` confines the members that rely on it
         self.foreground_is_hint = any(m.foreground_is_hint for m in self.members)
         self.method_name = "mix"
+
+    def children(self) -> tuple[Synthesizer, ...]:
+        return tuple(self.members)
 
     def config(self) -> dict[str, Any]:
         """``{"method": "mix", "members": [<configs>], ...}``; :func:`defectforge.from_config` rebuilds it."""
