@@ -25,11 +25,9 @@ backbone = load_backbone("mobilenet_v2")
 data, fingerprint = load_data_cached(args.data, args.size, args.cache)
 feats = features_cached(backbone, data, fingerprint, args.cache)
 train, test = feats["train"].float(), feats["test"].float()
-# the detectors' own preparation: per-channel statistics of the training features, as fit() takes them
+# the detectors' own preparation, with the per-channel statistics fit() takes
 prep = SimpleNetDetector(backbone)
-flat = train.transpose(0, 1).flatten(1)
-prep.mean = flat.mean(1).view(1, -1, 1, 1)
-prep.std = flat.std(1).clamp_min(1e-6).view(1, -1, 1, 1)
+prep.fit_statistics(train)
 norm = prep.prepare(test).norm(dim=1, keepdim=True)
 maps = F.interpolate(norm, size=(args.size, args.size), mode="bilinear", align_corners=False)[:, 0]
 for sign, name in ((1, "feature norm"), (-1, "minus the feature norm")):

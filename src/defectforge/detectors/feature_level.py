@@ -178,6 +178,13 @@ class FeatureDetector(DetectorBase):
         """Anything refreshed before a training step (GLASS's hypersphere centres, once per epoch)."""
 
     # --- shared -------------------------------------------------------------------------
+    def fit_statistics(self, features: torch.Tensor) -> None:
+        """Per-channel mean and standard deviation of the training ``features`` that
+        :meth:`prepare` standardises with (``fit`` calls it)."""
+        flat = features.float().transpose(0, 1).reshape(features.shape[1], -1)
+        self.mean = flat.mean(1).view(1, -1, 1, 1).to(self.device)
+        self.std = flat.std(1).clamp_min(1e-6).view(1, -1, 1, 1).to(self.device)
+
     def prepare(self, features: torch.Tensor) -> torch.Tensor:
         """Standardise per channel, then average over the 3x3 neighbourhood."""
         x = (features.to(self.device).float() - self.mean) / self.std
@@ -233,9 +240,7 @@ class FeatureDetector(DetectorBase):
             synth = defectforge.create(synth, **self.synthesizer_options(synth))
         if validation is not None and int(select_every) < 1:
             raise ValueError("validation needs select_every >= 1 (score the detector every N steps)")
-        flat = features.float().transpose(0, 1).reshape(features.shape[1], -1)
-        self.mean = flat.mean(1).view(1, -1, 1, 1).to(self.device)
-        self.std = flat.std(1).clamp_min(1e-6).view(1, -1, 1, 1).to(self.device)
+        self.fit_statistics(features)
         self.synthesis_seconds = 0.0
         self.batch_size = int(batch_size)
         with torch.random.fork_rng(devices=[]):  # seeded initialisation and dropout, global state untouched
